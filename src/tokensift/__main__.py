@@ -1,0 +1,5 @@
+"""``python -m tokensift`` runs the CLI."""
+
+from tokensift.cli import main
+
+main()

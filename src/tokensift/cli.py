@@ -1,0 +1,214 @@
+"""The ``tokensift`` command line. Every user error exits non-zero with a one-line message."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tokensift.errors import ParameterError, TokensiftError
+
+app = typer.Typer(
+    name="tokensift",
+    help="Find the informative tokens in a sequence and act on them: scores -> select -> reduce.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Embedded model name or local model folder.")]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Converted-model cache (default $TOKENSIFT_CACHE or ~/.cache/tokensift)."),
+]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def _load(model: str, cache_dir: Path | None) -> Any:
+    from tokensift.models import load_model
+
+    with err.status(f"loading {model} …"):
+        loaded = load_model(model, cache_dir=cache_dir)
+    err.print(f"[dim]loaded {loaded.name} in {loaded.load_seconds:.1f} s[/dim]")
+    return loaded
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """List the embedded models: size, layers, heads, KV heads, context, and whether the cache is built."""
+    from tokensift.models import model_status
+
+    rows = model_status(cache_dir)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": r.spec.name,
+                        "title": r.spec.title,
+                        "kind": r.spec.kind,
+                        "params_millions": r.spec.params_m,
+                        "layers": r.spec.layers,
+                        "heads": r.spec.heads,
+                        "kv_heads": r.spec.kv_heads,
+                        "context": r.spec.context,
+                        "installed": r.installed,
+                        "cache_built": r.cache_built,
+                        "cache_path": str(r.cache_path) if r.cache_path else None,
+                        "install": r.spec.install,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    table = Table(title="Embedded models")
+    for column in ("name", "kind", "params", "layers", "heads", "KV heads", "context", "installed", "cache"):
+        table.add_column(column)
+    for r in rows:
+        cache = "ready" if not r.spec.converted else ("built" if r.cache_built else "not built")
+        table.add_row(
+            r.spec.name,
+            r.spec.kind,
+            f"{r.spec.params_m}M",
+            str(r.spec.layers),
+            str(r.spec.heads),
+            str(r.spec.kv_heads),
+            f"{r.spec.context:,}",
+            "yes" if r.installed else f"no: {r.spec.install}",
+            cache if r.installed else "-",
+        )
+    out.print(table)
+
+
+@app.command()
+def methods(
+    target: Annotated[str | None, typer.Option(help="Only this target: kv, text, encoder, vision, training.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the registered methods: name, target, paper, and whether they need attention weights."""
+    from tokensift.methods import list_methods
+
+    found = list_methods(target)
+    if as_json:
+        print(json.dumps([m.as_dict() for m in found], indent=2))
+        return
+    table = Table(title="Methods")
+    for column in ("target", "name", "attention?", "score → select → reduce", "paper"):
+        table.add_column(column)
+    for m in found:
+        table.add_row(
+            m.target,
+            m.name,
+            "yes" if m.needs_attention else "no",
+            f"{m.score.__name__} → {m.select.__name__} → {m.reduce.__name__}",
+            m.paper,
+        )
+    out.print(table)
+
+
+@app.command()
+def inspect(
+    file: Annotated[str, typer.Argument(help="Text file to inspect, or - for standard input.")],
+    model: ModelOpt = "smollm2-135m",
+    quantile: Annotated[float, typer.Option(help="Flag tokens above this quantile of the text's surprisals.")] = 0.95,
+    zscore: Annotated[float | None, typer.Option(help="Flag tokens above mean + Z std instead of a quantile.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Score only the first N tokens (reported, never silent).")
+    ] = None,
+    window: Annotated[int | None, typer.Option(help="Tokens per scoring window (default: model context).")] = None,
+    stride: Annotated[int | None, typer.Option(help="Window advance (default: half a window).")] = None,
+    lines: Annotated[bool, typer.Option("--lines", help="Per-line summary, lines ranked (event logs).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document (one record per token).")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML heat map here.")] = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Show each token's surprisal and entropy under a language model and flag the surprising ones."""
+    from tokensift.inputs import read_text
+    from tokensift.inspection import FlagRule, inspect_text
+    from tokensift.models import prefix_token_id
+
+    rule = FlagRule(quantile=quantile, zscore=zscore)
+    text = read_text(file)
+    loaded = _load(model, cache_dir)
+    with _progress() as bar:
+        task = bar.add_task("scoring windows", total=None)
+        result = inspect_text(
+            text,
+            loaded.model,
+            loaded.tokenizer,
+            model_name=loaded.name,
+            prefix_id=prefix_token_id(loaded.tokenizer, loaded.spec),
+            rule=rule,
+            window=window,
+            stride=stride,
+            max_tokens=max_tokens,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if html is not None:
+        _write_html(result, html)
+    if as_json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        from tokensift.report.terminal import print_inspection
+
+        print_inspection(out, result, show_lines=lines)
+    note = f" (first {len(result.tokens):,} of {result.total_tokens:,} tokens)" if result.truncated else ""
+    err.print(f"perplexity {result.perplexity:.2f} over {len(result.scored):,} scored tokens{note}")
+
+
+def _write_html(result: Any, path: Path) -> None:
+    from tokensift.report.html import inspection_html
+
+    if path.is_dir():
+        raise ParameterError(f"--html {path} is a directory; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(inspection_html(result), encoding="utf-8")
+    err.print(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    model: ModelOpt = "smollm2-135m",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Evaluation data folder (default $TOKENSIFT_DATA or ../shared/data).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo's reports.")] = Path("tokensift-demo"),
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Run the main job on the embedded model with no arguments: inspect a real text and write the HTML."""
+    from tokensift.demo import run_demo
+
+    run_demo(out, err, model=model, data_dir=data_dir, out_dir=out_dir, load=lambda: _load(model, cache_dir))
+
+
+def main() -> None:
+    """Console entry point: run the app, turning tokensift errors into one-line messages."""
+    try:
+        app()  # usage errors are reported by typer itself (exit 2)
+    except TokensiftError as exc:
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,79 @@
+"""``tokensift demo``: the main job on the embedded model, with no arguments.
+
+Inspects a real text (a Paul Graham essay from the evaluation data, else WikiText-2, else a paragraph
+of our own) and writes the HTML heat map. Later capabilities add their steps here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.rule import Rule
+
+from tokensift.inputs import data_dir as resolve_data_dir
+from tokensift.inputs import read_text
+
+OWN_TEXT = (
+    "The lighthouse keeper wrote the same line in his log every night for thirty-one years: lamp lit, "
+    "sea calm, no ships. On the night of 4 March 1911 the entry reads differently. The lamp was lit, the "
+    "sea was calm, and a brass band was playing on the rocks below the tower. Nobody in the village ever "
+    "admitted to owning a trumpet, and the keeper never mentioned the band again."
+)
+EXCERPT_CHARS = 1800
+
+
+def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The first ``limit`` characters, cut back to the end of a sentence or line."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind("\n"))
+    return cut[: end + 1] if end > limit // 2 else cut
+
+
+def pick_text(data_dir: Path | None) -> tuple[str, str]:
+    """``(text, where it came from)`` for the demo."""
+    folder = resolve_data_dir(data_dir)
+    if folder is not None:
+        essay = folder / "pg_essays" / "addiction.txt"
+        if essay.is_file():
+            return _excerpt(read_text(essay)), f"{essay} (first {EXCERPT_CHARS} characters)"
+        wiki = folder / "wikitext2" / "wiki.test.raw"
+        if wiki.is_file():
+            return _excerpt(read_text(wiki)), f"{wiki} (first {EXCERPT_CHARS} characters)"
+    return OWN_TEXT, "a paragraph written for tokensift (no evaluation data found)"
+
+
+def run_demo(
+    out: Console, err: Console, *, model: str, data_dir: Path | None, out_dir: Path, load: Callable[[], Any]
+) -> None:
+    from tokensift.inspection import inspect_text
+    from tokensift.models import prefix_token_id
+    from tokensift.report.html import inspection_html
+    from tokensift.report.terminal import print_inspection
+
+    text, source = pick_text(data_dir)
+    out.print(Rule("tokensift demo · 1. inspect: which tokens surprise the model?"))
+    out.print(f"text: {source}")
+    loaded = load()
+    result = inspect_text(
+        text,
+        loaded.model,
+        loaded.tokenizer,
+        model_name=loaded.name,
+        prefix_id=prefix_token_id(loaded.tokenizer, loaded.spec),
+    )
+    print_inspection(out, result, top=8)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    page = out_dir / "inspect.html"
+    page.write_text(inspection_html(result, title=f"tokensift inspect · {source}"), encoding="utf-8")
+    out.print(
+        f"\n[bold]What happened:[/bold] {loaded.name} read {len(result.tokens):,} tokens and gave each its "
+        f"surprisal (−log p given the text before it); perplexity {result.perplexity:.2f}. "
+        f"{sum(t.flagged for t in result.tokens)} tokens above the 95th-percentile surprisal are flagged "
+        "(bold, underlined)."
+    )
+    out.print(f"[bold]HTML heat map:[/bold] {page.resolve()}")

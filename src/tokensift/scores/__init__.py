@@ -1,0 +1,27 @@
+"""Per-token informativeness signals. Pure tensor functions, higher = more worth keeping.
+
+* LM signals: :func:`next_token_scores` (surprisal, entropy), :func:`lm_scores` (windowed, any length).
+* Attention received: :func:`attention_received` (H2O / A2SF), :func:`observation_window` (SnapKV);
+  :mod:`tokensift.scores.capture` gets their inputs from a real model without eager attention
+  (imported on demand: it needs transformers).
+* Key statistics: :func:`key_norm_score`, :func:`key_diff_score`, :func:`key_distance_to_mean`.
+* :func:`random_scores`, the baseline.
+"""
+
+from tokensift.scores.attention import attention_received, observation_window
+from tokensift.scores.keys import key_diff_score, key_distance_to_mean, key_norm_score
+from tokensift.scores.lm import LMScores, lm_scores, next_token_scores, plan_windows
+from tokensift.scores.random import random_scores
+
+__all__ = [
+    "LMScores",
+    "attention_received",
+    "key_diff_score",
+    "key_distance_to_mean",
+    "key_norm_score",
+    "lm_scores",
+    "next_token_scores",
+    "observation_window",
+    "plan_windows",
+    "random_scores",
+]

@@ -1,0 +1,109 @@
+"""Attention received by each key: accumulated (H2O), observation window (SnapKV), with forgetting (A2SF).
+
+All three are one quantity, the attention weight a set of query rows puts on each key, summed with a
+per-row weight:
+
+* H2O (Zhang et al., 2023, "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of LLMs"):
+  every query row, weight 1.
+* SnapKV (Li et al., 2024, "SnapKV: LLM Knows What You are Looking for Before Generation"): only the
+  last ``w`` query rows (the observation window).
+* A2SF (Jo & Shin, 2024, "A2SF: Accumulative Attention Scoring with Forgetting Factor"): row ``i`` of
+  ``q`` rows weighted by ``forgetting ** (q - 1 - i)``, so older queries count less.
+
+We never need the model in eager mode: the caller passes the query rows it wants (see
+:mod:`tokensift.scores.capture`) and this module computes only those rows of the attention matrix,
+``chunk`` rows at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _row_mask(mask: Tensor | None, rows: slice, n_queries: int, n_keys: int, device: torch.device) -> Tensor:
+    """Additive float mask ``[B|1, H|1, r, T]`` for query rows ``rows`` (queries are the last rows)."""
+    if mask is None:  # plain causal: query i sits at absolute position n_keys - n_queries + i
+        q_pos = torch.arange(n_keys - n_queries, n_keys, device=device)[rows]
+        allowed = torch.arange(n_keys, device=device)[None, :] <= q_pos[:, None]
+        return torch.zeros(allowed.shape, device=device).masked_fill(~allowed, float("-inf"))[None, None]
+    part = mask[..., rows, :n_keys]
+    if part.dtype == torch.bool:
+        return torch.zeros(part.shape, device=device).masked_fill(~part, float("-inf"))
+    return part.float()
+
+
+def attention_received(
+    queries: Tensor,
+    keys: Tensor,
+    *,
+    scaling: float | None = None,
+    mask: Tensor | None = None,
+    forgetting: float = 1.0,
+    normalize: bool = False,
+    per_kv_head: bool = True,
+    chunk: int = 256,
+) -> Tensor:
+    """Weighted sum over query rows of the softmax attention each key receives.
+
+    ``queries [B, H, q, D]`` are the *last* ``q`` query rows of the sequence, ``keys [B, Hkv, T, D]``
+    all keys (``H`` a multiple of ``Hkv``: grouped-query attention). ``mask`` is the model's own
+    attention mask for those rows (boolean, True = may attend, or additive float), ``[B|1, H|1, q, T]``;
+    ``None`` means plain causal. Row ``i`` is weighted by ``forgetting ** (q - 1 - i)``.
+    ``normalize`` divides each key's total by the summed weight of the rows that could see it (mean
+    attention rather than a sum that favours early keys). Returns ``[B, Hkv, T]`` (mean over each
+    group's query heads) or ``[B, H, T]`` when ``per_kv_head`` is False.
+    """
+    batch, heads, n_queries, dim = queries.shape
+    kv_heads, n_keys = keys.shape[1], keys.shape[2]
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads are not a multiple of {kv_heads} key heads")
+    if not 0.0 < forgetting <= 1.0:
+        raise ValueError(f"forgetting factor must be in (0, 1], got {forgetting}")
+    scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
+    group = heads // kv_heads
+    keys_full = keys.float().repeat_interleave(group, dim=1)  # [B, H, T, D]
+    weights = forgetting ** torch.arange(n_queries - 1, -1, -1, dtype=torch.float32, device=queries.device)
+    total = torch.zeros(batch, heads, n_keys, device=queries.device)
+    seen = torch.zeros(batch, heads, n_keys, device=queries.device)
+    for start in range(0, n_queries, chunk):
+        rows = slice(start, min(start + chunk, n_queries))
+        logits = queries[:, :, rows].float() @ keys_full.transpose(-1, -2) * scale
+        logits = logits + _row_mask(mask, rows, n_queries, n_keys, queries.device)
+        probs = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # fully masked rows (padding) give 0
+        row_w = weights[rows][None, None, :, None]
+        total += (probs * row_w).sum(2)
+        if normalize:
+            seen += (torch.isfinite(logits).float() * row_w).sum(2)
+    if normalize:
+        total = total / seen.clamp_min(1e-12)
+    if per_kv_head:
+        total = total.view(batch, kv_heads, group, n_keys).mean(2)
+    return total
+
+
+def observation_window(
+    queries: Tensor,
+    keys: Tensor,
+    window: int,
+    *,
+    scaling: float | None = None,
+    mask: Tensor | None = None,
+    per_kv_head: bool = True,
+) -> Tensor:
+    """SnapKV's score: attention received from the last ``window`` of the given query rows.
+
+    Arguments as in :func:`attention_received`; ``mask`` covers the same rows as ``queries``.
+    """
+    if window < 1:
+        raise ValueError(f"observation window must be at least 1 query, got {window}")
+    rows = slice(max(0, queries.shape[2] - window), None)
+    return attention_received(
+        queries[:, :, rows],
+        keys,
+        scaling=scaling,
+        mask=None if mask is None else mask[..., rows, :],
+        per_kv_head=per_kv_head,
+    )

