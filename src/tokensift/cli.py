@@ -25,6 +25,13 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
+bench_app = typer.Typer(
+    help="Benchmarks: tasks x methods x budgets on one model; resumable JSONL, CSV, plots.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+# Target sub-commands live next to their adapters (tokensift/<target>/cli.py, cheap to import) and are
+# attached here with one line each, e.g. app.add_typer(kv_cli.app, name="kv"); bench_app.command("kv")(kv_cli.bench)
+
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Embedded model name or local model folder.")]
 CacheOpt = Annotated[
     Path | None,

@@ -32,6 +32,8 @@ class Method:
     summary: str
     needs_attention: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
+    build: Callable[..., Any] | None = None
+    """The adapter's object for this method (e.g. a KV press or an encoder reducer), built from options."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready description (parts by function name)."""
@@ -76,6 +78,7 @@ def get_method(name: str, target: str) -> Method:
         raise UnknownMethodError(f"unknown {target} method {name!r}; known: {known}") from None
 
 
+# --- kv methods ---------------------------------------------------------------------------------------------
 register(
     Method(
         name="random",
@@ -88,3 +91,7 @@ register(
         defaults={"seed": 0},
     )
 )
+
+# --- text methods -------------------------------------------------------------------------------------------
+
+# --- encoder methods ----------------------------------------------------------------------------------------
