@@ -66,12 +66,13 @@ def lines_table(inspection: Inspection, n: int = 15) -> Table:
     table = Table(
         title=f"Lines ranked by mean surprisal (top {min(n, len(inspection.lines))} of {len(inspection.lines)})"
     )
-    for column in ("rank", "line", "mean", "max", "flagged", "text"):
+    for column in ("rank", "line", "tokens", "mean", "max", "flagged", "text"):
         table.add_column(column, justify="left" if column == "text" else "right")
     for record in sorted(inspection.lines, key=lambda r: r.rank)[:n]:
         table.add_row(
             str(record.rank),
             str(record.line),
+            str(record.tokens),
             f"{record.mean_surprisal:.2f}",
             f"{record.max_surprisal:.2f}",
             str(record.flagged_tokens),
