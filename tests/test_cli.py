@@ -72,8 +72,9 @@ def test_unknown_option_is_a_usage_error(files):
 def test_methods_json_lists_the_random_baseline():
     result = cli("methods", "--target", "kv", "--json")
     assert result.returncode == 0
-    rows = json.loads(result.stdout)
-    assert {"name": "random", "target": "kv", "needs_attention": False}.items() <= rows[0].items()
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert {"name": "random", "target": "kv", "needs_attention": False}.items() <= rows["random"].items()
+    assert {row["target"] for row in rows.values()} == {"kv"}
 
 
 def test_models_json_lists_every_embedded_model():
