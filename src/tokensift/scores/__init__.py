@@ -4,11 +4,13 @@
 * Attention received: :func:`attention_received` (H2O / A2SF), :func:`observation_window` (SnapKV);
   :mod:`tokensift.scores.capture` gets their inputs from a real model without eager attention
   (imported on demand: it needs transformers).
-* Key statistics: :func:`key_norm_score`, :func:`key_diff_score`, :func:`key_distance_to_mean`.
+* Key statistics: :func:`key_norm_score`, :func:`key_diff_score`, :func:`key_distance_to_mean`;
+  :func:`expected_attention_scores` (attention from the estimated distribution of future queries).
 * :func:`random_scores`, the baseline.
 """
 
-from tokensift.scores.attention import attention_received, observation_window
+from tokensift.scores.attention import attention_received, observation_window, pool_scores
+from tokensift.scores.expected import average_rotation, expected_attention_scores, unrotate
 from tokensift.scores.keys import key_diff_score, key_distance_to_mean, key_norm_score
 from tokensift.scores.lm import LMScores, lm_scores, next_token_scores, plan_windows
 from tokensift.scores.random import random_scores
@@ -16,6 +18,8 @@ from tokensift.scores.random import random_scores
 __all__ = [
     "LMScores",
     "attention_received",
+    "average_rotation",
+    "expected_attention_scores",
     "key_diff_score",
     "key_distance_to_mean",
     "key_norm_score",
@@ -23,5 +27,7 @@ __all__ = [
     "next_token_scores",
     "observation_window",
     "plan_windows",
+    "pool_scores",
     "random_scores",
+    "unrotate",
 ]

@@ -107,3 +107,19 @@ def observation_window(
         mask=None if mask is None else mask[..., rows, :],
         per_kv_head=per_kv_head,
     )
+
+
+def pool_scores(scores: Tensor, kernel: int) -> Tensor:
+    """Average each score with its neighbours (``kernel`` wide, odd), ``[..., T] -> [..., T]``.
+
+    SnapKV (Li et al., 2024) pools the observation-window attention so that the neighbours of a strongly
+    attended token are kept with it and a fact is not cut in the middle.
+    """
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"pooling kernel must be a positive odd number, got {kernel}")
+    if kernel == 1:
+        return scores
+    shape = scores.shape
+    flat = scores.float().reshape(-1, 1, shape[-1])
+    pooled = torch.nn.functional.avg_pool1d(flat, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+    return pooled.reshape(shape)

@@ -17,6 +17,9 @@ from torch import Tensor
 
 from tokensift.errors import ParameterError
 
+DEFAULT_WINDOW = 2048
+"""Tokens per forward pass by default: every token still sees >= 1,024 tokens of context, and the logits of a
+window stay small (a 262k vocabulary at 8k tokens would need 8 GiB of float32 logits)."""
 _CHUNK_ELEMENTS = 1 << 24  # logits turned into float64 log-probabilities at a time (128 MiB)
 
 
@@ -88,25 +91,33 @@ def lm_scores(
     window: int | None = None,
     stride: int | None = None,
     prefix_id: int | None = None,
+    condition: Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LMScores:
     """Score a sequence of any length with a causal LM, in overlapping windows when it is long.
 
-    ``window`` is the number of text tokens read per forward pass (default: the model's context minus
-    the prefix); ``stride`` how far windows advance (default: half a window, so every token sees at
-    least half a window of context). ``prefix_id`` (e.g. BOS) is put before every window so the first
-    token is scored too and each window starts like a document. ``progress(done, total)`` is called
-    after each window.
+    ``window`` is the number of text tokens read per forward pass (default: ``DEFAULT_WINDOW`` or the
+    model's context minus the prefix, whichever is smaller); ``stride`` how far windows advance
+    (default: half a window, so every token sees at least half a window of context). ``prefix_id`` (e.g. BOS)
+    is put before every window so the first token is scored too and each window starts like a document.
+    ``condition`` (token ids, e.g. a question) is read after the prefix at the start of every window, so every
+    score is conditioned on it (LongLLMLingua's question-conditioned perplexity). ``progress(done, total)`` is
+    called after each window.
     """
     if input_ids.dim() != 1:
         raise ValueError(f"input_ids must be 1-D, got shape {tuple(input_ids.shape)}")
     length = int(input_ids.shape[0])
-    extra = 0 if prefix_id is None else 1
+    head = torch.tensor([] if prefix_id is None else [prefix_id], dtype=input_ids.dtype)
+    if condition is not None:
+        head = torch.cat([head, condition.to(input_ids.dtype)])
+    extra = int(head.shape[0])
     context = int(getattr(_text_config(model), "max_position_embeddings", 0) or 0)
     if window is None:
-        window = context - extra if context else max(length, 2)
+        window = min(context - extra, DEFAULT_WINDOW) if context else DEFAULT_WINDOW
     if context and window + extra > context:
-        raise ParameterError(f"window {window} (+{extra} prefix) exceeds the model's context of {context} tokens")
+        raise ParameterError(
+            f"window {window} (+{extra} prefix/condition) exceeds the model's context of {context} tokens"
+        )
     stride = stride if stride is not None else max(1, window // 2)
     plans = plan_windows(length, window, stride)
     surprisal = torch.full((length,), float("nan"))
@@ -114,8 +125,7 @@ def lm_scores(
     device = next(model.parameters()).device
     for done, (start, stop, first) in enumerate(plans, 1):
         ids = input_ids[start:stop]
-        if prefix_id is not None:
-            ids = torch.cat([torch.tensor([prefix_id], dtype=ids.dtype), ids])
+        ids = torch.cat([head, ids])
         logits = model(ids[None].to(device), use_cache=False).logits[0].cpu()
         s, e = next_token_scores(logits, ids)
         offset = first - start + extra

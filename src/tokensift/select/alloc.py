@@ -1,0 +1,69 @@
+"""Budget allocation across layers and heads: how many tokens each layer (PyramidKV) or each head
+(AdaKV) keeps when the total is fixed. Pure functions; the totals are exact so memory matches the budget."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tokensift.errors import ParameterError
+
+
+def pyramid_budgets(n_layers: int, keep: int, n: int, *, window: int = 0, beta: float = 20.0) -> list[int]:
+    """Per-layer token budgets that fall linearly with depth and sum to exactly ``n_layers * keep``.
+
+    Cai et al., 2024, "PyramidKV: Dynamic KV Cache Compression based on Pyramidal Information Funneling":
+    lower layers spread attention widely and get more tokens, upper layers get fewer. The last layer keeps
+    ``window + (keep - window) / beta`` tokens, the first ``2 * keep`` minus that (capped at ``n``, in which
+    case the slope is flattened so the mean stays ``keep``).
+    """
+    if not 0 <= keep <= n:
+        raise ParameterError(f"cannot keep {keep} of {n} tokens")
+    if beta < 1:
+        raise ParameterError(f"pyramid beta must be at least 1, got {beta}")
+    if n_layers == 1 or keep <= window:
+        return [keep] * n_layers
+    low = window + (keep - window) / beta
+    high = 2 * keep - low
+    if high > n:
+        high, low = float(n), 2 * keep - float(n)
+    budgets = [round(high - (high - low) * layer / (n_layers - 1)) for layer in range(n_layers)]
+    surplus = sum(budgets) - n_layers * keep  # rounding: move the difference onto the middle layers
+    step = -1 if surplus > 0 else 1
+    layer = n_layers // 2
+    while surplus:
+        if 0 <= budgets[layer] + step <= n:
+            budgets[layer] += step
+            surplus += step
+        layer = (layer + 1) % n_layers
+    return budgets
+
+
+def head_adaptive_indices(
+    scores: Tensor, keep: int, *, safeguard: float = 0.2, protect_first: int = 0, protect_last: int = 0
+) -> list[Tensor]:
+    """Split ``heads * keep`` kept tokens among the heads of one layer by their scores, ``[H, T]`` in.
+
+    Feng et al., 2024, "Ada-KV: Optimizing KV Cache Eviction by Adaptive Budget Allocation": rank every
+    (head, token) score of the layer together and keep the overall top ``heads * keep``, so heads with
+    concentrated attention give their budget to heads that spread it. Each head first keeps its own top
+    ``safeguard * keep`` tokens and its protected positions. Returns one ascending index tensor per head
+    (lengths differ; they sum to ``heads * keep``).
+    """
+    heads, n = scores.shape
+    if not 0 <= keep <= n:
+        raise ParameterError(f"cannot keep {keep} of {n} tokens")
+    if not 0.0 <= safeguard <= 1.0:
+        raise ParameterError(f"safeguard must be in [0, 1], got {safeguard}")
+    boosted = scores.float().clone()
+    positions = torch.arange(n, device=scores.device)
+    boosted[:, (positions < protect_first) | (positions >= n - protect_last)] = float("inf")
+    safe = max(int(keep * safeguard), min(keep, protect_first + protect_last))
+    if safe:
+        top = boosted.topk(safe, dim=-1).indices
+        boosted.scatter_(-1, top, float("inf"))
+    flat = torch.sort(boosted.flatten(), descending=True, stable=True).indices[: heads * keep]
+    chosen = torch.zeros(heads * n, dtype=torch.bool, device=scores.device)
+    chosen[flat] = True
+    rows = chosen.view(heads, n)
+    return [row.nonzero().flatten() for row in rows]
