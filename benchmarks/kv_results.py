@@ -1,0 +1,130 @@
+"""Write benchmarks/RESULTS-kv.md (and the report folder's report.md, summary.csv, plots) from a KV bench folder.
+
+.venv/bin/python benchmarks/kv_results.py --out benchmarks/out/kv
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tokensift.bench import RowStore, summarize
+from tokensift.kv.bench import QUALITY, BenchConfig, write_kv_report
+
+HERE = Path(__file__).resolve().parent
+METHODS = "random,streaming_llm,h2o,tova,snapkv,pyramidkv,knorm,keydiff,expected_attention,chunkkv,a2sf,adakv"
+
+
+def _cells(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    return {(r["system"], r["task"], r["mode"], r["method"], float(r["ratio"])): r for r in summarize(rows)}
+
+
+def _headline(cells: dict[tuple, dict[str, Any]], task: str, metric: str) -> list[str]:
+    lines = [
+        f"### {task} ({metric})",
+        "",
+        "| mode | kept | full cache | best tokensift | best kvpress |",
+        "|---|---|---|---|---|",
+    ]
+    modes = sorted({k[2] for k in cells if k[1] == task})
+    for mode in modes:
+        full = cells.get(("tokensift", task, mode, "full", 0.0), {})
+        ratios = sorted({k[4] for k in cells if k[1] == task and k[2] == mode and k[4] > 0})
+        for ratio in ratios:
+            best = {}
+            for system in ("tokensift", "kvpress"):
+                cand = [
+                    c
+                    for k, c in cells.items()
+                    if k[0] == system and k[1] == task and k[2] == mode and k[4] == ratio and k[3] != "full"
+                ]
+                cand = [c for c in cand if c.get(metric) is not None]
+                if cand:
+                    top = max(cand, key=lambda c: c[metric])
+                    ties = sorted(c["method"] for c in cand if c[metric] == top[metric])
+                    label = "all methods" if len(ties) == len(cand) else ", ".join(ties)
+                    best[system] = f"{label} {top[metric]:.2f} (n={top['n']})"
+            lines.append(
+                f"| {mode} | {1 - ratio:.1%} | {full.get(metric, float('nan')):.2f} (n={full.get('n', 0)}) | "
+                f"{best.get('tokensift', '–')} | {best.get('kvpress', '–')} |"
+            )
+    return lines
+
+
+def _bytes_check(rows: list[dict[str, Any]]) -> list[str]:
+    worst: dict[str, float] = defaultdict(float)
+    for r in rows:
+        if r["system"] == "tokensift" and r["method"] != "full" and r["task"] != "decode_speed":
+            worst[r["method"]] = max(worst[r["method"]], abs(r["kept_fraction"] - (1 - r["ratio"])))
+    lines = ["| method | max abs(measured kept bytes fraction − (1 − ratio)) |", "|---|---|"]
+    lines += [f"| {m} | {v:.4f} |" for m, v in sorted(worst.items())]
+    return lines
+
+
+def _speed(rows: list[dict[str, Any]]) -> list[str]:
+    speed = [r for r in rows if r["task"] == "decode_speed"]
+    if not speed:
+        return ["(not measured)"]
+    lines = ["| method | ratio | context tokens | cache MiB | decode ms/token |", "|---|---|---|---|---|"]
+    for r in sorted(speed, key=lambda r: (r["ratio"], r["method"])):
+        lines.append(
+            f"| {r['method']} | {r['ratio']:g} | {r['context_tokens']} | {r['cache_bytes'] / 2**20:.1f} | "
+            f"{r['decode_s_per_token'] * 1000:.0f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=HERE / "out" / "kv")
+    args = parser.parse_args()
+    rows = RowStore(args.out).rows()
+    config = BenchConfig(
+        model="smollm2-135m",
+        tasks=["niah", "niah_multikey", "nq_qa", "fidelity"],
+        methods=METHODS.split(","),
+        ratios=[0.5, 0.75, 0.875],
+        samples=30,
+        seed=0,
+        out=args.out,
+        data=Path("../shared/data"),
+    )
+    report = write_kv_report(config, rows)
+    plots = HERE / "kv-plots"
+    if plots.exists():
+        shutil.rmtree(plots)
+    shutil.copytree(args.out / "plots", plots)
+    cells = _cells(rows)
+    equivalence = args.out / "equivalence.json"
+    notes = (HERE / "kv-notes.md").read_text(encoding="utf-8") if (HERE / "kv-notes.md").exists() else ""
+    body = report.read_text(encoding="utf-8").replace("](plots/", "](kv-plots/")
+    out = [
+        "# KV-cache compression — results",
+        "",
+        "Produced by one command (resumable; each step skips finished rows):",
+        "",
+        "```bash",
+        "bash benchmarks/run-kv.sh",
+        "```",
+        "",
+        notes,
+        "## Headline: best method per kept fraction, tokensift vs kvpress",
+        "",
+    ]
+    for task, metric in QUALITY.items():
+        if any(k[1] == task for k in cells):
+            out += [*_headline(cells, task, metric), ""]
+    out += ["## Measured cache bytes vs kept fraction", "", *_bytes_check(rows), ""]
+    out += ["## Decode time per token (batch 1, 2k context)", "", *_speed(rows), ""]
+    out += ["## kvpress equivalence (share of kept indices that agree, same inputs and budget)", ""]
+    out += ["```json", equivalence.read_text() if equivalence.exists() else "(not run)", "```", ""]
+    out += ["## Full tables", "", body.split("\n", 1)[1]]
+    (HERE / "RESULTS-kv.md").write_text("\n".join(out), encoding="utf-8")
+    print(f"wrote {HERE / 'RESULTS-kv.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""A KV-cache layer where every (batch row, KV head) keeps its own number of tokens.
+
+Head-adaptive budgets (AdaKV) and per-row budgets (left-padded batches) give each head a different
+length. :class:`RaggedLayer` stores one ``[L, D]`` key and value tensor per (row, head), gathered into
+new storage, so the bytes really shrink (no mask over a full-size tensor). When every (row, head) has
+the same length it stores one dense ``[B, Hkv, L, D]`` tensor instead and attends with one SDPA call,
+so uniform budgets decode as fast as an ordinary cache. It plugs into any transformers
+:class:`~transformers.Cache` as one of its ``layers``; attention over it (:meth:`RaggedLayer.attend`)
+equals attention over the full cache with the evicted positions masked out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers.cache_utils import CacheLayerMixin
+
+from tokensift.errors import ModelError
+from tokensift.reduce import gather_tokens
+
+Segments = list[list[Tensor]]
+"""``segments[row][head]``: a ``[L, D]`` tensor (or, for attention weights, an ``[L]`` one)."""
+
+_ATTACHED = [0]
+"""How many :func:`tokensift.kv.attach.attached` blocks are open (a ragged cache is only valid inside one)."""
+
+
+def tensor_bytes(tensor: Tensor) -> int:
+    """Bytes of the storage behind ``tensor`` (a view into a larger tensor counts the whole storage)."""
+    return int(tensor.untyped_storage().nbytes())
+
+
+def _query_length(query: int | Tensor) -> int:
+    """transformers < 5.3 passes the cache positions of the queries instead of their number (kvpress peer)."""
+    return query if isinstance(query, int) else int(query.shape[0])
+
+
+def _future_mask(n_queries: int, length: int, device: torch.device) -> Tensor:
+    """``[q, L]`` True where query ``i`` (the last ``q`` positions are the queries) must not look."""
+    return (
+        torch.arange(length, device=device)[None, :] > torch.arange(length - n_queries, length, device=device)[:, None]
+    )
+
+
+class RaggedLayer(CacheLayerMixin):
+    """One layer's cache: per (row, head) key/value tensors of their own length (dense when all equal)."""
+
+    is_sliding = False
+    is_compileable = False
+    is_croppable = False
+    keys: Tensor
+    values: Tensor
+
+    def __init__(self, keys: Segments, values: Segments) -> None:
+        super().__init__()
+        first = keys[0][0]
+        self.dtype, self.device = first.dtype, first.device
+        self.is_initialized = True
+        self._store(keys, values)
+
+    def _store(self, keys: Segments, values: Segments) -> None:
+        lengths = {k.shape[0] for row in keys for k in row}
+        self.segments_k: Segments | None = None
+        self.segments_v: Segments | None = None
+        if len(lengths) == 1:
+            self.keys = torch.stack([torch.stack(row) for row in keys])
+            self.values = torch.stack([torch.stack(row) for row in values])
+        else:
+            self.segments_k, self.segments_v = keys, values
+            first_k, first_v = keys[0][0], values[0][0]  # zero-length placeholders answer shape queries
+            self.keys = first_k.new_empty(len(keys), len(keys[0]), 0, first_k.shape[-1])
+            self.values = first_v.new_empty(len(keys), len(keys[0]), 0, first_v.shape[-1])
+
+    @property
+    def dense(self) -> bool:
+        return self.segments_k is None
+
+    @classmethod
+    def from_selection(cls, keys: Tensor, values: Tensor, selection: list[list[Tensor]]) -> RaggedLayer:
+        """Gather ``keys, values [B, Hkv, T, D]`` at ``selection[row][head]`` (ascending positions)."""
+        seg_k = [[gather_tokens(keys[b, h], idx) for h, idx in enumerate(row)] for b, row in enumerate(selection)]
+        seg_v = [[gather_tokens(values[b, h], idx) for h, idx in enumerate(row)] for b, row in enumerate(selection)]
+        return cls(seg_k, seg_v)
+
+    def segment(self, row: int, head: int) -> tuple[Tensor, Tensor]:
+        """Keys and values ``[L, D]`` stored for one (row, head)."""
+        if self.segments_k is None or self.segments_v is None:
+            return self.keys[row, head], self.values[row, head]
+        return self.segments_k[row][head], self.segments_v[row][head]
+
+    def keep(self, selection: list[list[Tensor]]) -> None:
+        """Keep only ``selection[row][head]`` (indices into what each head holds now)."""
+        rows, heads = len(selection), len(selection[0])
+        pairs = [[self.segment(b, h) for h in range(heads)] for b in range(rows)]
+        keys = [[gather_tokens(pairs[b][h][0], selection[b][h]) for h in range(heads)] for b in range(rows)]
+        values = [[gather_tokens(pairs[b][h][1], selection[b][h]) for h in range(heads)] for b in range(rows)]
+        self._store(keys, values)
+
+    # --- what transformers asks of a layer ------------------------------------------------------------------
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:  # already initialised
+        return None
+
+    def update(
+        self, key_states: Tensor, value_states: Tensor, *args: object, **kwargs: object
+    ) -> tuple[Tensor, Tensor]:
+        """Append the new ``[B, Hkv, q, D]`` states to every (row, head); returns them unchanged.
+
+        Attention over the whole cache is :meth:`attend`, called by the ``tokensift_kv`` attention
+        implementation; outside a :func:`tokensift.kv.compress` block there is none, so this refuses.
+        """
+        if not _ATTACHED[0]:
+            raise ModelError("a compressed (ragged) KV cache can only be used inside tokensift.kv.compress(...)")
+        if self.segments_k is None or self.segments_v is None:
+            self.keys = torch.cat([self.keys, key_states], dim=2)
+            self.values = torch.cat([self.values, value_states], dim=2)
+            return key_states, value_states
+        for b, (row_k, row_v) in enumerate(zip(self.segments_k, self.segments_v, strict=True)):
+            for h in range(len(row_k)):
+                row_k[h] = torch.cat([row_k[h], key_states[b, h]])
+                row_v[h] = torch.cat([row_v[h], value_states[b, h]])
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length: int | Tensor) -> tuple[int, int]:
+        return self.get_seq_length() + _query_length(query_length), 0
+
+    def get_seq_length(self) -> int:
+        """The longest (row, head) length (heads may hold fewer)."""
+        return int(self.lengths().max())
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def get_max_cache_shape(self) -> int:  # the name of get_max_length before transformers 5.3 (kvpress peer)
+        return -1
+
+    def reset(self) -> None:
+        raise ModelError("a compressed KV cache cannot be reset; build a new cache instead")
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx)
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        """Keep (and reorder) the batch rows ``indices``."""
+        if self.segments_k is not None and self.segments_v is not None:
+            rows = [int(i) for i in indices.tolist()]
+            self.segments_k = [list(self.segments_k[i]) for i in rows]
+            self.segments_v = [list(self.segments_v[i]) for i in rows]
+        self.keys, self.values = self.keys[indices], self.values[indices]
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.batch_select_indices(torch.arange(self.keys.shape[0]).repeat_interleave(repeats))
+
+    # --- ours -----------------------------------------------------------------------------------------------
+    def lengths(self) -> Tensor:
+        """``[B, Hkv]`` tokens stored per row and head."""
+        if self.segments_k is None:
+            return torch.full(self.keys.shape[:2], self.keys.shape[2])
+        return torch.tensor([[k.shape[0] for k in row] for row in self.segments_k])
+
+    def nbytes(self) -> int:
+        """Bytes really stored (keys + values)."""
+        if self.segments_k is None or self.segments_v is None:
+            return tensor_bytes(self.keys) + tensor_bytes(self.values)
+        return sum(tensor_bytes(t) for rows in (self.segments_k, self.segments_v) for row in rows for t in row)
+
+    def copy(self) -> RaggedLayer:
+        """An independent copy (stored tensors are never changed in place, so they are shared)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        if self.segments_k is not None and self.segments_v is not None:
+            clone.segments_k = [list(r) for r in self.segments_k]
+            clone.segments_v = [list(r) for r in self.segments_v]
+        return clone
+
+    def attend(self, query: Tensor, scaling: float, *, need_weights: bool = False) -> tuple[Tensor, Segments | None]:
+        """Attention of ``query [B, H, q, D]`` (the last ``q`` cached tokens are its own, causal) over the cache.
+
+        Returns the output ``[B, q, H, Dv]`` (transformers' layout) and, if asked, the attention each cached
+        token received per (row, KV head), summed over the ``q`` rows and averaged over the query heads.
+        """
+        if self.segments_k is None and not need_weights:
+            mask = None
+            if query.shape[2] > 1:
+                mask = ~_future_mask(query.shape[2], self.keys.shape[2], query.device)
+            out = torch.nn.functional.scaled_dot_product_attention(
+                query, self.keys, self.values, attn_mask=mask, scale=scaling, enable_gqa=True
+            )
+            return out.transpose(1, 2).contiguous(), None
+        batch, heads, n_queries, _ = query.shape
+        kv_heads = self.keys.shape[1]
+        group = heads // kv_heads
+        out = query.new_empty(batch, heads, n_queries, self.values.shape[-1])
+        weights: Segments = []
+        for b in range(batch):
+            row_weights = []
+            for h in range(kv_heads):
+                keys, values = self.segment(b, h)
+                q = query[b, h * group : (h + 1) * group]  # [G, q, D]
+                logits = (q.float() @ keys.float().T) * scaling
+                if n_queries > 1:
+                    logits = logits.masked_fill(_future_mask(n_queries, keys.shape[0], q.device), float("-inf"))
+                probs = torch.softmax(logits, dim=-1)
+                out[b, h * group : (h + 1) * group] = (probs @ values.float()).to(out.dtype)
+                row_weights.append(probs.sum(1).mean(0))
+            weights.append(row_weights)
+        return out.transpose(1, 2).contiguous(), weights if need_weights else None
+
+
+def cache_bytes(cache: object) -> int:
+    """Bytes stored by every attention layer of a transformers cache (ragged or dense)."""
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        if isinstance(layer, RaggedLayer):
+            total += layer.nbytes()
+        elif getattr(layer, "keys", None) is not None and layer.keys.numel():
+            total += tensor_bytes(layer.keys) + tensor_bytes(layer.values)
+    return total
+
+
+def tokens_per_head(cache: object) -> list[list[list[int]]]:
+    """``[layer][row][head]`` tokens stored."""
+    result = []
+    for layer in getattr(cache, "layers", []):
+        if isinstance(layer, RaggedLayer):
+            result.append(layer.lengths().tolist())
+        elif getattr(layer, "keys", None) is not None:
+            b, h, n = layer.keys.shape[:3]
+            result.append([[int(n)] * h for _ in range(b)])
+    return result
+
+
+class MaskedLayer(CacheLayerMixin):
+    """Full-width storage with a per (row, head) validity mask: eviction by masking, as kvpress does for AdaKV.
+
+    It saves no memory; it exists to run many compressed variants of one context as a single batch (the
+    benchmark) and as the reference :class:`RaggedLayer` is checked against. Room for ``extra`` new
+    tokens is allocated up front, so decoding writes in place.
+    """
+
+    is_sliding = False
+    is_compileable = False
+    is_croppable = False
+    keys: Tensor
+    values: Tensor
+
+    def __init__(self, keys: Tensor, values: Tensor, valid: Tensor, extra: int = 64) -> None:
+        super().__init__()
+        batch, heads, n, _ = keys.shape
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self._keys = keys.new_zeros(batch, heads, n + extra, keys.shape[-1])
+        self._values = values.new_zeros(batch, heads, n + extra, values.shape[-1])
+        self._valid = torch.zeros(batch, heads, n + extra, dtype=torch.bool, device=keys.device)
+        self._keys[:, :, :n], self._values[:, :, :n], self._valid[:, :, :n] = keys, values, valid
+        self.end = n
+        self.keys, self.values = self._keys[:, :, :n], self._values[:, :, :n]
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        return None
+
+    def update(
+        self, key_states: Tensor, value_states: Tensor, *args: object, **kwargs: object
+    ) -> tuple[Tensor, Tensor]:
+        n_new = key_states.shape[2]
+        if self.end + n_new > self._keys.shape[2]:  # out of room: grow
+            grow = max(n_new, 64)
+            self._keys = torch.cat(
+                [self._keys, self._keys.new_zeros(*self._keys.shape[:2], grow, self._keys.shape[3])], 2
+            )
+            self._values = torch.cat(
+                [self._values, self._values.new_zeros(*self._values.shape[:2], grow, self._values.shape[3])], 2
+            )
+            self._valid = torch.cat([self._valid, self._valid.new_zeros(*self._valid.shape[:2], grow)], 2)
+        span = slice(self.end, self.end + n_new)
+        self._keys[:, :, span], self._values[:, :, span], self._valid[:, :, span] = key_states, value_states, True
+        self.end += n_new
+        self.keys, self.values = self._keys[:, :, : self.end], self._values[:, :, : self.end]
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length: int | Tensor) -> tuple[int, int]:
+        return self.end + _query_length(query_length), 0
+
+    def get_seq_length(self) -> int:
+        return self.end
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def get_max_cache_shape(self) -> int:  # the name of get_max_length before transformers 5.3 (kvpress peer)
+        return -1
+
+    def lengths(self) -> Tensor:
+        """``[B, Hkv]`` valid (kept) tokens per row and head."""
+        return self._valid[:, :, : self.end].sum(-1)
+
+    def copy(self) -> MaskedLayer:
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone._keys, clone._values, clone._valid = self._keys.clone(), self._values.clone(), self._valid.clone()
+        clone.keys, clone.values = clone._keys[:, :, : self.end], clone._values[:, :, : self.end]
+        return clone
+
+    def attend(self, query: Tensor, scaling: float, *, need_weights: bool = False) -> tuple[Tensor, None]:
+        """Attention of ``query [B, H, q, D]`` over the valid tokens (new tokens causal); ``[B, q, H, Dv]``."""
+        group = query.shape[1] // self.keys.shape[1]
+        mask = self._valid[:, :, None, : self.end].repeat_interleave(group, dim=1)
+        if query.shape[2] > 1:
+            mask = mask & ~_future_mask(query.shape[2], self.end, query.device)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, self.keys, self.values, attn_mask=mask, scale=scaling, enable_gqa=True
+        )
+        return out.transpose(1, 2).contiguous(), None

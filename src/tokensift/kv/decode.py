@@ -1,0 +1,118 @@
+"""Decoding-time compression: a KV cache that never holds more than ``max_cache_tokens`` per head.
+
+``with bounded(model, "h2o", max_cache_tokens=256, every=16): model.generate(...)`` works with greedy
+and sampled generation and with left-padded batches. After prefill each layer keeps its best
+``max_cache_tokens - every`` tokens; while decoding the press updates every cached token's score online
+from the attention the new query gives it (H2O: sum, A2SF: sum with forgetting, TOVA: the latest
+attention, StreamingLLM: position), and when the next token would not fit, the layer evicts down to
+``max_cache_tokens - every`` again, i.e. once every ``every`` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tokensift.errors import MethodUnsupportedError, ParameterError
+from tokensift.kv.attach import Session, attached, build_press
+from tokensift.kv.cache import RaggedLayer, Segments
+from tokensift.kv.press import LayerView, Press
+from tokensift.reduce import gather_tokens
+
+ONLINE_METHODS = ("streaming_llm", "h2o", "tova", "a2sf")
+
+
+class BoundedLayer(RaggedLayer):
+    """A ragged layer that tracks per-token scores and positions and evicts to stay under a bound."""
+
+    def __init__(
+        self,
+        keys: Segments,
+        values: Segments,
+        scores: list[Tensor],
+        positions: list[Tensor],
+        bound: DecodeBound,
+    ) -> None:
+        super().__init__(keys, values)
+        self.scores, self.positions, self.bound = scores, positions, bound
+
+    def update(
+        self, key_states: Tensor, value_states: Tensor, *args: object, **kwargs: object
+    ) -> tuple[Tensor, Tensor]:
+        n_new = key_states.shape[2]
+        if self.get_seq_length() + n_new > self.bound.max_tokens:
+            self._evict(self.bound.max_tokens - max(self.bound.every, n_new))
+        out = super().update(key_states, value_states)
+        for b in range(len(self.scores)):
+            heads = self.scores[b].shape[0]
+            start = self.positions[b][:, -1:] + 1
+            new_positions = start + torch.arange(n_new)[None]
+            self.positions[b] = torch.cat([self.positions[b], new_positions.expand(heads, -1)], dim=1)
+            self.scores[b] = torch.cat([self.scores[b], self.scores[b].new_zeros(heads, n_new)], dim=1)
+        return out
+
+    def observe(self, weights: Segments | None) -> None:
+        """Fold the attention of the latest query rows into the running scores."""
+        assert weights is not None
+        for b, row in enumerate(weights):
+            self.scores[b] = self.bound.press.update_online(self.scores[b], torch.stack(row), self.positions[b])
+
+    def _evict(self, target: int) -> None:
+        selection = []
+        for b in range(len(self.scores)):
+            keep = torch.stack(self.bound.press.choose(self.scores[b], min(target, self.scores[b].shape[1])))
+            selection.append(list(keep))
+            self.scores[b] = self.scores[b].gather(1, keep)
+            self.positions[b] = self.positions[b].gather(1, keep)
+        self.keep(selection)
+
+
+@dataclass
+class DecodeBound:
+    """At most ``max_tokens`` cached tokens per head, evicting every ``every`` steps with ``press``."""
+
+    press: Press
+    max_tokens: int
+    every: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.press.online:
+            raise MethodUnsupportedError(
+                f"{self.press.name} cannot score tokens online; decoding-time methods: {', '.join(ONLINE_METHODS)}"
+            )
+        if self.every < 1:
+            raise ParameterError(f"evict every N steps needs N >= 1, got {self.every}")
+        protected = self.press.protect_first + self.press.protect_last
+        if self.max_tokens - self.every < protected + 1:
+            raise ParameterError(
+                f"max_cache_tokens {self.max_tokens} is too small: it must exceed the {protected} protected tokens "
+                f"plus the {self.every}-step eviction interval"
+            )
+
+    def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> BoundedLayer:
+        target = self.max_tokens - self.every
+        seg_k, seg_v, scores, positions = [], [], [], []
+        for view in views:
+            row_scores = self.press.score(view)
+            row_positions = torch.arange(view.n)[None].expand(view.kv_heads, -1)
+            keep = torch.stack(self.press.choose(row_scores, min(target, view.n)))
+            seg_k.append([gather_tokens(view.keys[0, h], idx) for h, idx in enumerate(keep)])
+            seg_v.append([gather_tokens(view.values[0, h], idx) for h, idx in enumerate(keep)])
+            scores.append(row_scores.gather(1, keep))
+            positions.append(row_positions.gather(1, keep))
+        return BoundedLayer(seg_k, seg_v, scores, positions, self)
+
+
+@contextlib.contextmanager
+def bounded(
+    model: torch.nn.Module, method: str = "h2o", *, max_cache_tokens: int, every: int = 16, **options: Any
+) -> Iterator[Session]:
+    """Keep every compressible layer's cache at most ``max_cache_tokens`` per head while decoding."""
+    press = build_press(method, **options)
+    with attached(model, DecodeBound(press, max_cache_tokens, every)) as session:
+        yield session

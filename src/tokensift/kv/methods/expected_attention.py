@@ -1,0 +1,41 @@
+"""Expected Attention: attention estimated from the distribution of future queries.
+
+Devoto et al., 2025, "Expected Attention: KV Cache Compression by Estimating Attention from Future
+Queries Distribution" (kvpress): the prompt's queries (before rotary embedding) give a Gaussian model of
+future queries; rotated by the mean rotary rotation of the next ``n_future`` positions, it yields the
+expected attention of each key, weighted by its value norm (:func:`tokensift.scores.expected_attention_scores`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from tokensift.errors import MethodUnsupportedError
+from tokensift.kv.press import LayerView, Press
+from tokensift.scores import average_rotation, expected_attention_scores, unrotate
+
+
+@dataclass
+class ExpectedAttentionPress(Press):
+    """Gaussian future-query model over the queries after the ``protect_first`` sinks (kept)."""
+
+    protect_first: int = 4
+    n_future: int = 512
+    use_covariance: bool = True
+    query_rows = None
+    _rotations: dict[tuple[int, int], Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def score(self, view: LayerView) -> Tensor:
+        if view.inv_freq is None:
+            raise MethodUnsupportedError("expected_attention needs rotary position embeddings; this layer has none")
+        n_queries = view.queries.shape[2]
+        positions = torch.arange(view.n - n_queries, view.n)[None]
+        raw = unrotate(view.queries, positions, view.inv_freq)[:, :, self.protect_first :]
+        key = (id(view.inv_freq), view.n)
+        if key not in self._rotations:  # the same for every layer sharing the rotary frequencies
+            self._rotations[key] = average_rotation(view.inv_freq, view.n, self.n_future)
+        rotation = self._rotations[key]
+        return expected_attention_scores(raw, view.keys, view.values, rotation, use_covariance=self.use_covariance)[0]

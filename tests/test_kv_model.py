@@ -1,0 +1,63 @@
+"""KV compression on the embedded SmolLM2 (short inputs)."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tokensift.cli import app
+from tokensift.kv.attach import build_press
+from tokensift.kv.qa import answer, compress_context
+from tokensift.kv.tasks import Sample, split_prompt
+
+NEEDLE = "The special magic number is 4817263."
+HAYSTACK = (
+    "The river ran past the old mill, and the miller counted sacks of flour every morning before dawn. "
+    "Nobody in the village remembered when the mill was built, only that it had always been there. "
+) * 6
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    from tokensift.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+def _sample() -> Sample:
+    return Sample(
+        "niah",
+        "t",
+        HAYSTACK + NEEDLE + " " + HAYSTACK,
+        question="What is the special magic number mentioned in the text?",
+        answer_prefix="The special magic number mentioned in the text is",
+        answers=["4817263"],
+    )
+
+
+@pytest.mark.model
+def test_full_and_compressed_cache_on_smollm2(smollm):
+    model, tokenizer = smollm
+    head, tail = split_prompt(tokenizer, _sample(), query_aware=False)
+    results = {}
+    for method, ratio in (("snapkv", 0.0), ("chunkkv", 0.5), ("adakv", 0.5)):
+        context = compress_context(model, torch.tensor([head]), build_press(method, ratio=ratio))
+        result = answer(model, context, torch.tensor([tail]), max_new_tokens=9)
+        results[method] = tokenizer.decode(result.ids[0])
+        if ratio:
+            assert context.stats.kept_fraction == pytest.approx(1 - ratio, abs=0.02)
+    assert "4817263" in results["snapkv"].replace(" ", "")
+
+
+@pytest.mark.model
+def test_kv_generate_cli(tmp_path):
+    context = tmp_path / "context.txt"
+    context.write_text(HAYSTACK + NEEDLE + " " + HAYSTACK)
+    runner = CliRunner()
+    args = ["kv", "generate", "--context", str(context), "-q", "What is the special magic number?"]
+    result = runner.invoke(app, [*args, "--method", "snapkv", "--ratio", "0.5", "--query-aware", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["mode"] == "query-aware" and report["kept_fraction"] == pytest.approx(0.5, abs=0.02)
+    assert report["cache_bytes_after"] < report["cache_bytes_before"]
