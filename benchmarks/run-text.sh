@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Produces benchmarks/RESULTS-text.md: tokensift's prompt-compression methods beside LLMLingua 0.2.2
+# on SmolLM2-135M (resumable: rerun to continue; rows in benchmarks/out/text/rows.jsonl).
+# SAMPLES / GSM_SAMPLES set the rows per cell (the issue asks for >= 50; see the report's notes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+SAMPLES=${SAMPLES:-50}
+GSM_SAMPLES=${GSM_SAMPLES:-$SAMPLES}
+bash benchmarks/peers/llmlingua/setup.sh
+run() { nice -n 10 .venv/bin/tokensift bench text --out benchmarks/out/text --peers llmlingua --distractors 2 "$@"; }
+run --tasks rate_adherence --methods random,surprisal,selective_context,llmlingua --max-length 2000
+run --tasks nq_qa --samples "$SAMPLES" --methods random,surprisal,selective_context,llmlingua
+run --tasks nq_qa --samples "$SAMPLES" --methods longllmlingua,attribution
+run --tasks gsm8k_cot --samples "$GSM_SAMPLES" --methods llmlingua
+run --tasks gsm8k_cot --samples "$GSM_SAMPLES" --methods random,surprisal,selective_context
+run --tasks gsm8k_cot --samples "$GSM_SAMPLES" --methods longllmlingua,attribution
+.venv/bin/tokensift bench text --out benchmarks/out/text --samples "$SAMPLES" --distractors 2 --max-length 2000 \
+  --results benchmarks/RESULTS-text.md --report-only --command "SAMPLES=$SAMPLES GSM_SAMPLES=$GSM_SAMPLES bash benchmarks/run-text.sh"

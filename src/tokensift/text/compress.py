@@ -1,0 +1,333 @@
+"""``tokensift.text.compress``: shorten a prompt to an exact token budget on a target tokenizer.
+
+The input is a text, a list of documents, or a chat (a list of ``{"role", "content"}`` messages; roles
+are never dropped, and ``turn_decay < 1`` compresses older turns harder). The scoring model reads the
+input; the budget is counted on ``target_tokenizer`` (default: the scoring model's).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+from tokensift.errors import EmptyInputError, InputError, ParameterError
+from tokensift.text.budget import BudgetFitter, Selection, TokenCounter, count_parts
+from tokensift.text.methods.base import Job, Prepared, TextMethod
+from tokensift.text.scoring import Scorer
+from tokensift.text.units import Protect, Segmented, segment
+
+Prompt = str | Sequence[str] | Sequence[Mapping[str, str]]
+Shape = Literal["text", "documents", "chat"]
+DEFAULT_METHOD = "llmlingua"
+
+
+@dataclass
+class UnitRecord:
+    """One unit of the input: its text, which part it is in, whether it was kept and its method score."""
+
+    text: str
+    part: int
+    kind: str
+    kept: bool
+    score: float | None
+
+
+@dataclass
+class Compression:
+    """What :func:`compress` returns; ``compressed`` has the input's shape (text, documents or chat)."""
+
+    compressed: str | list[str] | list[dict[str, str]]
+    method: str
+    tokenizer: str
+    tokens_before: int
+    tokens_after: int
+    target_tokens: int
+    requested_rate: float | None
+    units: list[UnitRecord]
+    seconds: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Achieved rate: tokens after / tokens before on the target tokenizer."""
+        return self.tokens_after / self.tokens_before if self.tokens_before else 1.0
+
+    @property
+    def text(self) -> str:
+        """The compressed prompt as one string (documents joined by a blank line, chat as ``role: content``)."""
+        if isinstance(self.compressed, str):
+            return self.compressed
+        return "\n\n".join(f"{m['role']}: {m['content']}" if isinstance(m, dict) else m for m in self.compressed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "compressed": self.compressed,
+            "method": self.method,
+            "tokenizer": self.tokenizer,
+            "tokens_before": self.tokens_before,
+            "tokens_after": self.tokens_after,
+            "target_tokens": self.target_tokens,
+            "requested_rate": self.requested_rate,
+            "rate": self.rate,
+            "seconds": self.seconds,
+            "notes": self.notes,
+            "units": [vars(u) for u in self.units],
+        }
+
+
+@dataclass
+class Input:
+    """A prompt normalized to parts: ``shape`` says how to rebuild it, ``roles`` are the chat roles."""
+
+    parts: list[str]
+    shape: Shape
+    roles: list[str] | None = None
+
+
+def normalize(prompt: Prompt) -> Input:
+    """Check the prompt's shape; typed errors for empty or malformed input."""
+    if isinstance(prompt, str):
+        found = Input([prompt], "text")
+    elif isinstance(prompt, Sequence) and prompt and all(isinstance(p, str) for p in prompt):
+        found = Input([str(p) for p in prompt], "documents")
+    elif isinstance(prompt, Sequence) and prompt and all(isinstance(p, Mapping) for p in prompt):
+        roles, parts = [], []
+        for number, message in enumerate(prompt):
+            assert isinstance(message, Mapping)
+            if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
+                raise InputError(f"chat message {number} needs string 'role' and 'content' fields")
+            roles.append(message["role"])
+            parts.append(message["content"])
+        found = Input(parts, "chat", roles)
+    elif isinstance(prompt, Sequence) and not prompt:
+        raise EmptyInputError("the prompt is an empty list: there is no text to compress")
+    else:
+        raise InputError("the prompt must be a string, a list of strings or a list of {'role', 'content'} messages")
+    if not any(p.strip() for p in found.parts):
+        raise EmptyInputError("the prompt is empty: there is no text to compress")
+    return found
+
+
+def resolve_budget(tokens_before: int, rate: float | None, target_tokens: int | None) -> int:
+    """Exactly one of ``rate`` in (0, 1] and ``target_tokens`` >= 1, as a token budget."""
+    if (rate is None) == (target_tokens is None):
+        raise ParameterError("give exactly one of rate and target_tokens")
+    if target_tokens is not None:
+        if isinstance(target_tokens, bool) or not isinstance(target_tokens, int) or target_tokens < 1:
+            raise ParameterError(f"target_tokens must be a whole number of at least 1, got {target_tokens!r}")
+        return target_tokens
+    assert rate is not None
+    if math.isnan(rate) or not 0.0 < rate <= 1.0:
+        raise ParameterError(f"rate must be in (0, 1], got {rate}")
+    return max(1, round(rate * tokens_before))
+
+
+@lru_cache(maxsize=4)
+def _embedded_scorer(name: str) -> Scorer:
+    from tokensift.models import load_model, prefix_token_id
+
+    loaded = load_model(name)
+    return Scorer(loaded.model, loaded.tokenizer, prefix_token_id(loaded.tokenizer, loaded.spec), loaded.name)
+
+
+def resolve_scorer(model: str | os.PathLike[str] | Scorer | Any) -> Scorer:
+    """A :class:`Scorer` from an embedded model name, a local folder, a loaded model or a Scorer."""
+    if isinstance(model, Scorer):
+        return model
+    if isinstance(model, str | os.PathLike):
+        return _embedded_scorer(str(model))
+    from tokensift.models import prefix_token_id
+
+    return Scorer(model.model, model.tokenizer, prefix_token_id(model.tokenizer, model.spec), model.name)
+
+
+def resolve_counter(target_tokenizer: str | os.PathLike[str] | Any | None, scorer: Scorer) -> TokenCounter:
+    """Token counting on the target tokenizer: a local HF folder, a tokenizer object, or the scorer's."""
+    if target_tokenizer is None:
+        return TokenCounter(scorer.tokenizer, scorer.name)
+    if isinstance(target_tokenizer, str | os.PathLike):
+        from transformers import AutoTokenizer
+
+        path = os.fspath(target_tokenizer)
+        if not os.path.isdir(path):
+            raise ParameterError(f"target tokenizer {path!r} is not a local tokenizer folder")
+        try:
+            return TokenCounter(AutoTokenizer.from_pretrained(path, local_files_only=True), path)
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"cannot load a tokenizer from {path}: {exc}") from None
+    return TokenCounter(target_tokenizer)
+
+
+def _protect(protect: Protect | Sequence[str] | None) -> Protect:
+    if protect is None:
+        return Protect()
+    if isinstance(protect, Protect):
+        return protect
+    return Protect(patterns=tuple(protect))
+
+
+def build_method(method: str | TextMethod, options: Mapping[str, Any] | None = None) -> tuple[str, TextMethod]:
+    """The registered text method ``method`` built with the paper's defaults updated by ``options``."""
+    from tokensift.methods import get_method  # the registry imports the methods, which import this package
+
+    if isinstance(method, TextMethod):
+        return type(method).__name__, method
+    spec = get_method(method, "text")
+    assert spec.build is not None
+    try:
+        return method, spec.build(**{**spec.defaults, **dict(options or {})})
+    except TypeError as exc:
+        raise ParameterError(f"bad option for method {method!r}: {exc}") from None
+
+
+class Compressor:
+    """One method, scoring model and target tokenizer; :meth:`prepare` once, :meth:`compress` per budget."""
+
+    def __init__(
+        self,
+        method: str | TextMethod = DEFAULT_METHOD,
+        *,
+        model: str | os.PathLike[str] | Scorer | Any = "smollm2-135m",
+        target_tokenizer: str | os.PathLike[str] | Any | None = None,
+        protect: Protect | Sequence[str] | None = None,
+        options: Mapping[str, Any] | None = None,
+        turn_decay: float = 1.0,
+    ) -> None:
+        if not 0.0 < turn_decay <= 1.0:
+            raise ParameterError(f"turn_decay must be in (0, 1], got {turn_decay}")
+        self.name, self.method = build_method(method, options)
+        self.scorer = resolve_scorer(model)
+        self.counter = resolve_counter(target_tokenizer, self.scorer)
+        self.protect = _protect(protect)
+        self.turn_decay = turn_decay
+
+    def prepare(self, prompt: Prompt, question: str | None = None) -> PreparedPrompt:
+        """Segment and score ``prompt`` (no budget yet)."""
+        start = time.perf_counter()
+        shaped = normalize(prompt)
+        segmented = segment(shaped.parts, self.protect)
+        fitter = BudgetFitter(segmented, self.counter)
+        job = Job(segmented, fitter, self.scorer if self.method.needs_model else None, question or None)
+        tokens_before = count_parts(self.counter, segmented.parts)
+        split_seconds = time.perf_counter() - start
+        return PreparedPrompt(shaped, job, tokens_before, split_seconds)
+
+    def compress(
+        self, prepared: PreparedPrompt, *, rate: float | None = None, target_tokens: int | None = None
+    ) -> Compression:
+        """Compress a prepared prompt to ``rate`` or ``target_tokens`` (exactly one)."""
+        budget = resolve_budget(prepared.tokens_before, rate, target_tokens)
+        job, shaped = prepared.job, prepared.shaped
+        if budget >= prepared.tokens_before:
+            keep = [True] * len(job.segmented.units)
+            note = f"target of {budget} tokens >= the input's {prepared.tokens_before}: returned unchanged"
+            unchanged = Selection(keep, prepared.tokens_before, list(job.segmented.parts))
+            return self._result(prepared, unchanged, budget, rate, None, {"score": 0.0, "select": 0.0}, [note])
+        job.fitter.check(budget)  # fail fast, before any model work
+        if prepared.scores is None:
+            start = time.perf_counter()
+            prepared.scores = self._decayed(self.method.prepare(job), job.segmented, shaped)
+            prepared.score_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        selection = self.method.choose(job, prepared.scores, budget)
+        seconds = {"score": prepared.score_seconds, "select": time.perf_counter() - start + prepared.split_seconds}
+        return self._result(prepared, selection, budget, rate, prepared.scores, seconds, [])
+
+    def _decayed(self, scores: Prepared, segmented: Segmented, shaped: Input) -> Prepared:
+        """Older chat turns' values made worse by ``turn_decay ** age`` (age 0 = the last message)."""
+        if shaped.shape != "chat" or self.turn_decay == 1.0:
+            return scores
+        last = len(shaped.parts) - 1
+        for i, unit in enumerate(segmented.units):
+            weight = self.turn_decay ** (last - unit.part)
+            value = scores.values[i]
+            scores.values[i] = value * weight if value >= 0 else value / weight
+        return scores
+
+    def _result(
+        self,
+        prepared: PreparedPrompt,
+        selection: Selection,
+        budget: int,
+        rate: float | None,
+        scores: Prepared | None,
+        seconds: dict[str, float],
+        notes: list[str],
+    ) -> Compression:
+        shaped, segmented = prepared.shaped, prepared.job.segmented
+        order = selection.order or list(range(len(selection.texts)))
+        texts = [selection.texts[k] for k in order]
+        compressed: str | list[str] | list[dict[str, str]]
+        if shaped.shape == "text":
+            compressed = texts[0]
+        elif shaped.shape == "documents":
+            compressed = texts
+        else:
+            assert shaped.roles is not None
+            compressed = [{"role": shaped.roles[k], "content": selection.texts[k]} for k in order]
+        units = [
+            UnitRecord(u.text, u.part, u.kind, selection.keep[i], None if scores is None else scores.values[i])
+            for i, u in enumerate(segmented.units)
+        ]
+        seconds = {**seconds, "total": sum(seconds.values())}
+        return Compression(
+            compressed,
+            self.name,
+            self.counter.name,
+            prepared.tokens_before,
+            selection.tokens,
+            budget,
+            rate,
+            units,
+            seconds,
+            notes,
+        )
+
+
+@dataclass
+class PreparedPrompt:
+    """A prompt ready to compress: its shape, the job, its size and (once computed) the method's scores."""
+
+    shaped: Input
+    job: Job
+    tokens_before: int
+    split_seconds: float
+    scores: Prepared | None = None
+    score_seconds: float = 0.0
+
+
+def compress(
+    prompt: Prompt,
+    *,
+    rate: float | None = None,
+    target_tokens: int | None = None,
+    question: str | None = None,
+    method: str | TextMethod = DEFAULT_METHOD,
+    model: str | os.PathLike[str] | Scorer | Any = "smollm2-135m",
+    target_tokenizer: str | os.PathLike[str] | Any | None = None,
+    protect: Protect | Sequence[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    turn_decay: float = 1.0,
+) -> Compression:
+    """Compress ``prompt`` to ``rate`` (of its tokens) or ``target_tokens`` on the target tokenizer.
+
+    ``protect`` is a :class:`~tokensift.text.units.Protect` or a list of regexes to keep; ``options`` are
+    the method's own (e.g. ``{"granularity": "sentence"}`` for selective_context). The budget is met
+    exactly: never more than ``target_tokens``, and as close to it as whole words allow.
+    """
+    if (rate is None) == (target_tokens is None):
+        raise ParameterError("give exactly one of rate and target_tokens")
+    if rate is not None:
+        resolve_budget(1, rate, None)  # validate before loading anything
+    if target_tokens is not None:
+        resolve_budget(1, None, target_tokens)
+    normalize(prompt)
+    compressor = Compressor(
+        method, model=model, target_tokenizer=target_tokenizer, protect=protect, options=options, turn_decay=turn_decay
+    )
+    return compressor.compress(compressor.prepare(prompt, question), rate=rate, target_tokens=target_tokens)

@@ -1,0 +1,1 @@
+"""Prompt-compression methods, one module each; registered in :mod:`tokensift.methods`."""

@@ -1,0 +1,54 @@
+"""What every text method is: budget-independent scoring (``prepare``) and a budgeted choice (``choose``).
+
+Splitting the two lets a caller score once and compress to several budgets; methods whose scores depend
+on the budget (LLMLingua's iterative pass) do that work in ``choose``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from tokensift.errors import ModelError
+from tokensift.text.budget import BudgetFitter, Selection
+from tokensift.text.scoring import Scorer
+from tokensift.text.units import Segmented
+
+
+@dataclass
+class Job:
+    """One input to compress: its units, the exact-budget fitter, the scoring LM and the question."""
+
+    segmented: Segmented
+    fitter: BudgetFitter
+    scorer: Scorer | None
+    question: str | None = None
+
+    def model(self) -> Scorer:
+        if self.scorer is None:
+            raise ModelError("this method needs a scoring language model")
+        return self.scorer
+
+
+@dataclass
+class Prepared:
+    """A method's budget-independent work: a value per unit, the lexical items it selects, extra state."""
+
+    values: list[float]
+    items: list[list[int]]
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class TextMethod(ABC):
+    """A prompt-compression method; subclasses are dataclasses holding the paper's options."""
+
+    needs_model: ClassVar[bool] = True
+
+    @abstractmethod
+    def prepare(self, job: Job) -> Prepared:
+        """Score the units (no budget yet)."""
+
+    def choose(self, job: Job, prepared: Prepared, budget: int) -> Selection:
+        """Keep the most valuable items within ``budget`` tokens (exact, see :mod:`tokensift.text.budget`)."""
+        return job.fitter.select(prepared.items, prepared.values, budget)

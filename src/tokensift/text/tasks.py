@@ -1,0 +1,114 @@
+"""Benchmark tasks for prompt compression, built from the evaluation data (never copied into the repo).
+
+* ``nq_qa`` — NaturalQuestions-Open (Liu et al., 2023, "Lost in the Middle" data): the gold passage among
+  distractors (other questions' gold passages), the question and its gold answers.
+* ``gsm8k_cot`` — the 8-shot chain-of-thought prompt (``prompt_hardest.txt``, chain-of-thought-hub) and
+  GSM8K test questions with their reference solutions (Cobbe et al., 2021).
+* ``rate_adherence`` — Paul Graham essays cut to lengths from 50 to 8,000 tokens.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokensift.errors import InputFileError
+
+QA_INSTRUCTION = (
+    "Write a high-quality answer for the given question using only the provided search results "
+    "(some of which might be irrelevant)."
+)
+ADHERENCE_LENGTHS = (50, 100, 200, 500, 1000, 2000, 4000, 8000)
+ADHERENCE_QUESTION = "What is the main argument of the essay?"
+
+
+@dataclass
+class Instance:
+    """One prompt to compress; ``probes`` are what the reader is scored on (one row each)."""
+
+    task: str
+    sample_id: str
+    prompt: str | list[str]
+    question: str | None
+    probes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise InputFileError(f"benchmark data not found: {path} (see ../shared/data/SOURCES.md)")
+    return path
+
+
+def nq_instances(data: Path, samples: int, distractors: int, seed: int = 0) -> list[Instance]:
+    """Gold passage at a random position among ``distractors`` other questions' gold passages.
+
+    Each question draws its distractors from its own seeded generator, so a run with fewer samples uses
+    exactly the first instances of a larger one."""
+    path = _need(data / "lost_in_the_middle" / "nq-open-oracle.jsonl.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
+    chosen = random.Random(seed).sample(range(len(records)), samples)
+    instances = []
+    for index in chosen:
+        record = records[index]
+        rng = random.Random(f"{seed}-{index}")
+        others = rng.sample([i for i in range(len(records)) if i != index], distractors)
+        passages = [records[i]["ctxs"][0] for i in others]
+        passages.insert(rng.randrange(distractors + 1), record["ctxs"][0])
+        documents = [f"Document [{k + 1}](Title: {p['title']}) {p['text']}" for k, p in enumerate(passages)]
+        probe = {"answers": record["answers"], "question": record["question"]}
+        instances.append(Instance("nq_qa", f"nq{index}", documents, record["question"], [probe]))
+    return instances
+
+
+def qa_reader_prompt(documents: list[str], question: str) -> str:
+    """The reader's prompt around the (compressed) documents (Lost in the Middle's QA template)."""
+    return f"{QA_INSTRUCTION}\n\n" + "\n".join(documents) + f"\n\nQuestion: {question}\nAnswer:"
+
+
+def _solution(answer: str) -> str:
+    """A GSM8K reference answer in the demonstrations' format (no calculator marks, 'The answer is N')."""
+    body, _, final = answer.partition("####")
+    return re.sub(r"<<[^>]*>>", "", body).strip() + f"\nThe answer is {final.strip()}"
+
+
+def gsm8k_instance(data: Path, samples: int) -> Instance:
+    """The 8-shot CoT prompt, with the first ``samples`` test questions and solutions as probes."""
+    prompt = _need(data / "gsm8k" / "prompt_hardest.txt").read_text(encoding="utf-8").strip()
+    lines = _need(data / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()[:samples]
+    probes = []
+    for number, line in enumerate(lines):
+        record = json.loads(line)
+        probes.append(
+            {
+                "id": f"gsm{number}",
+                "lead": f"\n\nQuestion: {record['question']}\nLet's think step by step\n",
+                "target": _solution(record["answer"]),
+            }
+        )
+    return Instance("gsm8k_cot", "prompt_hardest", prompt, None, probes)
+
+
+def adherence_instances(data: Path, tokenizer: Any, lengths: Sequence[int] = ADHERENCE_LENGTHS) -> list[Instance]:
+    """Essay text cut (at a word boundary) to about each length in tokens of ``tokenizer``."""
+    folder = data / "pg_essays"
+    if not folder.is_dir():
+        raise InputFileError(f"benchmark data not found: {folder}")
+    corpus = "\n\n".join(p.read_text(encoding="utf-8").strip() for p in sorted(folder.glob("*.txt")))
+    encoding = tokenizer(corpus, return_offsets_mapping=True, add_special_tokens=False)
+    offsets = encoding["offset_mapping"]
+    instances = []
+    for length in lengths:
+        end = offsets[min(length, len(offsets)) - 1][1]
+        text = corpus[:end]
+        cut = max(text.rfind(" "), text.rfind("\n"))
+        instances.append(
+            Instance("rate_adherence", f"len{length}", text[:cut] if cut > 0 else text, ADHERENCE_QUESTION)
+        )
+    return instances

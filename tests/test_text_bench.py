@@ -1,0 +1,74 @@
+"""``tokensift bench text`` on a tiny model and generated data: rows, resume, report, reader."""
+
+import gzip
+import json
+
+import pytest
+import torch
+
+from tests.text_helpers import scorer, sentence_text
+from tokensift.bench import RowStore
+from tokensift.errors import ParameterError
+from tokensift.text.bench import BenchConfig, Reader, run_bench
+
+
+@pytest.fixture
+def data(tmp_path):
+    nq = tmp_path / "lost_in_the_middle"
+    nq.mkdir()
+    with gzip.open(nq / "nq-open-oracle.jsonl.gz", "wt") as handle:
+        for k in range(6):
+            colour = ["red", "blue"][k % 2]
+            ctx = {"title": "the house", "text": sentence_text(30, k) + f" the answer is {colour} cat ."}
+            handle.write(json.dumps({"question": "what cat", "answers": ["red cat"], "ctxs": [ctx]}) + "\n")
+    gsm = tmp_path / "gsm8k"
+    gsm.mkdir()
+    (gsm / "prompt_hardest.txt").write_text(sentence_text(80, 1) + "\n\n" + sentence_text(80, 2))
+    line = {"question": "the cat sat", "answer": "the dog ran <<1+1=2>>\n#### two"}
+    (gsm / "test.jsonl").write_text(json.dumps(line) + "\n" + json.dumps(line) + "\n")
+    essays = tmp_path / "pg_essays"
+    essays.mkdir()
+    (essays / "a.txt").write_text(sentence_text(400, 9))
+    return tmp_path
+
+
+def test_bench_writes_rows_resumes_and_reports(tmp_path, data, word_tokenizer):
+    config = BenchConfig(
+        out_dir=tmp_path / "out",
+        methods=["random", "surprisal"],
+        rates=[0.5],
+        samples=2,
+        distractors=1,
+        max_length=200,
+        results=tmp_path / "RESULTS.md",
+    )
+    tiny = scorer(word_tokenizer)
+    page = run_bench(config, tiny, tmp_path, data)
+    rows = RowStore(config.out_dir).rows()
+    by_task = {t: [r for r in rows if r["task"] == t and r["method"] != "full"] for t in config.tasks}
+    assert len(by_task["nq_qa"]) == 2 * 2 and len(by_task["gsm8k_cot"]) == 2 * 2
+    assert len(by_task["rate_adherence"]) == 3 * 2  # lengths 50, 100, 200
+    assert all(r["tokens_after"] <= round(0.5 * r["tokens_before"]) for r in by_task["nq_qa"])
+    assert all("logprob_delta" in r and "gold_retained" in r for r in by_task["nq_qa"])
+    text = page.read_text()
+    assert text.startswith("# Prompt compression") and "## nq_qa" in text and "(RESULTS/plots/" in text
+    run_bench(config, tiny, tmp_path, data)  # resumed: nothing new
+    assert len(RowStore(config.out_dir).rows()) == len(rows)
+
+
+def test_bench_config_rejects_unknowns(tmp_path):
+    for bad in ({"tasks": ["mmlu"]}, {"methods": ["zip"]}, {"rates": [1.5]}, {"peers": ["kvpress"]}):
+        with pytest.raises(ParameterError):
+            BenchConfig(out_dir=tmp_path, **bad).check()
+
+
+def test_reader_logprob_matches_a_direct_computation(word_tokenizer):
+    tiny = scorer(word_tokenizer)
+    reader = Reader(tiny)
+    (value,) = reader.logprobs("the cat sat on", [(" the", " mat")])
+    ids = torch.tensor([1, *tiny.encode("the cat sat on")[0].tolist(), *tiny.encode(" the mat")[0].tolist()])
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny.model(ids[None]).logits[0].double(), -1)
+    assert value == pytest.approx(float(logp[-2, ids[-1]]), rel=1e-5)
+    again = reader.logprobs("the cat sat on", [(" the", " mat"), (" the", " mat")])
+    assert again[0] == pytest.approx(again[1], rel=1e-6)  # the context cache is restored between probes

@@ -1,0 +1,130 @@
+"""Exact budgets: the knapsack core and the measured, repaired selection on real tokenizers."""
+
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.text_helpers import bpe_tokenizer, scorer, sentence_text, words
+from tokensift.errors import BudgetError, EmptyInputError, ParameterError
+from tokensift.select import knapsack_select
+from tokensift.text.compress import Compressor, compress
+
+
+@given(
+    st.lists(st.tuples(st.floats(-5, 5), st.integers(0, 6)), min_size=0, max_size=9),
+    st.integers(0, 20),
+)
+def test_knapsack_is_optimal_against_brute_force(items, budget):
+    values, costs = [v for v, _ in items], [c for _, c in items]
+    chosen = knapsack_select(values, costs, budget)
+    assert sum(costs[i] for i in chosen) <= budget
+    shift = max([0.0] + [-v / max(c, 1) for v, c in items])  # the solver fills: compare shifted values
+
+    def worth(subset):
+        return sum(values[i] + shift * costs[i] for i in subset)
+
+    best = max(
+        worth(s)
+        for r in range(len(items) + 1)
+        for s in itertools.combinations(range(len(items)), r)
+        if sum(costs[i] for i in s) <= budget
+    )
+    assert worth(chosen) == pytest.approx(best, abs=1e-6)
+
+
+def test_knapsack_large_instances_use_density_order():
+    chosen = knapsack_select([3.0, 1.0, 2.0], [1, 1, 1], 2, max_cells=1)
+    assert chosen == [0, 2]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(request):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.conftest import WORDS
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    word = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>")
+    return {
+        "word": word,
+        "bpe": bpe_tokenizer(pretokenize=True),
+        "bpe-cross-word": bpe_tokenizer(pretokenize=False),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizers):
+    return scorer(tokenizers["word"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n_words=st.integers(60, 400),
+    seed=st.integers(0, 10_000),
+    rate=st.floats(0.15, 0.95),
+    target=st.sampled_from(["word", "bpe", "bpe-cross-word"]),
+    method=st.sampled_from(["random", "surprisal", "selective_context"]),
+)
+def test_budget_sweep_rate_and_target_tokens(tiny, tokenizers, n_words, seed, rate, target, method):
+    text = sentence_text(n_words, seed)
+    compressor = Compressor(method, model=tiny, target_tokenizer=tokenizers[target])
+    prepared = compressor.prepare(text)
+    by_rate = compressor.compress(prepared, rate=rate)
+    goal = round(rate * by_rate.tokens_before)
+    assert by_rate.tokens_after <= goal
+    if by_rate.tokens_before >= 100:
+        assert abs(by_rate.rate - rate) <= 0.02
+    assert by_rate.tokens_after == compressor.counter.count(by_rate.compressed)
+    budget = max(1, by_rate.tokens_before // 3)
+    by_count = compressor.compress(prepared, target_tokens=budget)
+    assert by_count.tokens_after <= budget
+    assert by_count.tokens_after >= (0.98 * budget if budget >= 50 else budget - 1)
+    source = set(words(text))
+    assert set(words(by_rate.compressed)) <= source and set(words(by_count.compressed)) <= source
+
+
+def test_output_is_the_input_words_in_order(tiny):
+    text = sentence_text(150, 3)
+    out = compress(text, rate=0.4, method="surprisal", model=tiny).compressed
+    source = iter(words(text))
+    assert all(any(w == s for s in source) for w in words(out))  # a subsequence
+
+
+def test_target_at_or_above_the_input_returns_it_unchanged(tiny):
+    text = sentence_text(40, 1)
+    result = compress(text, target_tokens=10_000, method="surprisal", model=tiny)
+    assert result.compressed == text and result.rate == 1.0
+    assert "returned unchanged" in result.notes[0]
+    assert compress(text, rate=1.0, method="random", model=tiny).compressed == text
+
+
+def test_protected_spans_over_budget_say_by_how_much(tiny):
+    text = "the cat <keep>one two three four five six seven eight nine</keep> sat"
+    with pytest.raises(BudgetError, match=r"protected spans alone need 9 tokens, 5 more than the budget of 4"):
+        compress(text, target_tokens=4, method="random", model=tiny)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"rate": 0.0}, ParameterError, r"rate must be in \(0, 1\]"),
+        ({"rate": 1.5}, ParameterError, r"rate must be in \(0, 1\]"),
+        ({"rate": float("nan")}, ParameterError, "rate"),
+        ({"target_tokens": 0}, ParameterError, "at least 1"),
+        ({}, ParameterError, "exactly one"),
+        ({"rate": 0.5, "target_tokens": 3}, ParameterError, "exactly one"),
+    ],
+)
+def test_bad_budgets(tiny, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        compress("the cat sat", method="random", model=tiny, **kwargs)
+
+
+@pytest.mark.parametrize("prompt", ["", "  \n ", [], ["", " "], [{"role": "user", "content": ""}]])
+def test_empty_prompts(tiny, prompt):
+    with pytest.raises(EmptyInputError):
+        compress(prompt, rate=0.5, method="random", model=tiny)
