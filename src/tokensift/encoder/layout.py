@@ -1,0 +1,108 @@
+"""Where to attach to a Hugging Face encoder: its layers, attention modules and reduction points.
+
+* BERT family (post-LayerNorm: BERT, RoBERTa, XLM-R, ELECTRA, all-MiniLM …): tokens are reduced inside
+  each layer, after the attention sub-block and before the MLP, as in ToMe and EViT.
+* ViT and CLIP vision towers (pre-LayerNorm): the residual stream after attention is not a module
+  output, so tokens are reduced between layers, using the signals of the layer just run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from tokensift.errors import ModelError
+
+SUPPORTED = (
+    "BERT-family encoders (BertModel, RoBERTa, XLM-R, ELECTRA, all-MiniLM), ViTModel and CLIPVisionModel, "
+    "whose attention dispatches through transformers' AttentionInterface"
+)
+
+
+@dataclass(frozen=True)
+class EncoderLayout:
+    """The parts of one encoder the patch attaches to, layer by layer."""
+
+    kind: str
+    attention: list[nn.Module]
+    """Modules that call the attention interface (their ``id`` identifies the layer)."""
+    reduce_points: list[nn.Module]
+    """Modules whose output (the token stream) is reduced."""
+    reduce_inside: bool
+    """True when the reduction sits between attention and MLP, so the layer's MLP already runs on fewer tokens."""
+    text: bool
+    hidden: int
+    intermediate: int
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.attention)
+
+
+def _children(layers: nn.ModuleList, path: str) -> list[nn.Module]:
+    """The submodule at dotted ``path`` of every layer."""
+    found = []
+    for layer in layers:
+        module: Any = layer
+        for name in path.split("."):
+            module = getattr(module, name)
+        found.append(module)
+    return found
+
+
+def _layer_lists(model: nn.Module) -> list[nn.ModuleList]:
+    return [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers")
+    ]
+
+
+def _config(model: nn.Module) -> object:
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ModelError(f"{type(model).__name__} is not a Hugging Face model; supported are {SUPPORTED}")
+    return config
+
+
+def find_layout(model: nn.Module) -> EncoderLayout:
+    """Recognise ``model``'s architecture; :class:`ModelError` lists the supported ones otherwise."""
+    config = _config(model)
+    if getattr(config, "is_decoder", False):
+        raise ModelError(
+            f"{type(model).__name__} is configured as a decoder; token reduction needs a bidirectional encoder"
+        )
+    hidden = int(getattr(config, "hidden_size", 0))
+    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
+    for layers in _layer_lists(model):
+        first = layers[0] if len(layers) else None
+        if first is None:
+            continue
+        attention = getattr(first, "attention", None)
+        if (
+            attention is not None
+            and hasattr(getattr(attention, "self", None), "query")
+            and hasattr(first, "intermediate")
+        ):
+            return EncoderLayout(
+                "bert",
+                _children(layers, "attention.self"),
+                _children(layers, "attention"),
+                True,
+                True,
+                hidden,
+                intermediate,
+            )
+        if attention is not None and hasattr(attention, "q_proj") and hasattr(first, "layernorm_before"):
+            return EncoderLayout(
+                "vit", _children(layers, "attention"), list(layers), False, False, hidden, intermediate
+            )
+        if hasattr(first, "self_attn") and hasattr(first, "layer_norm1"):
+            if not str(getattr(config, "model_type", "")).endswith("vision_model"):
+                break  # CLIP's text tower is causal: merging would let tokens see the future
+            return EncoderLayout(
+                "clip", _children(layers, "self_attn"), list(layers), False, False, hidden, intermediate
+            )
+    raise ModelError(f"cannot reduce tokens in {type(model).__name__}; supported are {SUPPORTED}")

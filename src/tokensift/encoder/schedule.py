@@ -1,0 +1,77 @@
+"""How many tokens each reduction layer keeps: a total ratio, ToMe's constant r, or a per-layer list."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tokensift.errors import ParameterError
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Exactly one of ``ratio``, ``r`` and ``per_layer``; targets are per row, from its own token count.
+
+    * ``ratio``: fraction of each row's tokens removed by the last reduction layer, spread geometrically
+      (every reduction layer keeps the same fraction), so early layers already run on fewer tokens.
+    * ``r``: ToMe's constant number of tokens removed per reduction layer.
+    * ``per_layer``: fraction of the tokens entering each layer that it removes (one value per layer).
+
+    ``layers`` restricts ``ratio`` and ``r`` to these layers (default: every layer). Removing 0 tokens
+    leaves the model's outputs identical.
+    """
+
+    ratio: float | None = None
+    r: int | None = None
+    per_layer: tuple[float, ...] | None = None
+    layers: tuple[int, ...] | None = None
+
+    def check(self, n_layers: int) -> None:
+        """Raise :class:`ParameterError` for a schedule that does not fit a model with ``n_layers`` layers."""
+        given = [name for name in ("ratio", "r", "per_layer") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ParameterError(f"give exactly one of ratio, r and per_layer (got {', '.join(given) or 'none'})")
+        if self.ratio is not None and not (0.0 <= self.ratio < 1.0):
+            raise ParameterError(f"ratio (fraction of tokens removed) must be in [0, 1), got {self.ratio}")
+        if self.r is not None and self.r < 0:
+            raise ParameterError(f"r (tokens removed per layer) must be >= 0, got {self.r}")
+        if self.per_layer is not None:
+            if len(self.per_layer) != n_layers:
+                raise ParameterError(
+                    f"per-layer schedule has {len(self.per_layer)} values; the model has {n_layers} layers"
+                )
+            bad = [f for f in self.per_layer if not (0.0 <= f < 1.0) or math.isnan(f)]
+            if bad:
+                raise ParameterError(f"per-layer fractions must be in [0, 1), got {bad[0]}")
+            if self.layers is not None:
+                raise ParameterError("layers cannot be combined with a per-layer schedule")
+        if self.layers is not None:
+            wrong = [i for i in self.layers if not 0 <= i < n_layers]
+            if wrong or not self.layers:
+                raise ParameterError(f"reduction layers must be in 0..{n_layers - 1}, got {list(self.layers)}")
+
+    def reducing_layers(self, n_layers: int) -> list[int]:
+        """Layers at which tokens may be removed."""
+        if self.per_layer is not None:
+            return [i for i, f in enumerate(self.per_layer) if f > 0]
+        if (self.ratio is not None and self.ratio == 0) or self.r == 0:
+            return []
+        return sorted(set(self.layers)) if self.layers is not None else list(range(n_layers))
+
+    def target(self, initial: Tensor, layer: int, n_layers: int) -> Tensor:
+        """Tokens each row should have after ``layer`` (before clamping to what can be removed)."""
+        steps = self.reducing_layers(n_layers)
+        if layer not in steps:
+            raise ValueError(f"layer {layer} does not reduce")
+        done = steps.index(layer) + 1
+        base = initial.double()
+        if self.ratio is not None:
+            return torch.round(base * (1.0 - self.ratio) ** (done / len(steps))).long()
+        if self.r is not None:
+            return initial - self.r * done
+        assert self.per_layer is not None
+        kept = math.prod(1.0 - f for f in self.per_layer[: layer + 1])
+        return torch.round(base * kept).long()

@@ -1,0 +1,152 @@
+"""The pure merge/prune primitives behind the encoder methods, on small hand-checkable inputs."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokensift.encoder.schedule import Schedule
+from tokensift.errors import ParameterError
+from tokensift.reduce.merge import assign_slots, drop_target, follow_slots, scatter_mean, scatter_sum
+from tokensift.scores.graph import weighted_page_rank
+from tokensift.scores.redundancy import energy_score
+from tokensift.scores.shift import representation_shift
+from tokensift.select.diversity import max_min_diversity
+from tokensift.select.matching import bipartite_soft_matching, energy_matching
+from tokensift.select.rowwise import topk_mask
+
+
+def tome_reference_pairs(metric: torch.Tensor, r: int, protect_first: bool) -> set[tuple[int, int]]:
+    """ToMe's bipartite soft matching written out with loops: A = even, B = odd positions, each A token
+    picks its most similar B token, the r best edges merge; [CLS] (position 0) never merges."""
+    n = metric.shape[0]
+    unit = metric / metric.norm(dim=-1, keepdim=True)
+    edges = []
+    for a in range(0, n, 2):
+        if protect_first and a == 0:
+            continue
+        sims = [(float(unit[a] @ unit[b]), b) for b in range(1, n, 2)]
+        best_sim = max(s for s, _ in sims)
+        best_b = next(b for s, b in sims if s == best_sim)
+        edges.append((best_sim, a, best_b))
+    edges.sort(key=lambda e: -e[0])  # stable: equal similarities keep A order
+    return {(a, b) for _, a, b in edges[:r]}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bipartite_matching_chooses_the_same_pairs_as_brute_force(seed):
+    gen = torch.Generator().manual_seed(seed)
+    n = 5 + seed
+    metric = torch.randn(1, n, 6, generator=gen, dtype=torch.float64)
+    r = 1 + seed % ((n - 1) // 2)
+    valid = torch.ones(1, n, dtype=torch.bool)
+    protected = torch.zeros(1, n, dtype=torch.bool)
+    protected[0, 0] = True
+    target = bipartite_soft_matching(metric, torch.tensor([r]), valid=valid, protected=protected)[0]
+    pairs = {(i, int(t)) for i, t in enumerate(target) if int(t) != i}
+    assert pairs == tome_reference_pairs(metric[0], r, protect_first=True)
+
+
+def test_matching_never_touches_padding_or_protected_tokens():
+    metric = torch.ones(1, 8, 4)  # everything identical: every pair is a perfect match
+    valid = torch.tensor([[True] * 5 + [False] * 3])
+    protected = torch.tensor([[True, False, False, False, True, False, False, False]])
+    target = bipartite_soft_matching(metric, torch.tensor([10]), valid=valid, protected=protected)[0]
+    moved = {i: int(t) for i, t in enumerate(target) if int(t) != i}
+    assert moved == {2: 1}  # sources: even, mergeable, real = {2}; destinations: odd, real = {1, 3}
+
+
+def test_energy_matching_protects_the_isolated_token():
+    base = torch.tensor([1.0, 0.0, 0.0])
+    metric = torch.stack([base, base + 0.01, base + 0.02, base + 0.03, torch.tensor([0.0, 0.0, 1.0])])[None]
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    protected = torch.zeros(1, 5, dtype=torch.bool)
+    energy = energy_score(metric, valid=valid, margin=0.5)
+    assert int(energy.argmin()) == 4  # the outlier has the lowest energy
+    target = energy_matching(metric, energy, torch.tensor([2]), valid=valid, protected=protected)[0]
+    assert int(target[4]) == 4 and sum(int(t) != i for i, t in enumerate(target)) == 2
+
+
+def test_slots_keep_position_order_and_sizes_add_up():
+    target = torch.tensor([[0, 0, 2, 2, -1, 5]])
+    valid = torch.tensor([[True, True, True, True, True, False]])
+    slot, out_valid = assign_slots(target, valid)
+    assert slot.tolist() == [[0, 0, 1, 1, -1, -1]] and out_valid.tolist() == [[True, True]]
+    sizes = torch.tensor([[1.0, 3.0, 1.0, 1.0, 1.0, 0.0]])
+    states = torch.tensor([[[0.0], [4.0], [2.0], [4.0], [9.0], [7.0]]])
+    merged = scatter_mean(states, slot, 2, sizes)
+    assert merged.flatten().tolist() == [3.0, 3.0]  # (0*1 + 4*3) / 4, (2 + 4) / 2
+    assert scatter_sum(sizes, slot, 2).tolist() == [[4.0, 2.0]]
+    origin = torch.tensor([[0, 1, 2, 3, 4, -1]])
+    assert follow_slots(origin, slot).tolist() == [[0, 0, 1, 1, -1, -1]]
+    assert drop_target(torch.tensor([[True, False]])).tolist() == [[0, -1]]
+
+
+def test_topk_mask_has_a_budget_per_row_and_keeps_protected_tokens():
+    scores = torch.tensor([[0.0, 5.0, 4.0, 3.0, 9.0], [0.0, 1.0, 2.0, 3.0, 4.0]])
+    valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    protected = torch.tensor([[True, False, False, False, False], [True, False, False, False, False]])
+    keep = topk_mask(scores, torch.tensor([3, 2]), valid=valid, protected=protected)
+    assert keep.tolist() == [[True, True, False, False, True], [True, False, True, False, False]]
+
+
+def test_max_min_diversity_spreads_out_from_the_protected_token():
+    angles = torch.tensor([0.0, 0.1, 0.2, 1.5, 1.6, 3.0])
+    features = torch.stack([angles.cos(), angles.sin()], dim=-1)[None]
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    protected = torch.tensor([[True, False, False, False, False, False]])
+    keep = max_min_diversity(features, torch.tensor([3]), valid=valid, protected=protected)
+    assert keep[0].nonzero().flatten().tolist() == [0, 3, 5]
+
+
+def test_max_min_diversity_seed_without_protected_tokens_and_padding():
+    angles = torch.tensor([0.0, 0.05, 1.5, 3.0, 3.0])
+    features = torch.stack([angles.cos(), angles.sin()], dim=-1)[None]
+    valid = torch.tensor([[True, True, True, True, False]])
+    keep = max_min_diversity(features, torch.tensor([2]), valid=valid, protected=torch.zeros_like(valid))
+    assert keep[0].nonzero().flatten().tolist() == [0, 3]  # seed: 3 (farthest from its neighbour), then 0
+    assert not keep[0, 4]
+
+
+def test_page_rank_keeps_mass_on_real_tokens():
+    attention = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
+    valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    attention = attention.masked_fill(~valid[:, None, None, :], 0.0)
+    attention = attention / attention.sum(-1, keepdim=True)
+    score = weighted_page_rank(attention, valid=valid, iterations=10)
+    assert torch.allclose(score.sum(-1), torch.ones(2, 3), atol=1e-5)
+    assert score[1, :, 3:].abs().max() == 0
+
+
+def test_representation_shift_is_the_l2_distance():
+    before = torch.zeros(1, 2, 2)
+    after = torch.tensor([[[3.0, 4.0], [0.0, 1.0]]])
+    assert representation_shift(before, after).tolist() == [[5.0, 1.0]]
+
+
+def test_schedules_spread_the_ratio_and_validate():
+    initial = torch.tensor([100, 10])
+    geometric = Schedule(ratio=0.75)
+    assert geometric.reducing_layers(2) == [0, 1]
+    assert geometric.target(initial, 0, 2).tolist() == [50, 5]
+    assert geometric.target(initial, 1, 2).tolist() == [25, 2]
+    assert Schedule(r=3, layers=(1,)).target(initial, 1, 2).tolist() == [97, 7]
+    assert Schedule(per_layer=(0.0, 0.5)).reducing_layers(2) == [1]
+    assert Schedule(ratio=0.0).reducing_layers(4) == []
+    for bad, message in [
+        (Schedule(), "exactly one"),
+        (Schedule(ratio=0.5, r=2), "exactly one"),
+        (Schedule(r=-1), "r .* must be >= 0"),
+        (Schedule(per_layer=(0.1,)), "has 1 values"),
+        (Schedule(per_layer=(0.1, 1.0)), "in \\[0, 1\\)"),
+        (Schedule(ratio=0.5, layers=(2,)), "must be in 0..1"),
+    ]:
+        with pytest.raises(ParameterError, match=message):
+            bad.check(2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not (0.0 <= x < 1.0)))
+def test_any_ratio_outside_zero_one_is_a_parameter_error(ratio):
+    with pytest.raises(ParameterError, match="ratio"):
+        Schedule(ratio=ratio).check(6)
