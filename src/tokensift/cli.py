@@ -13,7 +13,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tokensift.encoder import cli as encoder_cli
 from tokensift.errors import ParameterError, TokensiftError
+from tokensift.kv import cli as kv_cli
+from tokensift.text import cli as text_cli
 
 app = typer.Typer(
     name="tokensift",
@@ -31,6 +34,13 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 # Target sub-commands live next to their adapters (tokensift/<target>/cli.py, cheap to import) and are
 # attached here with one line each, e.g. app.add_typer(kv_cli.app, name="kv"); bench_app.command("kv")(kv_cli.bench)
+app.add_typer(kv_cli.app, name="kv")
+bench_app.command("kv")(kv_cli.bench)
+app.command("compress")(text_cli.compress)
+bench_app.command("text")(text_cli.bench)
+app.command("embed")(encoder_cli.embed)
+app.command("merges")(encoder_cli.merges)
+bench_app.command("encoder")(encoder_cli.bench)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Embedded model name or local model folder.")]
 CacheOpt = Annotated[
@@ -146,7 +156,9 @@ def inspect(
     max_tokens: Annotated[
         int | None, typer.Option(help="Score only the first N tokens (reported, never silent).")
     ] = None,
-    window: Annotated[int | None, typer.Option(help="Tokens per scoring window (default: model context).")] = None,
+    window: Annotated[
+        int | None, typer.Option(help="Tokens per scoring window (default 2048, or the context if smaller).")
+    ] = None,
     stride: Annotated[int | None, typer.Option(help="Window advance (default: half a window).")] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Per-line summary, lines ranked (event logs).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document (one record per token).")] = False,

@@ -77,3 +77,27 @@ def run_demo(
         "(bold, underlined)."
     )
     out.print(f"[bold]HTML heat map:[/bold] {page.resolve()}")
+    _compress_step(out, loaded, text, out_dir)
+    from tokensift.kv.demo import kv_side_by_side
+
+    kv_side_by_side(out, loaded, text)
+
+
+def _compress_step(out: Console, loaded: Any, text: str, out_dir: Path) -> None:
+    """Step 2: the same text compressed to half its tokens with LLMLingua (exact budget, whole words)."""
+    from tokensift.text.compress import Compressor
+    from tokensift.text.html import compression_html
+
+    out.print(Rule("tokensift demo · 2. compress: the same text at rate 0.5 (llmlingua)"))
+    compressor = Compressor("llmlingua", model=loaded)
+    result = compressor.compress(compressor.prepare(text), rate=0.5)
+    out.print(result.compressed, highlight=False, markup=False)
+    page = out_dir / "compress.html"
+    page.write_text(compression_html(result, title="tokensift compress · llmlingua · rate 0.5"), encoding="utf-8")
+    out.print(
+        f"\n[bold]What happened:[/bold] {result.tokens_before:,} → {result.tokens_after:,} tokens "
+        f"on {result.tokenizer} "
+        f"(target {result.target_tokens:,}, achieved rate {result.rate:.3f}) in {result.seconds['total']:.1f} s; "
+        "words are kept or dropped whole; code, URLs and <keep> regions are always kept."
+    )
+    out.print(f"[bold]HTML (kept and dropped words):[/bold] {page.resolve()}")

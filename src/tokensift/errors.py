@@ -30,6 +30,14 @@ class ParameterError(InputError):
     """An option value is outside its allowed range."""
 
 
+class InvalidJSONError(InputError):
+    """JSON mode was asked for but the input is not valid JSON."""
+
+
+class BudgetError(InputError):
+    """The budget cannot be met: e.g. the protected spans alone need more tokens than it allows."""
+
+
 class ModelError(TokensiftError):
     """A model cannot be found, installed or loaded."""
 
@@ -50,3 +58,15 @@ class UnknownMethodError(TokensiftError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class MethodUnsupportedError(TokensiftError):
+    """A method needs something the model or the mode lacks (e.g. rotary embeddings, online scores)."""
+
+
+class UnsupportedArchitectureError(ModelError):
+    """A model architecture the KV adapter does not support."""
+
+
+class ContextTooLongError(InputError):
+    """An input longer than the model's position embeddings."""
