@@ -10,12 +10,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tokensift.encoder import cli as encoder_cli
 from tokensift.errors import ParameterError, TokensiftError
 from tokensift.kv import cli as kv_cli
+from tokensift.report.progress import progress_bar
 from tokensift.text import cli as text_cli
 
 app = typer.Typer(
@@ -47,17 +47,6 @@ CacheOpt = Annotated[
     Path | None,
     typer.Option("--cache-dir", help="Converted-model cache (default $TOKENSIFT_CACHE or ~/.cache/tokensift)."),
 ]
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
 
 
 def _load(model: str, cache_dir: Path | None) -> Any:
@@ -173,7 +162,7 @@ def inspect(
     rule = FlagRule(quantile=quantile, zscore=zscore)
     text = read_text(file)
     loaded = _load(model, cache_dir)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("scoring windows", total=None)
         result = inspect_text(
             text,

@@ -276,9 +276,9 @@ def run_bench(
     """Run (or resume) the benchmark into ``out_dir``; write the report (and ``results``); return its path.
 
     ``report_only`` reports the rows stored so far and computes nothing; cells without rows are listed."""
-    from tokensift.encoder.cli import progress_bar
     from tokensift.methods import get_method, list_methods
     from tokensift.models import load_model
+    from tokensift.report.progress import progress_bar
 
     methods = config.methods or tuple(m.name for m in list_methods("encoder"))
     for name in methods:

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tokensift.errors import EmptyInputError, ParameterError
+from tokensift.report.progress import progress_bar
 
 app = typer.Typer(help="Token merging and pruning inside encoders.", no_args_is_help=True)
 out = Console()
@@ -32,19 +32,6 @@ TruncateOpt = Annotated[
     bool, typer.Option("--truncate", help="Cut texts longer than the model takes (otherwise: an error).")
 ]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Converted-model cache.")]
-
-
-def progress_bar() -> Progress:
-    """The rich progress bar every encoder command shows on stderr."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    )
 
 
 def parse_layers(layers: str | None) -> tuple[int, ...] | None:

@@ -137,12 +137,11 @@ def bench(
     cache_dir: CacheOpt = None,
 ) -> None:
     """KV benchmark: tasks x methods x ratios, both modes; resumable rows, summary CSV, plots, report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from tokensift.inputs import data_dir as resolve_data
     from tokensift.kv.bench import BenchConfig, plan, run_bench, write_kv_report
     from tokensift.kv.tasks import TASKS
     from tokensift.methods import get_method
+    from tokensift.report.progress import progress_bar
 
     config = BenchConfig(
         model=model,
@@ -168,8 +167,7 @@ def bench(
             raise ParameterError(f"compression ratio must be in [0, 1), got {ratio}")
     loaded = _load(model, cache_dir)
     total = len(plan(config)) + (1 if speed_tokens else 0)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err) as bar:
+    with progress_bar(transient=False) as bar:
         job = bar.add_task("kv bench", total=total)
 
         def step(description: str, done: int) -> None:

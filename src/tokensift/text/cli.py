@@ -150,11 +150,10 @@ def bench(
     import shlex
     import sys
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from tokensift.bench import RowStore
     from tokensift.inputs import data_dir as resolve_data_dir
     from tokensift.models import load_model, prefix_token_id
+    from tokensift.report.progress import progress_bar
     from tokensift.text.bench import BenchConfig, report, run_bench
     from tokensift.text.scoring import Scorer
 
@@ -186,8 +185,7 @@ def bench(
     with err.status(f"loading {model} …"):
         loaded = load_model(model)
     scorer = Scorer(loaded.model, loaded.tokenizer, prefix_token_id(loaded.tokenizer, loaded.spec), loaded.name)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as bar:
+    with progress_bar(transient=False) as bar:
         tasks_by_label: dict[str, Any] = {}
 
         def progress(label: str, done: int, total: int) -> None:
