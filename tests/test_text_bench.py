@@ -72,3 +72,13 @@ def test_reader_logprob_matches_a_direct_computation(word_tokenizer):
     assert value == pytest.approx(float(logp[-2, ids[-1]]), rel=1e-5)
     again = reader.logprobs("the cat sat on", [(" the", " mat"), (" the", " mat")])
     assert again[0] == pytest.approx(again[1], rel=1e-6)  # the context cache is restored between probes
+
+
+def test_gsm8k_resumed_with_more_samples_adds_only_the_new_questions(tmp_path, data, word_tokenizer):
+    config = BenchConfig(out_dir=tmp_path / "out", tasks=["gsm8k_cot"], methods=["random"], rates=[0.5], samples=1)
+    tiny = scorer(word_tokenizer)
+    run_bench(config, tiny, tmp_path, data)
+    config.samples = 2
+    run_bench(config, tiny, tmp_path, data)
+    ids = [r["sample_id"] for r in RowStore(config.out_dir).rows() if r["method"] == "random"]
+    assert sorted(ids) == ["gsm0", "gsm1"]
