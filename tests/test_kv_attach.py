@@ -26,7 +26,9 @@ METHODS = [m.name for m in list_methods("kv")]
 SMALL = {"window": 4, "kernel": 3}  # observation window options for 40-token inputs
 
 
-def _options(name: str) -> dict:
+def _options(name: str, tokenizer=None) -> dict:
+    if name == "kvzip":
+        return {"tokenizer": tokenizer}
     return dict(SMALL) if name in ("snapkv", "pyramidkv", "chunkkv", "adakv") else {}
 
 
@@ -54,7 +56,7 @@ def _tiny(kind: str) -> torch.nn.Module:
 def test_every_method_is_registered():
     assert sorted(METHODS) == sorted(
         ["random", "streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "knorm", "keydiff", "expected_attention",
-         "chunkkv", "a2sf", "adakv"]
+         "chunkkv", "a2sf", "adakv", "kvzip"]
     )  # fmt: skip
 
 
@@ -81,9 +83,9 @@ def test_ratio_zero_is_identical_and_compression_runs(kind):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_generates_and_bytes_match_the_kept_fraction(llama, method):
+def test_every_method_generates_and_bytes_match_the_kept_fraction(llama, method, word_tokenizer):
     ids = torch.randint(2, 64, (1, 48))
-    with torch.no_grad(), compress(llama, method, ratio=0.75, **_options(method)) as session:
+    with torch.no_grad(), compress(llama, method, ratio=0.75, **_options(method, word_tokenizer)) as session:
         out = llama.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert out.shape == (1, 51)
     assert session.stats.kept_fraction == pytest.approx(0.25, abs=0.02)
@@ -137,18 +139,18 @@ def test_ragged_attention_equals_masked_reference():
     assert layer.nbytes() == (len(kept[0]) + len(kept[1]) + 2 * n_new) * dim * 4 * 2
 
 
-def test_left_padded_batch_equals_each_row_alone(llama):
+def test_left_padded_batch_equals_each_row_alone(llama, word_tokenizer):
     torch.manual_seed(2)
     rows = [torch.randint(2, 64, (30,)), torch.randint(2, 64, (22,))]
     ids = torch.zeros(2, 30, dtype=torch.long)
     mask = torch.zeros(2, 30, dtype=torch.long)
     for b, row in enumerate(rows):
         ids[b, 30 - len(row) :], mask[b, 30 - len(row) :] = row, 1
-    for method in ("adakv", "h2o", "keydiff", "expected_attention"):
+    for method in ("adakv", "h2o", "keydiff", "expected_attention", "kvzip"):
         kwargs = dict(
             max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=0
         )
-        with torch.no_grad(), compress(llama, method, ratio=0.5, **_options(method)):
+        with torch.no_grad(), compress(llama, method, ratio=0.5, **_options(method, word_tokenizer)):
             batch = llama.generate(ids, attention_mask=mask, **kwargs)
             alone = [llama.generate(row[None], **kwargs) for row in rows]
         for b in range(2):

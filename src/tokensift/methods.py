@@ -94,14 +94,21 @@ from tokensift.kv.methods import (  # noqa: E402  # noqa: E402
     h2o,
     keydiff,
     knorm,
+    kvzip,
     pyramidkv,
     snapkv,
     streaming_llm,
     tova,
 )
 from tokensift.kv.methods import random as kv_random  # noqa: E402
-from tokensift.scores import attention_received, expected_attention_scores, key_diff_score, key_norm_score  # noqa: E402
-from tokensift.select import chunk_indices, head_adaptive_indices, pyramid_budgets  # noqa: E402
+from tokensift.scores import (  # noqa: E402
+    attention_received,
+    expected_attention_scores,
+    key_diff_score,
+    key_norm_score,
+    reconstruction_attention,
+)
+from tokensift.select import chunk_indices, global_indices, head_adaptive_indices, pyramid_budgets  # noqa: E402
 
 register(
     Method(
@@ -270,6 +277,19 @@ register(
         needs_attention=True,
         defaults={"safeguard": 0.2},
         build=adakv.AdaKVPress,
+    )
+)
+register(
+    Method(
+        name="kvzip",
+        target="kv",
+        summary="attention from a pass that repeats the context; one budget for all layers and heads (ragged)",
+        paper="Kim et al., 2025, KVzip: Query-Agnostic KV Cache Compression with Context Reconstruction",
+        score=reconstruction_attention,
+        select=global_indices,
+        reduce=gather_tokens,
+        defaults={"protect_first": 4, "chunk": 2048},
+        build=kvzip.KVzipPress,
     )
 )
 

@@ -37,13 +37,14 @@ from kvpress import (
     ExpectedAttentionPress,
     KeyDiffPress,
     KnormPress,
+    KVzipPress,
     PyramidKVPress,
     RandomPress,
     SnapKVPress,
     StreamingLLMPress,
     TOVAPress,
 )
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from tokensift.bench import RowStore
 from tokensift.kv import bench
@@ -63,7 +64,38 @@ PRESSES: dict[str, Callable[[float], Any]] = {
     "adakv": lambda r: AdaKVPress(press=SnapKVPress(compression_ratio=r)),
 }
 """Our method name -> the matching kvpress press (kvpress's defaults). H2O and A2SF have no kvpress press that
-runs without eager attention (ObservedAttentionPress needs the full attention matrix), so they are not run."""
+runs without eager attention (ObservedAttentionPress needs the full attention matrix), so they are not run.
+KVzip is run separately (:func:`kvzip_selections`): its press works as a context manager around the prefill."""
+
+
+class _KeptScores(KVzipPress):
+    """kvpress's KVzip press, keeping the reconstruction scores it computed (they are reset afterwards)."""
+
+    def compress_post(self, model: Any) -> None:
+        self.kept_scores = self.score_val.clone()
+        super().compress_post(model)
+
+
+def kvzip_selections(model: Any, pre: bench.Prefill, ratios: list[float]) -> dict[float, dict[int, list[torch.Tensor]]]:
+    """kvpress's KVzip on the sample's prefill ids: one prefill + its repeat passes, then its own global
+    selection (``compress_post``) per ratio; the masked positions it writes are read back per layer and head."""
+    press = _KeptScores(compression_ratio=ratios[0])
+    with torch.no_grad(), press(model):
+        model(input_ids=torch.tensor([pre.ids]), past_key_values=DynamicCache())
+    found = {}
+    for ratio in ratios:
+        press.score_val, press.compression_ratio = press.kept_scores.clone(), ratio
+        press.compress_post(model)
+        found[ratio] = {}
+        for idx, view in pre.views.items():
+            module = model.model.layers[idx].self_attn
+            valid = torch.ones(view.kv_heads, view.n, dtype=torch.bool)
+            _, heads, positions = module.masked_key_indices
+            valid[heads, positions] = False
+            found[ratio][idx] = [row.nonzero().flatten() for row in valid]
+            module.masked_key_indices = None
+    press.score_val = None
+    return found
 
 OURS_AS_KVPRESS = {
     "snapkv": {"window": 64, "kernel": 5},
@@ -122,11 +154,19 @@ def press_selection(press: Any, recorder: Recorder, pre: bench.Prefill) -> dict[
     return selection
 
 
-def kvpress_variants(recorder: Recorder) -> bench.VariantSource:
+def kvpress_variants(recorder: Recorder, model: Any) -> bench.VariantSource:
     def source(
         pre: bench.Prefill, methods: list[str], ratios: list[float], wanted: Callable[[str, float], bool]
     ) -> Iterator[bench.Variant]:
         for method in methods:
+            if method == "kvzip":
+                todo = [r for r in ratios if wanted(method, r)]
+                if todo:
+                    started = time.perf_counter()
+                    chosen = kvzip_selections(model, pre, todo)
+                    seconds = time.perf_counter() - started
+                    yield from (bench.Variant(method, r, chosen[r], seconds) for r in todo)
+                continue
             for ratio in ratios:
                 if wanted(method, ratio):
                     started = time.perf_counter()
@@ -161,7 +201,7 @@ def main() -> None:
     parser.add_argument("--model-path", type=Path, default=Path.home() / ".cache/tokensift/models/smollm2-135m")
     parser.add_argument("--model-name", default="smollm2-135m")
     parser.add_argument("--tasks", default="niah,niah_multikey,nq_qa")
-    parser.add_argument("--methods", default=",".join(PRESSES))
+    parser.add_argument("--methods", default=",".join([*PRESSES, "kvzip"]))
     parser.add_argument("--ratios", default="0.5,0.75,0.875")
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--modes", default="query-agnostic,query-aware")
@@ -196,7 +236,7 @@ def main() -> None:
     )
     store = RowStore(args.out)
     base = {"system": "kvpress", "target": "kv", "model": args.model_name}
-    source = kvpress_variants(recorder)
+    source = kvpress_variants(recorder, model)
     items = bench.plan(config)
     for done, (task, index, mode) in enumerate(items, 1):
         sample = build(task, config.data, tokenizer, index, config.seed, config.length)

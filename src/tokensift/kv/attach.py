@@ -31,10 +31,10 @@ from transformers.cache_utils import CacheLayerMixin
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from tokensift.errors import ContextTooLongError, UnsupportedArchitectureError
+from tokensift.errors import ContextTooLongError, MethodUnsupportedError, UnsupportedArchitectureError
 from tokensift.hooks import attention_modules, layer_index
 from tokensift.kv.cache import _ATTACHED, MaskedLayer, RaggedLayer, tensor_bytes
-from tokensift.kv.press import LayerView, Press
+from tokensift.kv.press import LayerView, Press, Selection
 
 IMPLEMENTATION = "tokensift_kv"
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
@@ -168,6 +168,8 @@ class Session:
         self.caches: dict[int, Any] = {}
         self.stats = CompressionStats()
         self.compress_prefill = True
+        self.pending: dict[int, tuple[Any, list[LayerView], Tensor, Tensor, list[int]]] = {}
+        """Layers whose compression waits for the press's probe passes (see :meth:`after_forward`)."""
 
     def record_cache(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         self.caches[id(module)] = kwargs.get("past_key_values")
@@ -201,6 +203,8 @@ class Session:
     ) -> CacheLayerMixin | None:
         press = self.policy.press
         started = time.perf_counter()
+        if press.needs_probe and not press.active:
+            return None
         batch, n = key.shape[0], key.shape[2]
         starts = _row_starts(mask, batch, n)
         rows = press.query_rows
@@ -219,19 +223,61 @@ class Session:
                     inv_freq=self.inv_freq.get(self.layer_types[idx]),
                 )
             )
+        if press.needs_probe:
+            self.pending[idx] = (self.caches[id(self.modules[idx])], views, key, value, starts)
+            return None
         replaced = self.policy.prefill(views, key, value, starts)
         if replaced is not None:
-            self.stats.layers.append(
-                LayerRecord(
-                    layer=idx,
-                    tokens_before=[n - s for s in starts],
-                    kept=replaced.lengths().tolist() if isinstance(replaced, RaggedLayer) else [],
-                    bytes_before=tensor_bytes(key) + tensor_bytes(value),
-                    bytes_after=replaced.nbytes() if isinstance(replaced, RaggedLayer) else 0,
-                    seconds=time.perf_counter() - started,
-                )
-            )
+            self._record(idx, key, value, starts, replaced, time.perf_counter() - started)
         return replaced
+
+    def _record(
+        self, idx: int, key: Tensor, value: Tensor, starts: list[int], replaced: CacheLayerMixin, seconds: float
+    ) -> None:
+        self.stats.layers.append(
+            LayerRecord(
+                layer=idx,
+                tokens_before=[key.shape[2] - s for s in starts],
+                kept=replaced.lengths().tolist() if isinstance(replaced, RaggedLayer) else [],
+                bytes_before=tensor_bytes(key) + tensor_bytes(value),
+                bytes_after=replaced.nbytes() if isinstance(replaced, RaggedLayer) else 0,
+                seconds=seconds,
+            )
+        )
+
+    def after_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        """After a prefill whose press needs probe passes: run them per row, then compress every layer."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, {}
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if not isinstance(ids, Tensor):
+            raise MethodUnsupportedError(f"{self.policy.press.name} needs the prefill's input_ids (not inputs_embeds)")
+        from tokensift.kv.probe import run_probes
+
+        started = time.perf_counter()
+        press = self.policy.press
+        layers = sorted(pending)
+        starts = pending[layers[0]][4]
+        chosen: list[dict[int, Selection]] = []
+        for b, start in enumerate(starts):
+            views = {layer: pending[layer][1][b] for layer in layers}
+            probes = run_probes(
+                self.model,
+                {layer: view.keys for layer, view in views.items()},
+                {layer: view.values for layer, view in views.items()},
+                press.probe_inputs(ids[b, start:].tolist()),
+            )
+            for layer, view in views.items():
+                view.probes = probes[layer]
+            picked = press.select_layers(views, {layer: press.score(view) for layer, view in views.items()})
+            chosen.append({layer: [kept + start for kept in heads] for layer, heads in picked.items()})
+        seconds = (time.perf_counter() - started) / len(layers)
+        for layer in layers:
+            cache, _, key, value, _ = pending[layer]
+            replaced = RaggedLayer.from_selection(key, value, [row[layer] for row in chosen])
+            cache.layers[layer] = replaced
+            self._record(layer, key, value, starts, replaced, seconds)
 
 
 @dataclass
@@ -261,6 +307,7 @@ def attached(model: torch.nn.Module, policy: Policy) -> Iterator[Session]:
         for module in session.modules:
             _SESSIONS[id(module)] = session
             handles.append(module.register_forward_pre_hook(session.record_cache, with_kwargs=True))
+        handles.append(model.register_forward_hook(session.after_forward, with_kwargs=True))
         for cfg in configs.values():
             cfg._attn_implementation = IMPLEMENTATION
         _ATTACHED[0] += 1
@@ -276,12 +323,19 @@ def attached(model: torch.nn.Module, policy: Policy) -> Iterator[Session]:
                 del _SESSIONS[id(module)]
 
 
-def build_press(method: str, *, ratio: float = 0.0, keep_tokens: int | None = None, **options: Any) -> Press:
-    """The registered KV method ``method`` as a press with the paper's defaults overridden by ``options``."""
+def build_press(
+    method: str, *, ratio: float = 0.0, keep_tokens: int | None = None, tokenizer: Any = None, **options: Any
+) -> Press:
+    """The registered KV method ``method`` as a press with the paper's defaults overridden by ``options``.
+
+    ``tokenizer`` reaches only presses that write probe prompts (KVzip); the others do not take one.
+    """
     from tokensift.methods import get_method
 
     entry = get_method(method, "kv")
     assert entry.build is not None
+    if tokenizer is not None and getattr(entry.build, "needs_probe", False):
+        options = {**options, "tokenizer": tokenizer}
     return entry.build(ratio=ratio, keep_tokens=keep_tokens, **{**entry.defaults, **options})
 
 
@@ -292,15 +346,19 @@ def compress(
     *,
     ratio: float = 0.0,
     keep_tokens: int | None = None,
+    tokenizer: Any = None,
     **options: Any,
 ) -> Iterator[Session]:
     """Compress every prefill inside the block with ``method`` (a registered name or a press).
 
     ``ratio`` is the fraction of tokens removed (kvpress's convention), ``keep_tokens`` an absolute budget
-    instead. The yielded :class:`Session` carries the accounting (``session.stats``).
+    instead; ``tokenizer`` is needed by presses that write a probe prompt (KVzip). The yielded
+    :class:`Session` carries the accounting (``session.stats``).
     """
     press = (
-        method if isinstance(method, Press) else build_press(method, ratio=ratio, keep_tokens=keep_tokens, **options)
+        method
+        if isinstance(method, Press)
+        else build_press(method, ratio=ratio, keep_tokens=keep_tokens, tokenizer=tokenizer, **options)
     )
     with attached(model, PrefillPolicy(press)) as session:
         yield session

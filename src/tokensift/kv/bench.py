@@ -11,6 +11,7 @@ one long sample (``decode_speed`` rows).
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from tokensift.bench import RowStore, write_report
 from tokensift.kv.attach import CompressionStats, attached, build_press
 from tokensift.kv.cache import MaskedLayer, RaggedLayer, tensor_bytes
 from tokensift.kv.press import LayerView, Press, Selection
+from tokensift.kv.probe import run_probes
 from tokensift.kv.qa import CompressedContext, answer, continue_from
 from tokensift.kv.tasks import Sample, build, split_prompt, string_match
 
@@ -83,7 +85,11 @@ class Prefill:
     cache: Any
     seconds: float
     logits: Tensor
-    length: int
+    ids: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
 
 
 @torch.no_grad()
@@ -96,7 +102,7 @@ def prefill(model: torch.nn.Module, ids: list[int]) -> Prefill:
         started = time.perf_counter()
         logits = model(torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[:, -1]
         seconds = time.perf_counter() - started
-    return Prefill(capture.views, cache, seconds, logits, len(ids))
+    return Prefill(capture.views, cache, seconds, logits, list(ids))
 
 
 @dataclass
@@ -110,21 +116,44 @@ class Variant:
 
 
 def variants(
-    pre: Prefill, methods: list[str], ratios: list[float], wanted: Callable[[str, float], bool]
+    pre: Prefill,
+    methods: list[str],
+    ratios: list[float],
+    wanted: Callable[[str, float], bool],
+    *,
+    model: torch.nn.Module | None = None,
+    tokenizer: Any = None,
 ) -> Iterator[Variant]:
-    """Score once per method, select per ratio; only the (method, ratio) pairs ``wanted``."""
+    """Score once per method, select per ratio; only the (method, ratio) pairs ``wanted``.
+
+    A press that needs probe passes (KVzip) gets them here, run once by ``model`` on the prefill's cache;
+    their time counts as that method's scoring time.
+    """
     for method in methods:
         todo = [r for r in ratios if wanted(method, r)]
         if not todo:
             continue
-        scorer = build_press(method, ratio=todo[0])
+        scorer = build_press(method, ratio=todo[0], tokenizer=tokenizer)
         started = time.perf_counter()
+        if scorer.needs_probe:
+            if model is None:
+                raise ValueError(f"{method} needs probe passes: call variants(..., model=...)")
+            probes = run_probes(
+                model,
+                {layer: view.keys for layer, view in pre.views.items()},
+                {layer: view.values for layer, view in pre.views.items()},
+                scorer.probe_inputs(pre.ids),
+            )
+            for layer, view in pre.views.items():
+                view.probes = probes[layer]
         scores = {layer: scorer.score(view) for layer, view in sorted(pre.views.items())}
         scored = time.perf_counter() - started
+        for view in pre.views.values():
+            view.probes = []
         for ratio in todo:
-            press = build_press(method, ratio=ratio)
+            press = build_press(method, ratio=ratio, tokenizer=tokenizer)
             started = time.perf_counter()
-            chosen = {layer: press.select(view, scores[layer]) for layer, view in sorted(pre.views.items())}
+            chosen = press.select_layers(pre.views, scores)
             yield Variant(method, ratio, chosen, scored + time.perf_counter() - started)
 
 
@@ -217,12 +246,14 @@ def run_sample(
     config: BenchConfig,
     store: RowStore,
     base: dict,
-    source: VariantSource = variants,
+    source: VariantSource | None = None,
 ) -> int:
     """All variants of one sample in one mode; returns the number of rows written.
 
     ``source`` turns the prefill into the variants (ours by default; the kvpress peer passes its presses').
     """
+    if source is None:
+        source = functools.partial(variants, model=model, tokenizer=tokenizer)
 
     def key(method: str, ratio: float) -> dict[str, Any]:
         return {
@@ -303,7 +334,14 @@ def decode_speed(model: torch.nn.Module, tokenizer: Any, config: BenchConfig, st
     pre = prefill(model, head)
     plain = CompressedContext(pre.cache, pre.length, CompressionStats(), pre.seconds, pre.logits)
     cases = [("full", 0.0, plain)]
-    todo = variants(pre, config.methods, [config.speed_ratio], lambda m, r: not store.has(**key(m, r)))
+    todo = variants(
+        pre,
+        config.methods,
+        [config.speed_ratio],
+        lambda m, r: not store.has(**key(m, r)),
+        model=model,
+        tokenizer=tokenizer,
+    )
     cases += [(v.method, v.ratio, ragged_context(pre, v)) for v in todo]
     for method, ratio, context in cases:
         if store.has(**key(method, ratio)):

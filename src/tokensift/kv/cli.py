@@ -59,8 +59,9 @@ def generate(
     from tokensift.kv.qa import answer, compress_context
     from tokensift.kv.tasks import Sample, split_prompt
 
-    press = build_press(method, ratio=ratio, keep_tokens=keep_tokens)
+    build_press(method, ratio=ratio, keep_tokens=keep_tokens)  # bad options fail before the model loads
     loaded = _load(model, cache_dir)
+    press = build_press(method, ratio=ratio, keep_tokens=keep_tokens, tokenizer=loaded.tokenizer)
     sample = Sample("generate", "cli", read_text(str(context)), question=question)
     head, tail = split_prompt(loaded.tokenizer, sample, query_aware)
     compressed = compress_context(loaded.model, torch.tensor([head]), press)

@@ -35,7 +35,8 @@ def kv_side_by_side(out: Console, loaded: Any, text: str, *, method: str = "keyd
     for column in ("cache", "answer", "cache bytes", "kept", "prefill", "decode/token"):
         table.add_column(column)
     full_bytes = 0
-    for label, press in (("full", build_press(method, ratio=0.0)), (method, build_press(method, ratio=ratio))):
+    presses = (build_press(method, ratio=r, tokenizer=loaded.tokenizer) for r in (0.0, ratio))
+    for label, press in zip(("full", method), presses, strict=True):
         context = compress_context(loaded.model, torch.tensor([head]), press)
         result = answer(loaded.model, context, torch.tensor([tail]), max_new_tokens=9)
         stored = cache_bytes(context.cache)

@@ -8,7 +8,7 @@ registry stays fast to load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -24,6 +24,8 @@ class LayerView:
 
     ``queries [1, H, q, D]`` are the last ``q`` query rows (after rotary embedding), ``keys`` and
     ``values [1, Hkv, T, D]`` the whole cache of the row, ``inv_freq`` the layer's rotary frequencies.
+    ``probes`` holds, for a press with :attr:`Press.needs_probe`, the ``(queries [1, H, m, D], keys [1, Hkv,
+    m, D])`` of each probe pass run after the prefill (see :mod:`tokensift.kv.probe`).
     """
 
     layer: int
@@ -34,6 +36,7 @@ class LayerView:
     values: Tensor
     scaling: float
     inv_freq: Tensor | None = None
+    probes: list[tuple[Tensor, Tensor]] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -64,6 +67,9 @@ class Press:
     """How many of the last query rows :meth:`score` reads (``None``: all of them)."""
     online: ClassVar[bool] = False
     """Whether the score can be updated one decoding step at a time (see :meth:`update_online`)."""
+    needs_probe: ClassVar[bool] = False
+    """Whether :meth:`score` reads probe passes (``LayerView.probes``) fed after the prefill: such a press
+    compresses all layers at once, after the prefill forward, with :meth:`select_layers`."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -106,6 +112,14 @@ class Press:
         """Top ``k`` of ``scores [Hkv, T]`` per head with the protected tokens (ties to the earlier position)."""
         first, last = self.protection(k, scores.shape[-1])
         return list(topk_indices(scores, k, protect_first=first, protect_last=last))
+
+    def select_layers(self, views: dict[int, LayerView], scores: dict[int, Tensor]) -> dict[int, Selection]:
+        """Kept positions of every layer of one row (layer by layer unless a press shares a budget)."""
+        return {layer: self.select(views[layer], scores[layer]) for layer in sorted(views)}
+
+    def probe_inputs(self, ids: list[int]) -> list[list[int]]:
+        """Token ids of the probe passes to run after a prefill of ``ids`` (none unless :attr:`needs_probe`)."""
+        return []
 
     def compress(self, view: LayerView) -> Selection:
         """Kept positions per KV head for one row and layer."""

@@ -2,6 +2,7 @@
 
 * LM signals: :func:`next_token_scores` (surprisal, entropy), :func:`lm_scores` (windowed, any length).
 * Attention received: :func:`attention_received` (H2O / A2SF), :func:`observation_window` (SnapKV);
+  :func:`reconstruction_attention` (KVzip: attention from a pass that repeats the context);
   :mod:`tokensift.scores.capture` gets their inputs from a real model without eager attention
   (imported on demand: it needs transformers).
 * Key statistics: :func:`key_norm_score`, :func:`key_diff_score`, :func:`key_distance_to_mean`;
@@ -9,7 +10,12 @@
 * :func:`random_scores`, the baseline.
 """
 
-from tokensift.scores.attention import attention_received, observation_window, pool_scores
+from tokensift.scores.attention import (
+    attention_received,
+    observation_window,
+    pool_scores,
+    reconstruction_attention,
+)
 from tokensift.scores.expected import average_rotation, expected_attention_scores, unrotate
 from tokensift.scores.keys import key_diff_score, key_distance_to_mean, key_norm_score
 from tokensift.scores.lm import LMScores, lm_scores, next_token_scores, plan_windows
@@ -29,5 +35,6 @@ __all__ = [
     "plan_windows",
     "pool_scores",
     "random_scores",
+    "reconstruction_attention",
     "unrotate",
 ]

@@ -123,3 +123,35 @@ def pool_scores(scores: Tensor, kernel: int) -> Tensor:
     flat = scores.float().reshape(-1, 1, shape[-1])
     pooled = torch.nn.functional.avg_pool1d(flat, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
     return pooled.reshape(shape)
+
+
+def reconstruction_attention(
+    queries: Tensor, keys: Tensor, probe_keys: Tensor, *, scaling: float | None = None, chunk: int = 256
+) -> Tensor:
+    """The largest attention weight each context key receives from the query rows of a probe pass.
+
+    Kim et al., 2025, "KVzip: Query-Agnostic KV Cache Compression with Context Reconstruction": the
+    model is asked to repeat its context; a key that some reconstruction query (any head of its group)
+    attends to strongly is needed to reproduce the context, whatever the question will be. ``queries
+    [H, m, D]`` are the probe's rows, ``keys [Hkv, T, D]`` the context's cache and ``probe_keys [Hkv, m,
+    D]`` the probe's own keys (attended causally). The softmax runs over context and probe keys, as in
+    the model's own attention. Returns ``[Hkv, T]``: max over probe rows and over each group's heads.
+    """
+    heads, m, dim = queries.shape
+    kv_heads, n = keys.shape[0], keys.shape[1]
+    if heads % kv_heads or probe_keys.shape[:2] != (kv_heads, m):
+        raise ValueError(
+            f"probe shapes do not match: queries {tuple(queries.shape)}, probe keys {tuple(probe_keys.shape)}"
+        )
+    scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
+    group = heads // kv_heads
+    both = torch.cat([keys, probe_keys], 1).float().repeat_interleave(group, dim=0)  # [H, T + m, D]
+    best = torch.zeros(heads, n, device=queries.device)
+    for start in range(0, m, chunk):
+        stop = min(start + chunk, m)
+        logits = queries[:, start:stop].float() @ both.transpose(-1, -2) * scale  # [H, r, T + m]
+        row = torch.arange(start, stop, device=queries.device)[:, None]
+        future = torch.arange(m, device=queries.device)[None, :] > row  # probe keys after each row
+        logits[:, :, n:] = logits[:, :, n:].masked_fill(future, float("-inf"))
+        best = torch.maximum(best, torch.softmax(logits, dim=-1)[:, :, :n].amax(1))
+    return best.view(kv_heads, group, n).amax(1)

@@ -1,6 +1,6 @@
 """From scores and a budget to kept indices. Budgets are exact token counts; policies are pure functions."""
 
-from tokensift.select.alloc import head_adaptive_indices, pyramid_budgets
+from tokensift.select.alloc import global_indices, head_adaptive_indices, pyramid_budgets
 from tokensift.select.budget import kept_count
 from tokensift.select.chunks import chunk_indices
 from tokensift.select.knapsack import density_order, knapsack_select
@@ -9,6 +9,7 @@ from tokensift.select.topk import topk_indices
 __all__ = [
     "chunk_indices",
     "density_order",
+    "global_indices",
     "head_adaptive_indices",
     "kept_count",
     "knapsack_select",

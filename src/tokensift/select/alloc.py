@@ -1,5 +1,6 @@
-"""Budget allocation across layers and heads: how many tokens each layer (PyramidKV) or each head
-(AdaKV) keeps when the total is fixed. Pure functions; the totals are exact so memory matches the budget."""
+"""Budget allocation across layers and heads: how many tokens each layer (PyramidKV), each head (AdaKV)
+or each (layer, head) of the whole model (KVzip) keeps when the total is fixed. Pure functions; the
+totals are exact so memory matches the budget."""
 
 from __future__ import annotations
 
@@ -67,3 +68,33 @@ def head_adaptive_indices(
     chosen[flat] = True
     rows = chosen.view(heads, n)
     return [row.nonzero().flatten() for row in rows]
+
+
+def global_indices(
+    scores: list[Tensor], keep: int, *, protect_first: int = 0, protect_last: int = 0
+) -> list[list[Tensor]]:
+    """Kept positions when ``keep`` tokens per head *on average* are shared by all layers and heads.
+
+    KVzip (Kim et al., 2025) ranks the (layer, head, token) scores of the whole model together, so layers
+    and heads whose scores say they matter keep more and the rest less. ``scores`` holds one ``[H, T]``
+    tensor per layer (all the same ``T``); exactly ``layers * H * keep`` positions are kept. Protected
+    positions and each head's best token are always kept (no head is ever empty). Returns, per layer, one
+    ascending index tensor per head.
+    """
+    if not scores:
+        return []
+    heads, n = scores[0].shape
+    if not 1 <= keep <= n:
+        raise ParameterError(f"cannot keep {keep} of {n} tokens")
+    if any(s.shape != (heads, n) for s in scores):
+        raise ParameterError("global selection needs every layer's scores with the same shape")
+    boosted = torch.stack([s.float() for s in scores]).clone()  # [L, H, T]
+    positions = torch.arange(n, device=boosted.device)
+    boosted[:, :, (positions < protect_first) | (positions >= n - protect_last)] = float("inf")
+    best = boosted.argmax(-1, keepdim=True)
+    boosted.scatter_(-1, best, float("inf"))
+    flat = torch.sort(boosted.flatten(), descending=True, stable=True).indices[: len(scores) * heads * keep]
+    chosen = torch.zeros(boosted.numel(), dtype=torch.bool, device=boosted.device)
+    chosen[flat] = True
+    layers = chosen.view(len(scores), heads, n)
+    return [[row.nonzero().flatten() for row in layer] for layer in layers]

@@ -1,1 +1,1 @@
-"""The twelve KV methods, one module each (a press: ``score`` + ``compress``), each citing its paper."""
+"""The KV methods, one module each (a press: ``score`` + ``compress``), each citing its paper."""

@@ -1,0 +1,92 @@
+"""KVzip: keep what the model needs to repeat its context, whatever the question will be.
+
+Kim et al., 2025, "KVzip: Query-Agnostic KV Cache Compression with Context Reconstruction". After the
+prefill, the model reads "Repeat the previous context exactly." and then the context itself (teacher
+forced, in chunks of ``chunk`` tokens for long contexts). Each cached KV pair is scored by the largest
+attention any reconstruction query of its KV group gives it (:func:`tokensift.scores.reconstruction_attention`),
+and the budget is shared by all layers and heads at once (:func:`tokensift.select.global_indices`):
+heads that only look at sinks or neighbours keep little, heads that copy keep what they copy.
+Unpredictable content such as a number in an essay must be attended to be copied, so it survives
+without the question in view. The ragged cache stores each head's own number of tokens, so the
+non-uniform budget saves real memory (kvpress masks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tokensift.errors import MethodUnsupportedError, ParameterError
+from tokensift.kv.press import LayerView, Press, Selection
+from tokensift.scores import reconstruction_attention
+from tokensift.select import global_indices
+
+FIRST_PROMPT = "\n\nRepeat the previous context exactly."
+NEXT_PROMPT = "\n\nRepeat the part of the previous context exactly, starting with"
+OVERLAP = 8
+"""Tokens of the previous chunk quoted in a later chunk's prompt, so the model knows where to resume."""
+
+
+def template_parts(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Token ids the chat template puts before and after a user message (``[]`` and a newline without one)."""
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False).input_ids)
+
+    if not getattr(tokenizer, "chat_template", None):
+        return [], encode("\n")
+    marker = "tokensift-context-marker"
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True
+    )
+    before, after = rendered.split(marker, 1)
+    return encode(before), encode(after)
+
+
+@dataclass
+class KVzipPress(Press):
+    """Context-reconstruction scores, one budget for the whole model; ``protect_first`` sinks (4) kept."""
+
+    protect_first: int = 4
+    chunk: int = 2048
+    tokenizer: Any = None
+    """Builds the repeat prompt; required (``compress(model, "kvzip", tokenizer=...)``)."""
+    needs_probe = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.chunk < 1:
+            raise ParameterError(f"chunk must be at least 1 token, got {self.chunk}")
+
+    def probe_inputs(self, ids: list[int]) -> list[list[int]]:
+        """One repeat pass per chunk of the context (the chat template's own opening is not repeated)."""
+        if self.tokenizer is None:
+            raise ParameterError("kvzip writes its repeat prompt with the model's tokenizer: pass tokenizer=...")
+        prefix, suffix = template_parts(self.tokenizer)
+        body = ids[len(prefix) :] if prefix and ids[: len(prefix)] == prefix else ids
+        first, later = (
+            list(self.tokenizer(p, add_special_tokens=False).input_ids) for p in (FIRST_PROMPT, NEXT_PROMPT)
+        )
+        chunks = [body[start : start + self.chunk] for start in range(0, len(body), self.chunk)] or [[]]
+        return [
+            (first if c == 0 else later + chunks[c - 1][-OVERLAP:]) + suffix + part for c, part in enumerate(chunks)
+        ]
+
+    def score(self, view: LayerView) -> Tensor:
+        if not view.probes:
+            raise MethodUnsupportedError("kvzip scores come from its repeat pass, which this caller did not run")
+        found = [
+            reconstruction_attention(queries[0], view.keys[0], keys[0], scaling=view.scaling)
+            for queries, keys in view.probes
+        ]
+        return torch.stack(found).amax(0)
+
+    def select_layers(self, views: dict[int, LayerView], scores: dict[int, Tensor]) -> dict[int, Selection]:
+        order = sorted(views)
+        k = self.budget(views[order[0]])
+        first, last = self.protection(k, views[order[0]].n)
+        chosen = global_indices([scores[layer] for layer in order], k, protect_first=first, protect_last=last)
+        return dict(zip(order, chosen, strict=True))

@@ -1,0 +1,92 @@
+"""KVzip: reconstruction scores, the model-wide budget, and what the attached press keeps."""
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from tokensift.errors import MethodUnsupportedError, ParameterError
+from tokensift.kv import build_press, compress
+from tokensift.kv.methods.kvzip import KVzipPress, template_parts
+from tokensift.scores import reconstruction_attention
+from tokensift.select import global_indices
+
+
+def test_reconstruction_attention_is_the_max_softmax_weight_over_probe_rows():
+    torch.manual_seed(0)
+    heads, kv_heads, n, m, dim = 4, 2, 9, 5, 8
+    queries, keys, probe_keys = torch.randn(heads, m, dim), torch.randn(kv_heads, n, dim), torch.randn(kv_heads, m, dim)
+    found = reconstruction_attention(queries, keys, probe_keys, scaling=0.3, chunk=2)
+    expected = torch.zeros(kv_heads, n)
+    for h in range(heads):
+        kv = h // (heads // kv_heads)
+        for i in range(m):
+            logits = torch.cat([keys[kv], probe_keys[kv, : i + 1]]) @ queries[h, i] * 0.3
+            expected[kv] = torch.maximum(expected[kv], torch.softmax(logits, -1)[:n])
+    assert torch.allclose(found, expected, atol=1e-6)
+
+
+def test_global_indices_share_one_exact_budget_and_keep_protected_tokens():
+    scores = [
+        torch.tensor([[0.0, 9, 8, 7, 6, 5], [0, 0, 0, 0, 0, 1]]),
+        torch.tensor([[0.0, 0, 0, 0, 0, 0], [4, 3, 2, 1, 0, 0]]),
+    ]
+    kept = global_indices(scores, 2, protect_first=1)
+    assert sum(len(head) for layer in kept for head in layer) == 2 * 2 * 2
+    assert all(0 in head.tolist() for layer in kept for head in layer)  # protected, so no head is empty
+    assert kept[0][0].tolist() == [0, 1, 2, 3, 4]  # the strongest head takes the shared budget
+    assert [kept[0][1].tolist(), kept[1][0].tolist(), kept[1][1].tolist()] == [[0], [0], [0]]
+    unprotected = global_indices(scores, 2)
+    assert unprotected[1][0].numel() == 1 and unprotected[0][1].tolist() == [5]  # each head keeps its best
+    with pytest.raises(ParameterError):
+        global_indices(scores, 7)
+
+
+def test_kvzip_keeps_the_global_top_of_the_models_own_reconstruction_attention(llama, word_tokenizer):
+    torch.manual_seed(3)
+    ids = torch.randint(2, 64, (1, 24))
+    press = KVzipPress(ratio=0.6, tokenizer=word_tokenizer)
+    (probe,) = press.probe_inputs(ids[0].tolist())
+    # reference: the eager attention rows of the probe tokens when the model reads context + probe at once
+    llama.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            out = llama(torch.cat([ids, torch.tensor([probe])], 1), output_attentions=True)
+    finally:
+        llama.config._attn_implementation = "sdpa"
+    reference = [a[0, :, 24:, :24].amax(1).view(2, 2, 24).amax(1) for a in out.attentions]
+    chosen = global_indices(reference, 10, protect_first=4)
+    full, compressed = DynamicCache(config=llama.config), DynamicCache(config=llama.config)
+    with torch.no_grad():
+        llama(ids, past_key_values=full)
+        with compress(llama, press) as session:
+            llama(ids, past_key_values=compressed)
+    assert sum(sum(rec.kept[0]) for rec in session.stats.layers) == 2 * 2 * 10
+    for layer, (full_layer, ragged) in enumerate(zip(full.layers, compressed.layers, strict=True)):
+        for h in range(2):
+            stored, _ = ragged.segment(0, h)
+            assert torch.allclose(stored, full_layer.keys[0, h, chosen[layer][h]], atol=1e-6)
+
+
+def test_kvzip_needs_a_tokenizer_and_full_attention_layers(llama):
+    ids = torch.randint(2, 64, (1, 20))
+    with pytest.raises(ParameterError, match="tokenizer"), torch.no_grad(), compress(llama, "kvzip", ratio=0.5):
+        llama(ids)
+    assert build_press("knorm", ratio=0.5, tokenizer=object()).ratio == 0.5  # only probe presses take it
+
+
+def test_kvzip_on_sliding_window_layers_is_refused(word_tokenizer):
+    from tests.test_kv_attach import _tiny
+
+    gemma = _tiny("gemma3")
+    press = build_press("kvzip", ratio=0.5, tokenizer=word_tokenizer)
+    with pytest.raises(MethodUnsupportedError, match="sliding"), torch.no_grad(), compress(gemma, press):
+        gemma(torch.randint(2, 64, (1, 20)))
+
+
+def test_probe_prompts_skip_the_template_opening_and_chunk_long_contexts(word_tokenizer):
+    assert template_parts(word_tokenizer)[0] == []
+    press = KVzipPress(ratio=0.5, chunk=10, tokenizer=word_tokenizer)
+    ids = list(range(2, 27))
+    probes = press.probe_inputs(ids)
+    assert len(probes) == 3 and probes[0][-10:] == ids[:10] and probes[2][-5:] == ids[20:]
+    assert probes[1][-18:-10] == ids[2:10]  # a later chunk quotes the end of the previous one
