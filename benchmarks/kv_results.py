@@ -15,7 +15,7 @@ from tokensift.bench import RowStore, summarize
 from tokensift.kv.bench import QUALITY, BenchConfig, write_kv_report
 
 HERE = Path(__file__).resolve().parent
-METHODS = "random,streaming_llm,h2o,tova,snapkv,pyramidkv,knorm,keydiff,expected_attention,chunkkv,a2sf,adakv"
+METHODS = "random,streaming_llm,h2o,tova,snapkv,pyramidkv,knorm,keydiff,expected_attention,chunkkv,a2sf,adakv,kvzip"
 
 
 def _cells(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:

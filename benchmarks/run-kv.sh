@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The KV benchmark end to end (resumable: rerun to continue), then benchmarks/RESULTS-kv.md.
-#   tokensift grid -> kvpress peer on the same instances -> decode speed at 2k -> report
+#   tokensift grid (13 methods) -> kvpress peer on the same instances (+ equivalence) -> decode speed at 2k -> report
+# SAMPLES / PEER_SAMPLES set the rows per cell (the issue asks for >= 30 / >= 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -10,8 +11,11 @@ PEER_SAMPLES=${PEER_SAMPLES:-20}
 nice -n 10 .venv/bin/tokensift bench kv --model smollm2-135m --tasks niah,niah_multikey,nq_qa,fidelity \
   --samples "$SAMPLES" --fidelity-samples 10 --seed 0 --speed-tokens 0 --out "$OUT"
 bash benchmarks/peers/kvpress/setup.sh
-(cd benchmarks/peers/kvpress && nice -n 10 .venv/bin/python run.py --out "../../../$OUT" --samples "$PEER_SAMPLES" \
-  --tasks niah,niah_multikey,nq_qa --equivalence 3)
+peer() { (cd benchmarks/peers/kvpress && nice -n 10 .venv/bin/python run.py --out "../../../$OUT" "$@"); }
+peer --samples "$PEER_SAMPLES" --tasks niah,niah_multikey,nq_qa \
+  --methods random,streaming_llm,tova,snapkv,pyramidkv,knorm,keydiff,expected_attention,chunkkv,adakv --equivalence 3
+# kvpress's KVzip re-runs the prefill and its repeat passes itself: the query-agnostic needle tasks only
+peer --samples "$PEER_SAMPLES" --tasks niah,niah_multikey --modes query-agnostic --methods kvzip
 nice -n 10 .venv/bin/tokensift bench kv --model smollm2-135m --samples 0 --fidelity-samples 0 --speed-tokens 16 \
-  --methods snapkv,adakv,chunkkv,streaming_llm --out "$OUT"
+  --methods snapkv,adakv,chunkkv,streaming_llm,kvzip --out "$OUT"
 .venv/bin/python benchmarks/kv_results.py --out "$OUT"

@@ -16,7 +16,7 @@ app = typer.Typer(help="KV-cache compression for Hugging Face causal LMs.", no_a
 out = Console()
 err = Console(stderr=True)
 
-ALL_METHODS = "random,streaming_llm,h2o,tova,snapkv,pyramidkv,knorm,keydiff,expected_attention,chunkkv,a2sf,adakv"
+ALL_METHODS = "random,streaming_llm,h2o,tova,snapkv,pyramidkv,knorm,keydiff,expected_attention,chunkkv,a2sf,adakv,kvzip"
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Embedded model name or local model folder.")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Converted-model cache folder.")]
 DataOpt = Annotated[
