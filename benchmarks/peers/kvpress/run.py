@@ -97,6 +97,7 @@ def kvzip_selections(model: Any, pre: bench.Prefill, ratios: list[float]) -> dic
     press.score_val = None
     return found
 
+
 OURS_AS_KVPRESS = {
     "snapkv": {"window": 64, "kernel": 5},
     "knorm": {},

@@ -120,8 +120,14 @@ def main() -> None:
                 text, error = compress(compressor, item, mode, rate), None
             except Exception as exc:  # a peer failure is a result to report, not a crash
                 text, error = "", f"{type(exc).__name__}: {exc}"
-            row = {"id": item["id"], "mode": mode, "rate": rate, "compressed": text,
-                   "seconds": time.perf_counter() - start, "error": error}
+            row = {
+                "id": item["id"],
+                "mode": mode,
+                "rate": rate,
+                "compressed": text,
+                "seconds": time.perf_counter() - start,
+                "error": error,
+            }
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
             print(f"llmlingua peer {number}/{len(todo)}", file=sys.stderr, flush=True)
