@@ -74,12 +74,17 @@ def _plot(
     if not records:
         return False
     modes = sorted({str(r["mode"]) for r in records})
-    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.2), squeeze=False, sharey=True)
+    methods = sorted({str(r["method"]) for r in records})
+    palette = plt.get_cmap("tab20")
+    colour = {m: palette(i % 20) for i, m in enumerate(methods)}  # one colour per method; peers dashed
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes) + 2.2, 4.2), squeeze=False, sharey=True)
     for ax, mode in zip(axes[0], modes, strict=True):
         lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        method_of: dict[str, str] = {}
         for r in records:
             if str(r["mode"]) == mode:
                 lines[_label(r)].append((r[x_field], r[metric]))
+                method_of[_label(r)] = str(r["method"])
         for label, points in sorted(lines.items()):
             points.sort()
             ax.plot(
@@ -87,6 +92,7 @@ def _plot(
                 [p[1] for p in points],
                 marker="o",
                 label=label,
+                color=colour[method_of[label]],
                 linestyle="--" if "(" in label else "-",
             )
         ax.set_title(f"{task} · {mode}")
@@ -95,8 +101,13 @@ def _plot(
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric.replace("_", " "))
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles: dict[str, Any] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    order = sorted(handles)
+    fig.legend([handles[k] for k in order], order, fontsize=7, loc="center right", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

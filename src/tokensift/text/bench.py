@@ -369,7 +369,7 @@ def report(config: BenchConfig, rows: Sequence[dict[str, Any]]) -> Path:
         f"rate_adherence: Paul Graham essays cut to 50 ... {config.max_length:,} tokens; "
         "abs_rate_error = |achieved - requested|",
         "compress_seconds = scoring + selection for one compression (ours) / one compress_prompt call (LLMLingua); "
-        "both run on the same shared 2-core CPU, interleaved task by task",
+        "both on the same CPU with the same thread count (run-text.sh: one thread each), interleaved task by task",
         "LLMLingua 0.2.2 (peer, own venv) uses the same SmolLM2 folder and counts budgets with the same "
         "tokenizer (shim)",
         *_sample_counts(rows),
