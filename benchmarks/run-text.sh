@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# one thread for ours and for LLMLingua alike, so compress_seconds compare like with like
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 SAMPLES=${SAMPLES:-50}
 GSM_SAMPLES=${GSM_SAMPLES:-$SAMPLES}
 bash benchmarks/peers/llmlingua/setup.sh

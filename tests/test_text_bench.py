@@ -82,3 +82,15 @@ def test_gsm8k_resumed_with_more_samples_adds_only_the_new_questions(tmp_path, d
     run_bench(config, tiny, tmp_path, data)
     ids = [r["sample_id"] for r in RowStore(config.out_dir).rows() if r["method"] == "random"]
     assert sorted(ids) == ["gsm0", "gsm1"]
+
+
+def test_report_lists_failed_rows(tmp_path):
+    from tokensift.text.bench import _sample_counts
+
+    key = {"system": "llmlingua", "target": "text", "model": "m", "task": "rate_adherence", "mode": "-"}
+    rows = [{**key, "method": "llmlingua", "ratio": 0.5, "sample_id": "len8000", "error": "RuntimeError: boom"}]
+    counts, note = _sample_counts(rows)
+    assert counts == "rate_adherence: 0–0 rows per cell"
+    assert note == (
+        "**failed** (llmlingua llmlingua, rate_adherence): 1 rows not in the tables (len8000@0.5): RuntimeError: boom"
+    )

@@ -353,6 +353,16 @@ def _sample_counts(rows: Sequence[dict[str, Any]]) -> list[str]:
         counts = [r["n"] for r in summarize(rows) if r["task"] == task and r["method"] != "full"]
         if counts:
             notes.append(f"{task}: {min(counts)}–{max(counts)} rows per cell")
+    failed: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("error"):
+            failed.setdefault((row["system"], row["task"], row["method"]), []).append(row)
+    for (system, task, method), bad in sorted(failed.items()):
+        which = sorted({f"{r['sample_id']}@{float(r['ratio']):g}" for r in bad})
+        notes.append(
+            f"**failed** ({system} {method}, {task}): {len(bad)} rows not in the tables ({', '.join(which)}): "
+            f"{bad[0]['error']}"
+        )
     return notes
 
 
