@@ -48,7 +48,11 @@ def template_parts(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 @dataclass
 class KVzipPress(Press):
-    """Context-reconstruction scores, one budget for the whole model; ``protect_first`` sinks (4) kept."""
+    """Context-reconstruction scores, one budget for the whole model; ``protect_first`` sinks (4) kept.
+
+    A repeat pass is read after the whole context, so context + ``chunk`` + prompt must fit the model's
+    positions (:class:`~tokensift.errors.ContextTooLongError` otherwise); a smaller ``chunk`` fits longer contexts.
+    """
 
     protect_first: int = 4
     chunk: int = 2048
