@@ -86,3 +86,10 @@ def test_report_writes_csv_plots_and_markdown(tmp_path):
     assert (tmp_path / "plots" / "niah_score_vs_cache_bytes.png").exists()
     with (tmp_path / "summary.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 5
+
+
+def test_store_writes_a_key_once(tmp_path):
+    store = RowStore(tmp_path)
+    assert store.append(row(0)) is True
+    assert store.append(row(0, score=0.9)) is False  # same key: the stored row stays
+    assert [r["score"] for r in RowStore(tmp_path).rows()] == [row(0)["score"]]

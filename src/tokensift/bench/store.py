@@ -64,8 +64,12 @@ class RowStore:
         """Whether a row with these key fields is stored already."""
         return _key(key) in self._keys
 
-    def append(self, row: dict[str, Any]) -> None:
-        """Store one finished row (NaN/inf become null so the file stays valid JSON)."""
+    def append(self, row: dict[str, Any]) -> bool:
+        """Store one finished row (NaN/inf become null so the file stays valid JSON); a row whose key is
+        stored already is not written again (a resumed run may redo work it shares with stored rows).
+        Returns whether the row was written."""
+        if _key(row) in self._keys:
+            return False
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         line = json.dumps(clean, ensure_ascii=False, sort_keys=True)
         with self.path.open("a", encoding="utf-8") as handle:
@@ -73,6 +77,7 @@ class RowStore:
             handle.flush()
             os.fsync(handle.fileno())
         self._remember(clean)
+        return True
 
     def rows(self) -> list[dict[str, Any]]:
         """All stored rows, in the order they were written."""

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import torch
 
-from tokensift.bench import KEY_FIELDS, RowStore, write_report
+from tokensift.bench import RowStore, write_report
 from tokensift.errors import InputFileError, ParameterError, TokensiftError
 from tokensift.text.budget import TokenCounter, count_parts
 from tokensift.text.compress import Compression, Compressor
@@ -145,12 +145,6 @@ class Runner:
             "sample_id": sample_id,
         }
 
-    def _append(self, row: dict[str, Any]) -> None:
-        """Store a row unless its key is stored already: a gsm8k_cot run resumed with more ``samples``
-        recompresses the prompt once and must only add the new questions' rows."""
-        if not self.store.has(**{f: row[f] for f in KEY_FIELDS}):
-            self.store.append(row)
-
     def instances(self, task: str, data: Path) -> list[Instance]:
         if task == "nq_qa":
             return nq_instances(data, self.config.samples, self.config.distractors)
@@ -168,8 +162,7 @@ class Runner:
             self._full[cache_key] = values
             for sample_id, value in zip(_sample_ids(instance), values, strict=True):
                 key = self.key(instance.task, "full", 1.0, sample_id)
-                if not self.store.has(**key):
-                    self.store.append({**key, "logprob": value, "logprob_delta": 0.0, "achieved_rate": 1.0})
+                self.store.append({**key, "logprob": value, "logprob_delta": 0.0, "achieved_rate": 1.0})
         return self._full[cache_key]
 
     def rows_for(self, instance: Instance, compressed: str | list[str], stats: dict[str, Any]) -> list[dict[str, Any]]:
@@ -212,7 +205,7 @@ class Runner:
             result: Compression = compressor.compress(prepared, rate=rate)
         except TokensiftError as exc:
             for sample_id in _sample_ids(instance):
-                self._append({**base, "sample_id": sample_id, "error": str(exc)})
+                self.store.append({**base, "sample_id": sample_id, "error": str(exc)})
             return
         stats = {
             **base,
@@ -224,7 +217,7 @@ class Runner:
         }
         compressed = cast("str | list[str]", result.compressed)  # benchmark prompts are never chats
         for row in self.rows_for(instance, compressed, stats):
-            self._append(row)
+            self.store.append(row)
 
     def run_peer(self, task: str, instances: list[Instance], model_folder: Path) -> None:
         """LLMLingua in its own environment on the same instances, then the same reader on its outputs."""
@@ -269,7 +262,7 @@ class Runner:
                 continue
             if out["error"]:
                 for sample_id in _sample_ids(instance):
-                    self._append({**base, "sample_id": sample_id, "error": out["error"]})
+                    self.store.append({**base, "sample_id": sample_id, "error": out["error"]})
                 continue
             before = count_parts(
                 self.counter, instance.prompt if isinstance(instance.prompt, list) else [instance.prompt]
@@ -283,7 +276,7 @@ class Runner:
                 "compress_seconds": out["seconds"],
             }
             for row in self.rows_for(instance, out["compressed"], stats):
-                self._append(row)
+                self.store.append(row)
             self.progress(f"{task} · llmlingua peer (scoring)", done, len(lines))
 
 
