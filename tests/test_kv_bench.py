@@ -1,5 +1,6 @@
 import pytest
 
+from tests.conftest import tiny_llama
 from tokensift.bench import RowStore
 from tokensift.kv.bench import BenchConfig, plan, run_sample
 from tokensift.kv.tasks import Sample, split_prompt, string_match
@@ -34,14 +35,16 @@ def test_string_match_is_case_and_punctuation_blind():
     assert string_match("12 and 56", multi) == (False, 0.5)
 
 
-def test_run_sample_writes_one_row_per_variant_and_resumes(tmp_path, llama, word_tokenizer):
+def test_run_sample_writes_one_row_per_variant_and_resumes(tmp_path, word_tokenizer):
+    llama = tiny_llama(context=256)  # room for kvzip's repeat pass after the context
     config = BenchConfig(
-        model="tiny", tasks=["niah"], methods=["knorm", "chunkkv"], ratios=[0.5, 0.75], samples=1, seed=0,
+        model="tiny", tasks=["niah"], methods=["knorm", "chunkkv", "kvzip"], ratios=[0.5, 0.75], samples=1,
+        seed=0,
         out=tmp_path, data=tmp_path,
     )  # fmt: skip
     store = RowStore(tmp_path)
     base = {"system": "tokensift", "target": "kv", "model": "tiny"}
-    assert run_sample(llama, word_tokenizer, _sample(), "query-agnostic", config, store, base) == 5
+    assert run_sample(llama, word_tokenizer, _sample(), "query-agnostic", config, store, base) == 7
     assert run_sample(llama, word_tokenizer, _sample(), "query-agnostic", config, store, base) == 0
     rows = {(r["method"], r["ratio"]): r for r in store.rows()}
     assert rows[("full", 0.0)]["kept_fraction"] == 1.0

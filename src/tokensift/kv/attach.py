@@ -253,7 +253,7 @@ class Session:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if not isinstance(ids, Tensor):
             raise MethodUnsupportedError(f"{self.policy.press.name} needs the prefill's input_ids (not inputs_embeds)")
-        from tokensift.kv.probe import run_probes
+        from tokensift.kv.probe import probe_views
 
         started = time.perf_counter()
         press = self.policy.press
@@ -262,14 +262,7 @@ class Session:
         chosen: list[dict[int, Selection]] = []
         for b, start in enumerate(starts):
             views = {layer: pending[layer][1][b] for layer in layers}
-            probes = run_probes(
-                self.model,
-                {layer: view.keys for layer, view in views.items()},
-                {layer: view.values for layer, view in views.items()},
-                press.probe_inputs(ids[b, start:].tolist()),
-            )
-            for layer, view in views.items():
-                view.probes = probes[layer]
+            probe_views(self.model, press, views, ids[b, start:].tolist())
             picked = press.select_layers(views, {layer: press.score(view) for layer, view in views.items()})
             chosen.append({layer: [kept + start for kept in heads] for layer, heads in picked.items()})
         seconds = (time.perf_counter() - started) / len(layers)

@@ -26,7 +26,7 @@ from tokensift.bench import RowStore, write_report
 from tokensift.kv.attach import CompressionStats, attached, build_press
 from tokensift.kv.cache import MaskedLayer, RaggedLayer, tensor_bytes
 from tokensift.kv.press import LayerView, Press, Selection
-from tokensift.kv.probe import run_probes
+from tokensift.kv.probe import probe_views
 from tokensift.kv.qa import CompressedContext, answer, continue_from
 from tokensift.kv.tasks import Sample, build, split_prompt, string_match
 
@@ -138,14 +138,7 @@ def variants(
         if scorer.needs_probe:
             if model is None:
                 raise ValueError(f"{method} needs probe passes: call variants(..., model=...)")
-            probes = run_probes(
-                model,
-                {layer: view.keys for layer, view in pre.views.items()},
-                {layer: view.values for layer, view in pre.views.items()},
-                scorer.probe_inputs(pre.ids),
-            )
-            for layer, view in pre.views.items():
-                view.probes = probes[layer]
+            probe_views(model, scorer, pre.views, pre.ids)
         scores = {layer: scorer.score(view) for layer, view in sorted(pre.views.items())}
         scored = time.perf_counter() - started
         for view in pre.views.values():
