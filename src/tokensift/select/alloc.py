@@ -40,6 +40,14 @@ def pyramid_budgets(n_layers: int, keep: int, n: int, *, window: int = 0, beta: 
     return budgets
 
 
+def _top_together(scores: Tensor, total: int) -> Tensor:
+    """Boolean mask of the ``total`` highest entries of ``scores`` ranked all together (ties: earlier first)."""
+    flat = torch.sort(scores.flatten(), descending=True, stable=True).indices[:total]
+    chosen = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    chosen[flat] = True
+    return chosen.view(scores.shape)
+
+
 def head_adaptive_indices(
     scores: Tensor, keep: int, *, safeguard: float = 0.2, protect_first: int = 0, protect_last: int = 0
 ) -> list[Tensor]:
@@ -63,11 +71,7 @@ def head_adaptive_indices(
     if safe:
         top = boosted.topk(safe, dim=-1).indices
         boosted.scatter_(-1, top, float("inf"))
-    flat = torch.sort(boosted.flatten(), descending=True, stable=True).indices[: heads * keep]
-    chosen = torch.zeros(heads * n, dtype=torch.bool, device=scores.device)
-    chosen[flat] = True
-    rows = chosen.view(heads, n)
-    return [row.nonzero().flatten() for row in rows]
+    return [row.nonzero().flatten() for row in _top_together(boosted, heads * keep)]
 
 
 def global_indices(
@@ -93,8 +97,5 @@ def global_indices(
     boosted[:, :, (positions < protect_first) | (positions >= n - protect_last)] = float("inf")
     best = boosted.argmax(-1, keepdim=True)
     boosted.scatter_(-1, best, float("inf"))
-    flat = torch.sort(boosted.flatten(), descending=True, stable=True).indices[: len(scores) * heads * keep]
-    chosen = torch.zeros(boosted.numel(), dtype=torch.bool, device=boosted.device)
-    chosen[flat] = True
-    layers = chosen.view(len(scores), heads, n)
+    layers = _top_together(boosted, len(scores) * heads * keep)
     return [[row.nonzero().flatten() for row in layer] for layer in layers]
