@@ -65,15 +65,28 @@ def _bytes_check(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _speed(rows: list[dict[str, Any]]) -> list[str]:
-    speed = [r for r in rows if r["task"] == "decode_speed"]
+    """One line per method: decode ms/token (cache MiB) at each kept fraction, the full cache on top."""
+    speed = {(r["method"], float(r["ratio"])): r for r in rows if r["task"] == "decode_speed"}
     if not speed:
         return ["(not measured)"]
-    lines = ["| method | ratio | context tokens | cache MiB | decode ms/token |", "|---|---|---|---|---|"]
-    for r in sorted(speed, key=lambda r: (r["ratio"], r["method"])):
-        lines.append(
-            f"| {r['method']} | {r['ratio']:g} | {r['context_tokens']} | {r['cache_bytes'] / 2**20:.1f} | "
-            f"{r['decode_s_per_token'] * 1000:.0f} |"
-        )
+    ratios = sorted({ratio for method, ratio in speed if method != "full"})
+    context = next(iter(speed.values()))["context_tokens"]
+    lines = [
+        f"Context {context} tokens; each cell: decode ms/token (cache MiB).",
+        "",
+        "| method | " + " | ".join(f"kept {1 - r:.1%}" for r in ratios) + " |",
+        "|---|" + "---|" * len(ratios),
+    ]
+    full = speed.get(("full", 0.0))
+    if full:
+        cell = f"{full['decode_s_per_token'] * 1000:.0f} ({full['cache_bytes'] / 2**20:.1f})"
+        lines.append("| full cache | " + " | ".join([cell] * len(ratios)) + " |")
+    for method in sorted({m for m, _ in speed if m != "full"}):
+        cells = []
+        for ratio in ratios:
+            r = speed.get((method, ratio))
+            cells.append(f"{r['decode_s_per_token'] * 1000:.0f} ({r['cache_bytes'] / 2**20:.1f})" if r else "–")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
 
 

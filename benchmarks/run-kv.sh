@@ -16,6 +16,7 @@ peer --samples "$PEER_SAMPLES" --tasks niah,niah_multikey,nq_qa \
   --methods random,streaming_llm,tova,snapkv,pyramidkv,knorm,keydiff,expected_attention,chunkkv,adakv --equivalence 3
 # kvpress's KVzip re-runs the prefill and its repeat passes itself: the query-agnostic needle tasks only
 peer --samples "$PEER_SAMPLES" --tasks niah,niah_multikey --modes query-agnostic --methods kvzip
+# decode ms/token at 2k context, batch 1: the full cache, then every method at every kept fraction (run it alone)
 nice -n 10 .venv/bin/tokensift bench kv --model smollm2-135m --samples 0 --fidelity-samples 0 --speed-tokens 16 \
-  --methods snapkv,adakv,chunkkv,streaming_llm,kvzip --out "$OUT"
+  --out "$OUT"
 .venv/bin/python benchmarks/kv_results.py --out "$OUT"

@@ -59,7 +59,6 @@ class BenchConfig:
     fidelity_samples: int | None = None
     speed_length: int = 2048
     speed_tokens: int = 16
-    speed_ratio: float = 0.75
 
 
 class _AllQueries(Press):
@@ -308,7 +307,7 @@ def run_sample(
 
 
 def decode_speed(model: torch.nn.Module, tokenizer: Any, config: BenchConfig, store: RowStore, base: dict) -> None:
-    """Decode time per token, batch 1, at ``speed_length`` context: full cache vs every method at ``speed_ratio``."""
+    """Decode time per token, batch 1, at ``speed_length`` context: full cache vs every method at every ratio."""
     sample = build("niah", config.data, tokenizer, 0, config.seed, config.speed_length)
 
     def key(method: str, ratio: float) -> dict[str, Any]:
@@ -321,7 +320,7 @@ def decode_speed(model: torch.nn.Module, tokenizer: Any, config: BenchConfig, st
             "sample_id": sample.sample_id,
         }
 
-    if store.has(**key("full", 0.0)) and all(store.has(**key(m, config.speed_ratio)) for m in config.methods):
+    if store.has(**key("full", 0.0)) and all(store.has(**key(m, r)) for m in config.methods for r in config.ratios):
         return
     head, tail = split_prompt(tokenizer, sample, False)
     pre = prefill(model, head)
@@ -330,7 +329,7 @@ def decode_speed(model: torch.nn.Module, tokenizer: Any, config: BenchConfig, st
     todo = variants(
         pre,
         config.methods,
-        [config.speed_ratio],
+        config.ratios,
         lambda m, r: not store.has(**key(m, r)),
         model=model,
         tokenizer=tokenizer,

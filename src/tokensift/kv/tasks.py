@@ -151,7 +151,7 @@ def kv_retrieval(data: Path, index: int, seed: int, pairs: int = 10) -> Sample:
         question=f'Key: "{key}"',
         answer_prefix="Corresponding value:",
         answers=[value],
-        max_new_tokens=30,
+        max_new_tokens=48,  # a UUID is 36 characters; tokenizers that split digits need ~30 tokens for it
         meta={"pairs": pairs},
     )
 

@@ -9,6 +9,12 @@ heads that only look at sinks or neighbours keep little, heads that copy keep wh
 Unpredictable content such as a number in an essay must be attended to be copied, so it survives
 without the question in view. The ragged cache stores each head's own number of tokens, so the
 non-uniform budget saves real memory (kvpress masks it).
+
+Differences from the reference code (the authors' and kvpress's ``KVzipPress``), which normalise each
+repeat pass over the system prompt (kvpress: its first 4 tokens), the chunk being repeated and the pass
+itself: here the softmax runs over every key the model attends to, which is the same for a context of one
+chunk and counts the other chunks for longer ones; and the chat template's header is scored like the
+context (the authors keep it outside the budget, kvpress keeps 4 sinks and scores the rest 0).
 """
 
 from __future__ import annotations
