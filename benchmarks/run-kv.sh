@@ -8,15 +8,15 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 OUT=${OUT:-benchmarks/out/kv}
 SAMPLES=${SAMPLES:-30}
 PEER_SAMPLES=${PEER_SAMPLES:-20}
-nice -n 10 .venv/bin/tokensift bench kv --model smollm2-135m --tasks niah,niah_multikey,nq_qa,fidelity \
+nice -n 10 .venv/bin/tokensift bench kv --model smollm2-135m --tasks niah,niah_multikey,nq_qa,kv_retrieval,fidelity \
   --samples "$SAMPLES" --fidelity-samples 10 --seed 0 --speed-tokens 0 --out "$OUT"
 bash benchmarks/peers/kvpress/setup.sh
 peer() { (cd benchmarks/peers/kvpress && nice -n 10 .venv/bin/python run.py --out "../../../$OUT" "$@"); }
-peer --samples "$PEER_SAMPLES" --tasks niah,niah_multikey,nq_qa \
+peer --samples "$PEER_SAMPLES" --tasks niah,niah_multikey,nq_qa,kv_retrieval \
   --methods random,streaming_llm,tova,snapkv,pyramidkv,knorm,keydiff,expected_attention,chunkkv,adakv --equivalence 3
 # kvpress's KVzip re-runs the prefill and its repeat passes itself: the query-agnostic needle tasks only
 peer --samples "$PEER_SAMPLES" --tasks niah,niah_multikey --modes query-agnostic --methods kvzip
 # decode ms/token at 2k context, batch 1: the full cache, then every method at every kept fraction (run it alone)
-nice -n 10 .venv/bin/tokensift bench kv --model smollm2-135m --samples 0 --fidelity-samples 0 --speed-tokens 16 \
+nice -n 10 .venv/bin/tokensift bench kv --model smollm2-135m --samples 0 --fidelity-samples 0 --speed-tokens 32 \
   --out "$OUT"
 .venv/bin/python benchmarks/kv_results.py --out "$OUT"
