@@ -9,7 +9,7 @@ import torch
 from tests.text_helpers import scorer, sentence_text
 from tokensift.bench import RowStore
 from tokensift.errors import ParameterError
-from tokensift.text.bench import BenchConfig, Reader, run_bench
+from tokensift.text.bench import BenchConfig, Reader, _sample_counts, run_bench
 
 
 @pytest.fixture
@@ -85,8 +85,6 @@ def test_gsm8k_resumed_with_more_samples_adds_only_the_new_questions(tmp_path, d
 
 
 def test_report_lists_failed_rows(tmp_path):
-    from tokensift.text.bench import _sample_counts
-
     key = {"system": "llmlingua", "target": "text", "model": "m", "task": "rate_adherence", "mode": "-"}
     rows = [{**key, "method": "llmlingua", "ratio": 0.5, "sample_id": "len8000", "error": "RuntimeError: boom"}]
     counts, note = _sample_counts(rows)
