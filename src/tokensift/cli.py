@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tokensift import options
 from tokensift.encoder import cli as encoder_cli
 from tokensift.errors import ParameterError, TokensiftError
 from tokensift.kv import cli as kv_cli
@@ -42,12 +44,6 @@ app.command("embed")(encoder_cli.embed)
 app.command("merges")(encoder_cli.merges)
 bench_app.command("encoder")(encoder_cli.bench)
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Embedded model name or local model folder.")]
-CacheOpt = Annotated[
-    Path | None,
-    typer.Option("--cache-dir", help="Converted-model cache (default $TOKENSIFT_CACHE or ~/.cache/tokensift)."),
-]
-
 
 def _load(model: str, cache_dir: Path | None) -> Any:
     from tokensift.models import load_model
@@ -61,7 +57,7 @@ def _load(model: str, cache_dir: Path | None) -> Any:
 @app.command()
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    cache_dir: CacheOpt = None,
+    cache_dir: options.CacheDir = None,
 ) -> None:
     """List the embedded models: size, layers, heads, KV heads, context, and whether the cache is built."""
     from tokensift.models import model_status
@@ -113,33 +109,44 @@ def models(
 @app.command()
 def methods(
     target: Annotated[str | None, typer.Option(help="Only this target: kv, text, encoder, vision, training.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: options.Json = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's method table.")] = False,
 ) -> None:
-    """List the registered methods: name, target, paper, and whether they need attention weights."""
+    """List the registered methods: target, name, what wraps what, paper (with its arXiv id) and options."""
     from tokensift.methods import list_methods
 
     found = list_methods(target)
     if as_json:
         print(json.dumps([m.as_dict() for m in found], indent=2))
         return
-    table = Table(title="Methods")
-    for column in ("target", "name", "attention?", "score → select → reduce", "paper"):
+    if markdown:
+        print(method_table(found))
+        return
+    table = Table(title="Methods (compose wrappers as wrapper:method, e.g. adakv:kvzip)")
+    for column in ("target", "name", "summary", "paper", "options"):
         table.add_column(column)
     for m in found:
-        table.add_row(
-            m.target,
-            m.name,
-            "yes" if m.needs_attention else "no",
-            f"{m.score.__name__} → {m.select.__name__} → {m.reduce.__name__}",
-            m.paper,
-        )
+        wraps = f" [dim](wraps {m.wraps} by default)[/dim]" if m.wraps else ""
+        paper = "baseline" if m.paper is None else f"{m.paper.cite} ({m.paper.id})"
+        shown = ", ".join(f"{k}={v!r}" for k, v in m.options().items())
+        table.add_row(m.target, m.name, escape(m.summary) + wraps, paper, escape(shown))
     out.print(table)
+
+
+def method_table(found: list[Any]) -> str:
+    """The Markdown table of methods (the README's copy is checked against it)."""
+    lines = ["| target | method | what it keeps | paper |", "|---|---|---|---|"]
+    for m in found:
+        wraps = f" (wrapper: `{m.name}:METHOD`, default `{m.name}:{m.wraps}`)" if m.wraps else ""
+        paper = "baseline" if m.paper is None else f"{m.paper.cite}, [{m.paper.id}]({m.paper.url})"
+        lines.append(f"| {m.target} | `{m.name}` | {m.summary}{wraps} | {paper} |")
+    return "\n".join(lines)
 
 
 @app.command()
 def inspect(
     file: Annotated[str, typer.Argument(help="Text file to inspect, or - for standard input.")],
-    model: ModelOpt = "smollm2-135m",
+    model: options.Model = "smollm2-135m",
     quantile: Annotated[float, typer.Option(help="Flag tokens above this quantile of the text's surprisals.")] = 0.95,
     zscore: Annotated[float | None, typer.Option(help="Flag tokens above mean + Z std instead of a quantile.")] = None,
     max_tokens: Annotated[
@@ -152,7 +159,7 @@ def inspect(
     lines: Annotated[bool, typer.Option("--lines", help="Per-line summary, lines ranked (event logs).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document (one record per token).")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML heat map here.")] = None,
-    cache_dir: CacheOpt = None,
+    cache_dir: options.CacheDir = None,
 ) -> None:
     """Show each token's surprisal and entropy under a language model and flag the surprising ones."""
     from tokensift.inputs import read_text
@@ -200,12 +207,10 @@ def _write_html(result: Any, path: Path) -> None:
 
 @app.command()
 def demo(
-    model: ModelOpt = "smollm2-135m",
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Evaluation data folder (default $TOKENSIFT_DATA or ../shared/data).")
-    ] = None,
+    model: options.Model = "smollm2-135m",
+    data_dir: options.DataDir = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo's reports.")] = Path("tokensift-demo"),
-    cache_dir: CacheOpt = None,
+    cache_dir: options.CacheDir = None,
 ) -> None:
     """Run the main job on the embedded model with no arguments: inspect a real text and write the HTML."""
     from tokensift.demo import run_demo
@@ -213,10 +218,55 @@ def demo(
     run_demo(out, err, model=model, data_dir=data_dir, out_dir=out_dir, load=lambda: _load(model, cache_dir))
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _bad_argument() -> str | None:
+    """The first command-line argument that is not valid UTF-8 (Python keeps its bytes as surrogates)."""
+    for number, argument in enumerate(sys.argv[1:], 1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"argument {number} is not valid UTF-8; pass text as UTF-8 (or in a file)"
+    return None
+
+
 def main() -> None:
-    """Console entry point: run the app, turning tokensift errors into one-line messages."""
+    """Console entry point. Every mistake of the user's ends in one line on stderr and a non-zero exit:
+    tokensift's typed errors (exit 2), usage errors (exit 2), interruption (130). Anything else is a bug in
+    tokensift: one line too, with how to see the traceback (``TOKENSIFT_DEBUG=1``)."""
+    problem = _bad_argument()
+    if problem is not None:
+        err.print(f"[bold red]error:[/bold red] {escape(problem)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own copy of click
+
     try:
-        app()  # usage errors are reported by typer itself (exit 2)
-    except TokensiftError as exc:
-        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx is not None else str(exc), file=sys.stderr)
+        sys.exit(2)
+    except ClickException as exc:
+        err.print(
+            f"[bold red]error:[/bold red] {escape(_one_line(exc.format_message()))}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
+    except TokensiftError as exc:
+        err.print(f"[bold red]error:[/bold red] {escape(_one_line(str(exc)))}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("TOKENSIFT_DEBUG"):
+            raise
+        message = _one_line(f"{type(exc).__name__}: {exc}")[:300]
+        err.print(
+            f"[bold red]internal error:[/bold red] {escape(message)} (a bug in tokensift; rerun with TOKENSIFT_DEBUG=1 "
+            "for the traceback and report it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
-from tokensift.inputs import data_dir as resolve_data_dir
+from tokensift.bench.data import find_data_dir
 from tokensift.inputs import read_text
 
 OWN_TEXT = (
@@ -36,7 +36,7 @@ def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 
 def pick_text(data_dir: Path | None) -> tuple[str, str]:
     """``(text, where it came from)`` for the demo."""
-    folder = resolve_data_dir(data_dir)
+    folder = find_data_dir(data_dir)
     if folder is not None:
         essay = folder / "pg_essays" / "addiction.txt"
         if essay.is_file():
@@ -85,19 +85,19 @@ def run_demo(
 
 def _compress_step(out: Console, loaded: Any, text: str, out_dir: Path) -> None:
     """Step 2: the same text compressed to half its tokens with LLMLingua (exact budget, whole words)."""
-    from tokensift.text.compress import Compressor
+    from tokensift.text.api import Compressor
     from tokensift.text.html import compression_html
 
-    out.print(Rule("tokensift demo · 2. compress: the same text at rate 0.5 (llmlingua)"))
+    out.print(Rule("tokensift demo · 2. compress: the same text, half of it kept (llmlingua, keep 0.5)"))
     compressor = Compressor("llmlingua", model=loaded)
-    result = compressor.compress(compressor.prepare(text), rate=0.5)
+    result = compressor.compress(compressor.prepare(text), keep=0.5)
     out.print(result.compressed, highlight=False, markup=False)
     page = out_dir / "compress.html"
-    page.write_text(compression_html(result, title="tokensift compress · llmlingua · rate 0.5"), encoding="utf-8")
+    page.write_text(compression_html(result, title="tokensift compress · llmlingua · keep 0.5"), encoding="utf-8")
     out.print(
         f"\n[bold]What happened:[/bold] {result.tokens_before:,} → {result.tokens_after:,} tokens "
         f"on {result.tokenizer} "
-        f"(target {result.target_tokens:,}, achieved rate {result.rate:.3f}) in {result.seconds['total']:.1f} s; "
+        f"(budget {result.keep_tokens:,}, kept {result.kept_fraction:.3f}) in {result.seconds['total']:.1f} s; "
         "words are kept or dropped whole; code, URLs and <keep> regions are always kept."
     )
     out.print(f"[bold]HTML (kept and dropped words):[/bold] {page.resolve()}")

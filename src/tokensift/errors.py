@@ -27,7 +27,14 @@ class InputFileError(InputError):
 
 
 class ParameterError(InputError):
-    """An option value is outside its allowed range."""
+    """An option value is outside its allowed range.
+
+    ``option`` names the parameter (``"ratio"``, ``"keep_tokens"`` …) so the CLI can say which flag was wrong.
+    """
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class InvalidJSONError(InputError):
@@ -53,8 +60,11 @@ class ModelNotInstalledError(ModelError):
     """An embedded model whose wheel is not installed in this environment."""
 
 
-class UnknownMethodError(TokensiftError, KeyError):
+class UnknownMethodError(ParameterError, KeyError):
     """A method name the registry does not know for the requested target."""
+
+    def __init__(self, message: str, *, option: str | None = "method") -> None:
+        super().__init__(message, option=option)
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -1,14 +1,16 @@
-"""Reading user input: a file path or ``-`` for stdin, strictly UTF-8, never empty."""
+"""Reading user input: a file path or ``-`` for stdin (strictly UTF-8, never empty), comma-separated lists and
+``key=value`` method options. Every problem is a typed error naming what was wrong."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from tokensift.errors import EmptyInputError, InputEncodingError, InputFileError
-
-DATA_ENV = "TOKENSIFT_DATA"
+from tokensift.errors import EmptyInputError, InputEncodingError, InputFileError, ParameterError
 
 
 def decode_utf8(raw: bytes, source: str) -> str:
@@ -43,25 +45,32 @@ def read_text(path: str | os.PathLike[str], *, allow_empty: bool = False) -> str
     return text
 
 
-def data_dir(override: str | os.PathLike[str] | None = None) -> Path | None:
-    """The evaluation-data folder: ``override``, ``$TOKENSIFT_DATA``, or ``../shared/data`` if it exists.
+def parse_list(text: str | None, kind: Callable[[str], Any] = str, *, option: str) -> tuple[Any, ...] | None:
+    """``"a,b"`` -> ``("a", "b")`` (items converted by ``kind``); None stays None; an empty or unreadable list is
+    a :class:`ParameterError` naming ``--option``."""
+    if text is None:
+        return None
+    try:
+        items = tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        name = getattr(kind, "__name__", "value")
+        raise ParameterError(
+            f"--{option} expects a comma-separated list of {name}, got {text!r}", option=option
+        ) from None
+    if not items:
+        raise ParameterError(f"--{option} is empty", option=option)
+    return items
 
-    ``../shared/data`` is looked up from the working directory and from the source checkout.
-    Returns ``None`` when no candidate exists (callers fall back to text of their own).
-    """
-    if override is not None:
-        folder = Path(override).expanduser()
-        if not folder.is_dir():
-            raise InputFileError(f"data directory not found: {folder}")
-        return folder
-    env = os.environ.get(DATA_ENV)
-    if env:
-        folder = Path(env).expanduser()
-        if not folder.is_dir():
-            raise InputFileError(f"${DATA_ENV} points to {folder}, which is not a directory")
-        return folder
-    checkout = Path(__file__).resolve().parents[2]  # src/tokensift/io.py -> repository root
-    for candidate in (Path.cwd().parent / "shared" / "data", checkout.parent / "shared" / "data"):
-        if candidate.is_dir():
-            return candidate
-    return None
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``key=value`` method options (``--option``); values are read as JSON when they parse (numbers, booleans)."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError(f"--option expects key=value, got {pair!r}", option="option")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options

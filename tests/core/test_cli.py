@@ -69,12 +69,21 @@ def test_unknown_option_is_a_usage_error(files):
     assert "Traceback" not in result.stderr.decode()
 
 
-def test_methods_json_lists_the_random_baseline():
-    result = cli("methods", "--target", "kv", "--json")
+def test_methods_json_lists_every_method_with_its_paper_id():
+    from tokensift.methods import list_methods
+
+    result = cli("methods", "--json")
     assert result.returncode == 0
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert {"name": "random", "target": "kv", "needs_attention": False}.items() <= rows["random"].items()
-    assert {row["target"] for row in rows.values()} == {"kv"}
+    rows = {(row["target"], row["name"]): row for row in json.loads(result.stdout)}
+    assert set(rows) == {(m.target, m.name) for m in list_methods()}
+    for row in rows.values():
+        assert row["baseline"] or row["paper_id"].startswith(("arXiv:", "doi:")), row
+    assert rows[("kv", "random")]["baseline"]
+    assert rows[("kv", "random")]["options"] == {"protect_first": 0, "protect_last": 0, "seed": 0}
+    assert rows[("kv", "snapkv")]["paper_id"] == "arXiv:2404.14469"
+    assert rows[("kv", "adakv")]["wraps"] == "snapkv" and rows[("kv", "adakv")]["options"] == {"safeguard": 0.2}
+    kv_only = json.loads(cli("methods", "--target", "kv", "--json").stdout)
+    assert {row["target"] for row in kv_only} == {"kv"}
 
 
 def test_models_json_lists_every_embedded_model():

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokensift.errors import EmptyInputError, InputEncodingError, InputFileError
-from tokensift.inputs import data_dir, read_text
+from tokensift.errors import EmptyInputError, InputEncodingError, InputFileError, ParameterError
+from tokensift.inputs import parse_list, parse_options, read_text
 
 
 def test_reads_utf8_and_keeps_line_ends(tmp_path):
@@ -53,12 +53,20 @@ def test_any_bytes_give_text_or_a_typed_error(raw):
         assert text.strip() and text.encode("utf-8") in (raw, raw[3:])
 
 
-def test_data_dir_precedence(monkeypatch, tmp_path):
-    monkeypatch.setenv("TOKENSIFT_DATA", str(tmp_path))
-    assert data_dir() == tmp_path
-    assert data_dir(tmp_path) == tmp_path
-    monkeypatch.setenv("TOKENSIFT_DATA", str(tmp_path / "nope"))
-    with pytest.raises(InputFileError, match="not a directory"):
-        data_dir()
-    with pytest.raises(InputFileError, match="data directory not found"):
-        data_dir(tmp_path / "nope")
+def test_lists_and_options_parse_or_name_the_option():
+    assert parse_list("a, b,,c", option="methods") == ("a", "b", "c")
+    assert parse_list("0.5,0.75", float, option="ratios") == (0.5, 0.75)
+    assert parse_list(None, option="methods") is None
+    with pytest.raises(ParameterError, match="--ratios expects a comma-separated list of float") as info:
+        parse_list("0.5,x", float, option="ratios")
+    assert info.value.option == "ratios"
+    with pytest.raises(ParameterError, match="--tasks is empty"):
+        parse_list(" , ", option="tasks")
+    assert parse_options(["window=4", "reorder=true", "granularity=phrase", "a.b=[1]"]) == {
+        "window": 4,
+        "reorder": True,
+        "granularity": "phrase",
+        "a.b": [1],
+    }
+    with pytest.raises(ParameterError, match="key=value"):
+        parse_options(["window"])

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
+from tests.core.capture import window_attention_scores
 from tokensift.models import EMBEDDED, load_model, prefix_token_id
 from tokensift.scores import lm_scores
-from tokensift.scores.capture import window_attention_scores
 
 pytestmark = pytest.mark.model
 

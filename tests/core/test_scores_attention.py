@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from tests.core.capture import LayerAttentionInputs, capture_attention_inputs, window_attention_scores
 from tokensift.scores import attention_received, observation_window
-from tokensift.scores.capture import LayerAttentionInputs, capture_attention_inputs, window_attention_scores
 
 
 def eager_attentions(model, ids, mask=None):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_cli import cli
+from tests.core.test_cli import cli
 
 LONG = "word " * 400
 
@@ -28,10 +28,19 @@ def files(tmp_path_factory):
         (["embed", "{d}/ok.txt", "--out", "{d}"], "error: --out {d} must be a .npy file name"),
         (
             ["embed", "{d}/ok.txt", "--layers", "1,x"],
-            "error: --layers expects comma-separated layer numbers, got '1,x'",
+            "error: --layers expects a comma-separated list of int, got '1,x'",
         ),
         (["merges", "{d}/missing.txt"], "error: file not found: {d}/missing.txt"),
-        (["bench", "encoder", "--ratios", "0.5,1.2"], "error: --ratios must be fractions in (0, 1), got '0.5,1.2'"),
+        (["bench", "encoder", "--ratios", "0.5,1.2"], "error: ratio must be in [0, 1), got 1.2"),
+        (["embed", "{d}/ok.txt", "--ratio", "1.5"], "error: ratio must be in [0, 1), got 1.5"),
+        (
+            ["embed", "{d}/ok.txt", "--r", "-2"],
+            "error: r (tokens removed per layer) must be a whole number >= 0, got -2",
+        ),
+        (
+            ["embed", "{d}/ok.txt", "--ratio", "0.5", "--keep", "0.5"],
+            "error: give exactly one of ratio, keep, keep_tokens, r and per_layer (got ratio, keep)",
+        ),
     ],
 )
 def test_bad_input_before_loading_a_model(files, args, message):
@@ -44,12 +53,7 @@ def test_bad_input_before_loading_a_model(files, args, message):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (
-            ["embed", "{d}/ok.txt", "--ratio", "1.5"],
-            "error: ratio (fraction of tokens removed) must be in [0, 1), got 1.5",
-        ),
         (["embed", "{d}/ok.txt", "--method", "nope"], "error: unknown encoder method 'nope'; known: divprune, evit,"),
-        (["embed", "{d}/ok.txt", "--r", "-2"], "error: r (tokens removed per layer) must be >= 0, got -2"),
         (
             ["embed", "{d}/ok.txt", "--layers", "9", "--ratio", "0.5"],
             "error: reduction layers must be in 0..5, got [9]",

@@ -133,16 +133,19 @@ def test_schedules_spread_the_ratio_and_validate():
     assert Schedule(r=3, layers=(1,)).target(initial, 1, 2).tolist() == [97, 7]
     assert Schedule(per_layer=(0.0, 0.5)).reducing_layers(2) == [1]
     assert Schedule(ratio=0.0).reducing_layers(4) == []
-    for bad, message in [
-        (Schedule(), "exactly one"),
-        (Schedule(ratio=0.5, r=2), "exactly one"),
-        (Schedule(r=-1), "r .* must be >= 0"),
-        (Schedule(per_layer=(0.1,)), "has 1 values"),
-        (Schedule(per_layer=(0.1, 1.0)), "in \\[0, 1\\)"),
-        (Schedule(ratio=0.5, layers=(2,)), "must be in 0..1"),
+    assert Schedule(keep_tokens=20).target(initial, 1, 2).tolist() == [20, 10]  # a shorter row is kept whole
+    assert Schedule(keep=0.25).target(initial, 1, 2).tolist() == [25, 2]
+    for make, message in [
+        (lambda: Schedule(), "exactly one"),
+        (lambda: Schedule(ratio=0.5, r=2), "exactly one"),
+        (lambda: Schedule(r=-1), "r .* must be a whole number >= 0"),
+        (lambda: Schedule(keep=0.0), "keep must be in"),
+        (lambda: Schedule(per_layer=(0.1,)).check(2), "has 1 values"),
+        (lambda: Schedule(per_layer=(0.1, 1.0)).check(2), "in \\[0, 1\\)"),
+        (lambda: Schedule(ratio=0.5, layers=(2,)).check(2), "must be in 0..1"),
     ]:
         with pytest.raises(ParameterError, match=message):
-            bad.check(2)
+            make()
 
 
 @settings(max_examples=40, deadline=None)

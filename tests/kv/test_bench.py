@@ -1,13 +1,15 @@
 import gzip
 import json
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import tiny_llama
 from tokensift.bench import RowStore
-from tokensift.kv.bench import BenchConfig, decode_speed, plan, run_sample
+from tokensift.kv.bench import KVBenchConfig, KVBenchmark, run_sample, work
 from tokensift.kv.tasks import Sample, kv_retrieval, split_prompt, string_match
+from tokensift.methods import names
 
 WORDS = "the cat sat on the mat and the dog ran to the house . "
 
@@ -41,32 +43,36 @@ def test_string_match_is_case_and_punctuation_blind():
 
 def test_run_sample_writes_one_row_per_variant_and_resumes(tmp_path, word_tokenizer):
     llama = tiny_llama(context=256)  # room for kvzip's repeat pass after the context
-    config = BenchConfig(
-        model="tiny", tasks=["niah"], methods=["knorm", "chunkkv", "kvzip"], ratios=[0.5, 0.75], samples=1,
-        seed=0,
-        out=tmp_path, data=tmp_path,
-    )  # fmt: skip
+    methods, ratios = names("kv"), [0.5, 0.75]
     store = RowStore(tmp_path)
     base = {"system": "tokensift", "target": "kv", "model": "tiny"}
-    assert run_sample(llama, word_tokenizer, _sample(), "query-agnostic", config, store, base) == 7
-    assert run_sample(llama, word_tokenizer, _sample(), "query-agnostic", config, store, base) == 0
+    sample = _sample()
+    assert run_sample(llama, word_tokenizer, sample, "query-agnostic", methods, ratios, store, base) == 1 + 2 * len(
+        methods
+    )
+    assert run_sample(llama, word_tokenizer, sample, "query-agnostic", methods, ratios, store, base) == 0
     rows = {(r["method"], r["ratio"]): r for r in store.rows()}
     assert rows[("full", 0.0)]["kept_fraction"] == 1.0
     for (method, ratio), row in rows.items():
         assert row["kept_fraction"] == pytest.approx(1 - ratio, abs=0.02), method
-    assert plan(config) == [("niah", 0, "query-agnostic"), ("niah", 0, "query-aware")]
+    assert work(["niah"], ["query-agnostic", "query-aware"], 1) == [
+        ("niah", 0, "query-agnostic"),
+        ("niah", 0, "query-aware"),
+    ]
 
 
 def test_decode_speed_times_every_method_at_every_ratio_once(tmp_path, word_tokenizer):
     (tmp_path / "pg_essays").mkdir()
     (tmp_path / "pg_essays" / "essay.txt").write_text(WORDS * 20, encoding="utf-8")
-    config = BenchConfig(
-        model="tiny", tasks=[], methods=["knorm", "streaming_llm"], ratios=[0.5, 0.75], samples=0, seed=0,
-        out=tmp_path, data=tmp_path, speed_length=64, speed_tokens=3,
+    config = KVBenchConfig(
+        out=tmp_path, model="tiny", tasks=(), methods=("knorm", "streaming_llm"), ratios=(0.5, 0.75), samples=0,
+        data_dir=tmp_path, speed_length=64, speed_tokens=3,
     )  # fmt: skip
+    bench = KVBenchmark(config)
+    bench.loaded = SimpleNamespace(model=tiny_llama(context=256), tokenizer=word_tokenizer)
+    page = bench.run()
+    assert page == tmp_path / "report.md" and "KV-cache compression · tiny" in page.read_text()
     store = RowStore(tmp_path)
-    base = {"system": "tokensift", "target": "kv", "model": "tiny"}
-    decode_speed(tiny_llama(context=256), word_tokenizer, config, store, base)
     rows = {(r["method"], r["ratio"]): r for r in store.rows()}
     assert sorted(rows) == [
         ("full", 0.0),
@@ -79,8 +85,8 @@ def test_decode_speed_times_every_method_at_every_ratio_once(tmp_path, word_toke
     for (method, ratio), row in rows.items():
         assert row["decoded_tokens"] == 3 and row["decode_s_per_token"] > 0
         assert row["cache_bytes"] == pytest.approx((1 - ratio) * full, rel=0.05), method
-    decode_speed(tiny_llama(context=256), word_tokenizer, config, store, base)
-    assert len(store.rows()) == 5
+    bench.run()
+    assert len(RowStore(tmp_path).rows()) == 5
 
 
 def test_kv_retrieval_leaves_room_for_a_whole_uuid_even_one_token_per_character(tmp_path):

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from tokensift.kv import bounded, build_press
-from tokensift.kv.decode import BoundedLayer
+from tokensift.kv import bounded, press_from
+from tokensift.kv.decode import BoundedLayer, online_methods
 from tokensift.kv.qa import answer, compress_context
 
 
-@pytest.mark.parametrize("method", ["streaming_llm", "h2o", "tova", "a2sf"])
+@pytest.mark.parametrize("method", online_methods())
 @pytest.mark.parametrize("sample", [False, True])
 def test_decode_cache_never_exceeds_max_cache_tokens(llama, monkeypatch, method, sample):
     seen: list[int] = []
@@ -44,12 +44,12 @@ def test_bounded_without_pressure_equals_full_cache(llama):
 def test_qa_answers_several_questions_from_one_compressed_context(llama):
     torch.manual_seed(3)
     context, question = torch.randint(2, 64, (1, 40)), torch.randint(2, 64, (1, 5))
-    full = compress_context(llama, context, build_press("knorm", ratio=0.0))
+    full = compress_context(llama, context, press_from("knorm", ratio=0.0))
     plain = llama.generate(torch.cat([context, question], 1), max_new_tokens=5, min_new_tokens=5, do_sample=False)
     first = answer(llama, full, question, max_new_tokens=5)
     assert torch.equal(first.ids[0], plain[0, 45:])
 
-    small = compress_context(llama, context, build_press("snapkv", ratio=0.5, window=4, kernel=3))
+    small = compress_context(llama, context, press_from("snapkv", ratio=0.5, window=4, kernel=3))
     lengths = small.cache.layers[0].lengths().clone()
     one = answer(llama, small, question, max_new_tokens=5)
     other = answer(llama, small, torch.randint(2, 64, (1, 3)), max_new_tokens=5)

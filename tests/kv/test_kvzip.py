@@ -5,8 +5,8 @@ import torch
 from transformers import DynamicCache
 
 from tokensift.errors import MethodUnsupportedError, ParameterError
-from tokensift.kv import build_press, compress
-from tokensift.kv.methods.kvzip import KVzipPress, template_parts
+from tokensift.kv import compress, press_from
+from tokensift.kv.methods.kvzip import KVzip, template_parts
 from tokensift.scores import reconstruction_attention
 from tokensift.select import global_indices
 
@@ -44,7 +44,7 @@ def test_global_indices_share_one_exact_budget_and_keep_protected_tokens():
 def test_kvzip_keeps_the_global_top_of_the_models_own_reconstruction_attention(llama, word_tokenizer):
     torch.manual_seed(3)
     ids = torch.randint(2, 64, (1, 24))
-    press = KVzipPress(ratio=0.6, tokenizer=word_tokenizer)
+    press = KVzip(ratio=0.6, tokenizer=word_tokenizer)
     (probe,) = press.probe_inputs(ids[0].tolist())
     # reference: the eager attention rows of the probe tokens when the model reads context + probe at once
     llama.config._attn_implementation = "eager"
@@ -71,21 +71,21 @@ def test_kvzip_needs_a_tokenizer_and_full_attention_layers(llama):
     ids = torch.randint(2, 64, (1, 20))
     with pytest.raises(ParameterError, match="tokenizer"), torch.no_grad(), compress(llama, "kvzip", ratio=0.5):
         llama(ids)
-    assert build_press("knorm", ratio=0.5, tokenizer=object()).ratio == 0.5  # only probe presses take it
+    assert press_from("knorm", ratio=0.5, tokenizer=object()).ratio == 0.5  # only probe presses take it
 
 
 def test_kvzip_on_sliding_window_layers_is_refused(word_tokenizer):
-    from tests.test_kv_attach import _tiny
+    from tests.kv.test_attach import _tiny
 
     gemma = _tiny("gemma3")
-    press = build_press("kvzip", ratio=0.5, tokenizer=word_tokenizer)
+    press = press_from("kvzip", ratio=0.5, tokenizer=word_tokenizer)
     with pytest.raises(MethodUnsupportedError, match="sliding"), torch.no_grad(), compress(gemma, press):
         gemma(torch.randint(2, 64, (1, 20)))
 
 
 def test_probe_prompts_skip_the_template_opening_and_chunk_long_contexts(word_tokenizer):
     assert template_parts(word_tokenizer)[0] == []
-    press = KVzipPress(ratio=0.5, chunk=10, tokenizer=word_tokenizer)
+    press = KVzip(ratio=0.5, chunk=10, tokenizer=word_tokenizer)
     ids = list(range(2, 27))
     probes = press.probe_inputs(ids)
     assert len(probes) == 3 and probes[0][-10:] == ids[:10] and probes[2][-5:] == ids[20:]

@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from tokensift.cli import app
-from tokensift.kv.attach import build_press
+from tokensift.kv import press_from
 from tokensift.kv.qa import answer, compress_context
 from tokensift.kv.tasks import Sample, split_prompt
 
@@ -42,7 +42,7 @@ def test_full_and_compressed_cache_on_smollm2(smollm):
     head, tail = split_prompt(tokenizer, _sample(), query_aware=False)
     results = {}
     for method, ratio in (("snapkv", 0.0), ("chunkkv", 0.5), ("adakv", 0.5)):
-        context = compress_context(model, torch.tensor([head]), build_press(method, ratio=ratio))
+        context = compress_context(model, torch.tensor([head]), press_from(method, ratio=ratio))
         result = answer(model, context, torch.tensor([tail]), max_new_tokens=9)
         results[method] = tokenizer.decode(result.ids[0])
         if ratio:
@@ -67,7 +67,7 @@ def test_kv_generate_cli(tmp_path):
 def test_kvzip_keeps_the_needle_without_the_question_on_smollm2(smollm):
     model, tokenizer = smollm
     head, tail = split_prompt(tokenizer, _sample(), query_aware=False)
-    press = build_press("kvzip", ratio=0.75, tokenizer=tokenizer)
+    press = press_from("kvzip", ratio=0.75, tokenizer=tokenizer)
     context = compress_context(model, torch.tensor([head]), press)
     result = answer(model, context, torch.tensor([tail]), max_new_tokens=9)
     assert "4817263" in tokenizer.decode(result.ids[0]).replace(" ", "")

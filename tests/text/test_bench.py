@@ -2,14 +2,22 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.text_helpers import scorer, sentence_text
+from tests.text.helpers import scorer, sentence_text
 from tokensift.bench import RowStore
+from tokensift.bench.benchmark import sample_counts
 from tokensift.errors import ParameterError
-from tokensift.text.bench import BenchConfig, Reader, _sample_counts, run_bench
+from tokensift.text.bench import Reader, TextBenchConfig, TextBenchmark
+
+
+def run_bench(config: TextBenchConfig, tiny) -> Path:
+    bench = TextBenchmark(config)
+    bench.loaded = tiny  # a Scorer stands in for the loaded model
+    return bench.run()
 
 
 @pytest.fixture
@@ -33,33 +41,46 @@ def data(tmp_path):
 
 
 def test_bench_writes_rows_resumes_and_reports(tmp_path, data, word_tokenizer):
-    config = BenchConfig(
-        out_dir=tmp_path / "out",
-        methods=["random", "surprisal"],
-        rates=[0.5],
+    config = TextBenchConfig(
+        out=tmp_path / "out",
+        model="tiny",
+        methods=("random", "surprisal"),
+        ratios=(0.5,),
         samples=2,
         distractors=1,
         max_length=200,
         results=tmp_path / "RESULTS.md",
+        data_dir=data,
     )
     tiny = scorer(word_tokenizer)
-    page = run_bench(config, tiny, tmp_path, data)
-    rows = RowStore(config.out_dir).rows()
-    by_task = {t: [r for r in rows if r["task"] == t and r["method"] != "full"] for t in config.tasks}
+    page = run_bench(config, tiny)
+    rows = RowStore(config.out).rows()
+    by_task = {t: [r for r in rows if r["task"] == t and r["method"] != "full"] for t in TextBenchmark.quality}
     assert len(by_task["nq_qa"]) == 2 * 2 and len(by_task["gsm8k_cot"]) == 2 * 2
     assert len(by_task["rate_adherence"]) == 3 * 2  # lengths 50, 100, 200
     assert all(r["tokens_after"] <= round(0.5 * r["tokens_before"]) for r in by_task["nq_qa"])
     assert all("logprob_delta" in r and "gold_retained" in r for r in by_task["nq_qa"])
     text = page.read_text()
     assert text.startswith("# Prompt compression") and "## nq_qa" in text and "(RESULTS/plots/" in text
-    run_bench(config, tiny, tmp_path, data)  # resumed: nothing new
-    assert len(RowStore(config.out_dir).rows()) == len(rows)
+    assert all(r["ratio"] == 0.0 for r in rows if r["method"] == "full")
+    run_bench(config, tiny)  # resumed: nothing new
+    assert len(RowStore(config.out).rows()) == len(rows)
 
 
-def test_bench_config_rejects_unknowns(tmp_path):
-    for bad in ({"tasks": ["mmlu"]}, {"methods": ["zip"]}, {"rates": [1.5]}, {"peers": ["kvpress"]}):
-        with pytest.raises(ParameterError):
-            BenchConfig(out_dir=tmp_path, **bad).check()
+@pytest.mark.parametrize(
+    "bad,option",
+    [
+        ({"tasks": ("mmlu",)}, "tasks"),
+        ({"methods": ("zip",)}, "method"),
+        ({"ratios": (1.5,)}, "ratio"),
+        ({"peers": ("kvpress",)}, "peers"),
+        ({"samples": -1}, "samples"),
+    ],
+)
+def test_bench_config_rejects_unknowns(tmp_path, bad, option):
+    with pytest.raises(ParameterError) as info:
+        TextBenchmark(TextBenchConfig(out=tmp_path, **bad))
+    assert getattr(info.value, "option", None) == option or option in str(info.value)
 
 
 def test_reader_logprob_matches_a_direct_computation(word_tokenizer):
@@ -75,19 +96,21 @@ def test_reader_logprob_matches_a_direct_computation(word_tokenizer):
 
 
 def test_gsm8k_resumed_with_more_samples_adds_only_the_new_questions(tmp_path, data, word_tokenizer):
-    config = BenchConfig(out_dir=tmp_path / "out", tasks=["gsm8k_cot"], methods=["random"], rates=[0.5], samples=1)
+    config = TextBenchConfig(
+        out=tmp_path / "out", tasks=("gsm8k_cot",), methods=("random",), ratios=(0.5,), samples=1, data_dir=data
+    )
     tiny = scorer(word_tokenizer)
-    run_bench(config, tiny, tmp_path, data)
+    run_bench(config, tiny)
     config.samples = 2
-    run_bench(config, tiny, tmp_path, data)
-    ids = [r["sample_id"] for r in RowStore(config.out_dir).rows() if r["method"] == "random"]
+    run_bench(config, tiny)
+    ids = [r["sample_id"] for r in RowStore(config.out).rows() if r["method"] == "random"]
     assert sorted(ids) == ["gsm0", "gsm1"]
 
 
 def test_report_lists_failed_rows(tmp_path):
     key = {"system": "llmlingua", "target": "text", "model": "m", "task": "rate_adherence", "mode": "-"}
     rows = [{**key, "method": "llmlingua", "ratio": 0.5, "sample_id": "len8000", "error": "RuntimeError: boom"}]
-    counts, note = _sample_counts(rows)
+    counts, note = sample_counts(rows, ["rate_adherence"])
     assert counts == "rate_adherence: 0–0 rows per cell"
     assert note == (
         "**failed** (llmlingua llmlingua, rate_adherence): 1 rows not in the tables (len8000@0.5): RuntimeError: boom"

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.text_helpers import bpe_tokenizer, scorer, sentence_text, words
+from tests.text.helpers import bpe_tokenizer, scorer, sentence_text, words
 from tokensift.errors import BudgetError, EmptyInputError, ParameterError
 from tokensift.select import knapsack_select
-from tokensift.text.compress import Compressor, compress
+from tokensift.text.api import Compressor, compress
 
 
 @given(
@@ -80,7 +80,7 @@ def test_budget_sweep_rate_and_target_tokens(tiny, tokenizers, n_words, seed, ra
         assert abs(by_rate.rate - rate) <= 0.02
     assert by_rate.tokens_after == compressor.counter.count(by_rate.compressed)
     budget = max(1, by_rate.tokens_before // 3)
-    by_count = compressor.compress(prepared, target_tokens=budget)
+    by_count = compressor.compress(prepared, keep_tokens=budget)
     assert by_count.tokens_after <= budget
     assert by_count.tokens_after >= (0.98 * budget if budget >= 50 else budget - 1)
     source = set(words(text))
@@ -96,7 +96,7 @@ def test_output_is_the_input_words_in_order(tiny):
 
 def test_target_at_or_above_the_input_returns_it_unchanged(tiny):
     text = sentence_text(40, 1)
-    result = compress(text, target_tokens=10_000, method="surprisal", model=tiny)
+    result = compress(text, keep_tokens=10_000, method="surprisal", model=tiny)
     assert result.compressed == text and result.rate == 1.0
     assert "returned unchanged" in result.notes[0]
     assert compress(text, rate=1.0, method="random", model=tiny).compressed == text
@@ -105,7 +105,7 @@ def test_target_at_or_above_the_input_returns_it_unchanged(tiny):
 def test_protected_spans_over_budget_say_by_how_much(tiny):
     text = "the cat <keep>one two three four five six seven eight nine</keep> sat"
     with pytest.raises(BudgetError, match=r"protected spans alone need 9 tokens, 5 more than the budget of 4"):
-        compress(text, target_tokens=4, method="random", model=tiny)
+        compress(text, keep_tokens=4, method="random", model=tiny)
 
 
 @pytest.mark.parametrize(
@@ -114,9 +114,12 @@ def test_protected_spans_over_budget_say_by_how_much(tiny):
         ({"rate": 0.0}, ParameterError, r"rate must be in \(0, 1\]"),
         ({"rate": 1.5}, ParameterError, r"rate must be in \(0, 1\]"),
         ({"rate": float("nan")}, ParameterError, "rate"),
-        ({"target_tokens": 0}, ParameterError, "at least 1"),
-        ({}, ParameterError, "exactly one"),
-        ({"rate": 0.5, "target_tokens": 3}, ParameterError, "exactly one"),
+        ({"keep": 0.0}, ParameterError, r"keep must be in \(0, 1\]"),
+        ({"ratio": 1.0}, ParameterError, r"ratio must be in \[0, 1\)"),
+        ({"ratio": -0.1}, ParameterError, r"ratio must be in \[0, 1\)"),
+        ({"keep_tokens": 0}, ParameterError, "at least 1"),
+        ({}, ParameterError, "give a budget"),
+        ({"keep": 0.5, "keep_tokens": 3}, ParameterError, "not keep and keep_tokens"),
     ],
 )
 def test_bad_budgets(tiny, kwargs, error, match):

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tests.conftest import tiny_llama
-from tests.text_helpers import sentence_text
+from tests.text.helpers import sentence_text
 from tokensift.cli import main
 
 
@@ -58,7 +58,7 @@ def test_compress_prints_text_and_stats(monkeypatch, capsys, tmp_path, model_dir
         page,
     )
     assert code == 0 and out.strip()
-    assert "surprisal:" in err and "rate 0.5" in err
+    assert "surprisal:" in err and "kept 0.5" in err
     html = page.read_text()
     assert 'class="d"' in html and 'class="k"' in html
 
@@ -70,7 +70,7 @@ def test_compress_json_and_stdin_chat(monkeypatch, capsys, model_dir):
         capsys,
         "compress",
         "-",
-        "--target-tokens",
+        "--keep-tokens",
         "40",
         "--input",
         "chat",
@@ -90,13 +90,15 @@ def test_compress_json_and_stdin_chat(monkeypatch, capsys, model_dir):
     "args,stdin,message",
     [
         (["--rate", "1.5"], b"the cat", "error: rate must be in (0, 1], got 1.5"),
-        (["--target-tokens", "0"], b"the cat", "error: target_tokens must be a whole number of at least 1, got 0"),
-        ([], b"the cat", "error: give exactly one of --rate and --target-tokens"),
+        (["--keep-tokens", "0"], b"the cat", "error: keep_tokens must be a whole number of at least 1, got 0"),
+        (["--ratio", "1"], b"the cat", "error: ratio must be in [0, 1), got 1.0"),
+        (["--ratio", "0.5", "--keep", "0.5"], b"the cat", "error: give one of ratio, keep and keep_tokens, not ratio"),
+        ([], b"the cat", "error: give a budget: one of ratio, keep (or rate) and keep_tokens"),
         (["--rate", "0.5"], b"  \n", "error: standard input is empty: there is no text to work on"),
         (["--rate", "0.5"], b"caf\xe9", "error: standard input is not valid UTF-8"),
         (["--rate", "0.5", "--json-mode"], b"{oops", "error: input is not valid JSON"),
         (["--rate", "0.5", "--method", "zip"], b"the cat", "error: unknown text method 'zip'"),
-        (["--target-tokens", "2"], b"<keep>one two three</keep> cat", "error: protected spans alone need 3 tokens"),
+        (["--keep-tokens", "2"], b"<keep>one two three</keep> cat", "error: protected spans alone need 3 tokens"),
         (["--rate", "0.5", "--input", "chat"], b'{"a": 1}', "error: --input chat expects a JSON list, got dict"),
     ],
 )
@@ -110,6 +112,6 @@ def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, model_dir, args, 
 
 def test_target_above_input_is_returned_unchanged_with_a_note(monkeypatch, capsys, model_dir):
     code, out, err = run(
-        monkeypatch, capsys, "compress", "-", "-m", model_dir, "--target-tokens", "500", stdin=b"the cat sat"
+        monkeypatch, capsys, "compress", "-", "-m", model_dir, "--keep-tokens", "500", stdin=b"the cat sat"
     )
     assert code == 0 and out == "the cat sat\n" and "returned unchanged" in err

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.text_helpers import words
+from tests.text.helpers import words
 from tokensift.text import Compressor, compress
 
 pytestmark = pytest.mark.model
@@ -19,7 +19,7 @@ TEXT = (
 def test_every_method_meets_the_budget_on_smollm2(method):
     result = compress(TEXT, rate=0.5, method=method, question="When was the Eiffel Tower completed?")
     assert result.tokens_before >= 100
-    assert result.target_tokens - 2 <= result.tokens_after <= result.target_tokens
+    assert result.keep_tokens - 2 <= result.tokens_after <= result.keep_tokens
     assert set(words(result.compressed)) <= set(words(TEXT))
 
 
@@ -41,7 +41,7 @@ def test_a_different_target_tokenizer_counts_the_budget(tmp_path):
     from tokensift.models import load_model
 
     folder = load_model("smollm2-135m").path
-    result = compress(TEXT, target_tokens=40, method="surprisal", target_tokenizer=folder)
+    result = compress(TEXT, keep_tokens=40, method="surprisal", target_tokenizer=folder)
     assert (
         result.tokens_after
         == len(AutoTokenizer.from_pretrained(folder)(result.compressed, add_special_tokens=False)["input_ids"])

@@ -6,20 +6,14 @@ in an unmodified model; :func:`sentence_embeddings` gives sentence-transformers-
 and are registered in :mod:`tokensift.methods` under target ``"encoder"``.
 
 Attributes are imported on first use: importing this package (as the method registry does) loads
-neither transformers nor the patch.
+neither transformers nor the patch. Every method class is exported under its class name.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from tokensift.face import lazy_face
 
-if TYPE_CHECKING:
-    from tokensift.encoder.embed import EmbedResult, sentence_embeddings
-    from tokensift.encoder.patch import EncoderPatch, TokenState, apply, reduce, remove
-    from tokensift.encoder.schedule import Schedule
-
-_LAZY = {
+_FACE = {
     "EncoderPatch": "tokensift.encoder.patch",
     "TokenState": "tokensift.encoder.patch",
     "apply": "tokensift.encoder.patch",
@@ -28,21 +22,7 @@ _LAZY = {
     "Schedule": "tokensift.encoder.schedule",
     "EmbedResult": "tokensift.encoder.embed",
     "sentence_embeddings": "tokensift.encoder.embed",
+    "EncoderMethod": "tokensift.encoder.methods.base",
 }
 
-__all__ = [
-    "EmbedResult",
-    "EncoderPatch",
-    "Schedule",
-    "TokenState",
-    "apply",
-    "reduce",
-    "remove",
-    "sentence_embeddings",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_face(__name__, "encoder", _FACE)

@@ -1,4 +1,4 @@
-"""``tokensift bench encoder``: methods x removal ratios on a sentence encoder, on real text.
+"""``tokensift bench encoder``: the encoder target's tasks and metrics on the shared benchmark skeleton.
 
 Tasks (rows per sample, stored resumably with :class:`tokensift.bench.RowStore`):
 
@@ -6,15 +6,13 @@ Tasks (rows per sample, stored resumably with :class:`tokensift.bench.RowStore`)
   (>= 1,000) by cosine; recall@1/@10 with reduced passage embeddings and full query embeddings (mode
   ``corpus``, the indexing use case) or both reduced (mode ``both``).
 * ``nq_fidelity`` / ``wikitext_fidelity``: cosine between reduced and full embeddings of each passage /
-  WikiText-2 sentence, with kept tokens, tokens per layer and a FLOPs estimate.
+  WikiText-2 sentence (``--samples`` of them), with kept tokens, tokens per layer and a FLOPs estimate.
 * ``speed``: embeddings per second at batch 32 and batch 1 (tokenisation included, best of the runs),
   each next to a full-model timing taken just before it, so the speed-up is robust to a shared CPU.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import random
 import re
@@ -27,29 +25,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from tokensift.bench import KEY_FIELDS, RowStore, summarize, write_report
+from tokensift.bench import FULL, BenchConfig, Benchmark, WorkItem, summarize
+from tokensift.bench import data as files
 from tokensift.encoder.embed import EmbedResult, max_length_for, sentence_embeddings
 from tokensift.encoder.schedule import Schedule
-from tokensift.errors import InputFileError
-from tokensift.inputs import data_dir as find_data_dir
+from tokensift.errors import ParameterError
 
-FULL = "none"
-"""Method name of the unreduced model's rows (ratio 0)."""
+QUALITY = {
+    "nq_retrieval": "recall_at_10",
+    "nq_fidelity": "cosine",
+    "wikitext_fidelity": "cosine",
+    "speed": "speedup",
+}
+SETS = {"nq_retrieval": ("corpus", "questions"), "nq_fidelity": ("corpus",), "wikitext_fidelity": ("sentences",)}
+"""Which texts each task embeds (speed times the corpus)."""
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    """What one benchmark run covers."""
+@dataclass
+class EncoderBenchConfig(BenchConfig):
+    """``tokensift bench encoder``: the shared fields (``samples`` = WikiText-2 sentences) plus the retrieval
+    corpus and the speed settings."""
 
-    model: str = "minilm-l6"
-    methods: tuple[str, ...] | None = None
-    ratios: tuple[float, ...] = (0.25, 0.5, 0.65)
     passages: int = 1000
-    sentences: int = 300
+    """NQ-Open gold passages in the retrieval corpus (their questions are the queries)."""
     speed_texts: int = 32
     threads: int = 2
     batch_size: int = 32
-    seed: int = 0
 
 
 @dataclass
@@ -62,33 +63,31 @@ class BenchData:
     sentences: list[str]
     question_ids: list[str] = field(default_factory=list)
 
+    def texts(self, name: str) -> list[str]:
+        return {"corpus": self.corpus, "questions": self.questions, "sentences": self.sentences}[name]
+
 
 def load_nq(folder: Path, passages: int) -> tuple[list[str], list[str], list[int], list[str]]:
     """Questions (ids, texts), each one's gold passage index, and the corpus of unique gold passages
     (``title`` newline ``text``), read until the corpus holds ``passages`` passages."""
-    path = folder / "lost_in_the_middle" / "nq-open-oracle.jsonl.gz"
-    if not path.is_file():
-        raise InputFileError(f"NaturalQuestions-Open data not found: {path}")
     ids: list[str] = []
     questions: list[str] = []
     gold: list[int] = []
     corpus: list[str] = []
     index: dict[str, int] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle):
-            record = json.loads(line)
-            ctx = next((c for c in record["ctxs"] if c.get("isgold")), None)
-            if ctx is None:
-                continue
-            passage = f"{ctx['title']}\n{ctx['text']}"
-            if passage not in index:
-                if len(corpus) == passages:
-                    break
-                index[passage] = len(corpus)
-                corpus.append(passage)
-            ids.append(f"nq-{number}")
-            questions.append(record["question"])
-            gold.append(index[passage])
+    for number, record in enumerate(files.nq_open(folder)):
+        ctx = next((c for c in record["ctxs"] if c.get("isgold")), None)
+        if ctx is None:
+            continue
+        passage = f"{ctx['title']}\n{ctx['text']}"
+        if passage not in index:
+            if len(corpus) == passages:
+                break
+            index[passage] = len(corpus)
+            corpus.append(passage)
+        ids.append(f"nq-{number}")
+        questions.append(record["question"])
+        gold.append(index[passage])
     return ids, questions, gold, corpus
 
 
@@ -97,11 +96,8 @@ _WIKI_MARKUP = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
 
 def load_wikitext(folder: Path, count: int, seed: int) -> list[str]:
     """``count`` WikiText-2 test sentences of 8-60 words (headings skipped, markup undone), sampled."""
-    path = folder / "wikitext2" / "wiki.test.raw"
-    if not path.is_file():
-        raise InputFileError(f"WikiText-2 data not found: {path}")
     sentences = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in files.wikitext(folder).splitlines():
         line = line.strip()
         if not line or line.startswith("="):
             continue
@@ -113,14 +109,92 @@ def load_wikitext(folder: Path, count: int, seed: int) -> list[str]:
     return random.Random(seed).sample(sentences, min(count, len(sentences)))
 
 
-class _Runner:
-    """Embeds with one method and ratio, and times embedding."""
+def _cost(result: EmbedResult, full: EmbedResult, i: int) -> dict[str, Any]:
+    return {
+        "tokens": int(full.tokens[i]),
+        "kept_fraction": float(result.kept[i] / result.tokens[i]),
+        "flops_fraction": float(result.flops[i] / full.flops[i]),
+    }
 
-    def __init__(self, loaded: Any, config: BenchConfig, data: BenchData) -> None:
-        self.model, self.tokenizer = loaded.model, loaded.tokenizer
-        self.config = config
-        self.data = data
-        self.max_length = max_length_for(self.tokenizer, self.model, loaded.path)
+
+def _layer_fields(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return sorted({k for r in rows for k in r if k.startswith("tokens_l")}, key=lambda k: int(k[len("tokens_l") :]))
+
+
+def _gold_ranks(queries: np.ndarray, corpus: np.ndarray, gold: Sequence[int]) -> np.ndarray:
+    scores = queries @ corpus.T
+    gold_scores = scores[np.arange(len(gold)), np.asarray(gold)]
+    return (scores > gold_scores[:, None]).sum(axis=1) + 1
+
+
+class EncoderBenchmark(Benchmark):
+    """Sentence-encoder token reduction: retrieval, cosine fidelity and embeddings/s, one cell per method and ratio."""
+
+    target = "encoder"
+    heading = "Encoder token reduction"
+    config_class = EncoderBenchConfig
+    quality = QUALITY
+    cost = ("recall_at_1", "embeddings_per_s", "kept_fraction", "flops_fraction")
+    default_model = "minilm-l6"
+    default_tasks = tuple(QUALITY)
+    default_ratios = (0.25, 0.5, 0.65)
+    default_samples = 300
+    config: EncoderBenchConfig
+
+    def check(self) -> None:
+        super().check()
+        for name in ("passages", "speed_texts", "threads", "batch_size"):
+            value = getattr(self.config, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParameterError(f"{name} must be a whole number of at least 1, got {value!r}", option=name)
+
+    def cells(self) -> list[tuple[str, float]]:
+        return [(FULL, 0.0)] + [(m, r) for m in self.methods for r in self.ratios]
+
+    def setup(self) -> None:
+        assert self.data is not None
+        torch.set_num_threads(self.config.threads)
+        ids, questions, gold, corpus = load_nq(self.data, self.config.passages)
+        sentences = load_wikitext(self.data, self.samples, self.config.seed)
+        self.texts = BenchData(questions, gold, corpus, sentences, ids)
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+        self.max_length = max_length_for(self.tokenizer, self.model, self.loaded.path)
+        self.full = self._full_embeddings(self.config.out / "cache")
+
+    def plan(self) -> list[WorkItem]:
+        return [WorkItem(f"{m} ratio {r:g}", (m, r)) for m, r in self.cells()]
+
+    def _last_keys(self, method: str, ratio: float) -> list[dict[str, Any]]:
+        """The key of the last row each task writes for a cell (present: the cell is done)."""
+        last = {
+            "nq_retrieval": ("both", self.texts.question_ids[-1] if self.texts.question_ids else ""),
+            "nq_fidelity": ("passage", f"p{len(self.texts.corpus) - 1}"),
+            "wikitext_fidelity": ("sentence", f"s{len(self.texts.sentences) - 1}"),
+            "speed": ("batch1", f"{max(1, self.config.speed_texts // 4)}-passages"),
+        }
+        return [self.key(task, last[task][0], method, ratio, last[task][1]) for task in self.tasks]
+
+    def run_item(self, item: WorkItem) -> None:
+        method, ratio = item.args
+        if all(self.has(**key) for key in self._last_keys(method, ratio)):
+            return
+        names = sorted({name for task in self.tasks for name in SETS.get(task, ("corpus",))})
+        reduced = (
+            self.full if method == FULL else {name: self.embed(self.texts.texts(name), method, ratio) for name in names}
+        )
+        rows: list[dict[str, Any]] = []
+        if "nq_retrieval" in self.tasks:
+            rows += self._retrieval(reduced, method, ratio)
+        for task, mode, name, prefix in (
+            ("nq_fidelity", "passage", "corpus", "p"),
+            ("wikitext_fidelity", "sentence", "sentences", "s"),
+        ):
+            if task in self.tasks:
+                rows += self._fidelity(task, mode, name, prefix, reduced, method, ratio)
+        if "speed" in self.tasks:
+            rows += self._speed_rows(reduced["corpus"], method, ratio)
+        for row in rows:
+            self.store.append(row)
 
     def embed(self, texts: Sequence[str], method: str, ratio: float, batch_size: int | None = None) -> EmbedResult:
         return sentence_embeddings(
@@ -143,190 +217,109 @@ class _Runner:
             best = min(best, time.perf_counter() - start)
         return len(texts) / best
 
+    def _retrieval(self, reduced: dict[str, EmbedResult], method: str, ratio: float) -> list[dict[str, Any]]:
+        rows = []
+        passages, data = reduced["corpus"], self.texts
+        for mode, query in (("corpus", self.full["questions"]), ("both", reduced["questions"])):
+            ranks = _gold_ranks(query.embeddings, passages.embeddings, data.gold)
+            for i, rank in enumerate(ranks):
+                rows.append(
+                    {
+                        **self.key("nq_retrieval", mode, method, ratio, data.question_ids[i]),
+                        "gold_rank": int(rank),
+                        "recall_at_1": bool(rank <= 1),
+                        "recall_at_10": bool(rank <= 10),
+                        **_cost(passages, self.full["corpus"], data.gold[i]),
+                    }
+                )
+        return rows
 
-def _cost(result: EmbedResult, full: EmbedResult, i: int) -> dict[str, Any]:
-    return {
-        "tokens": int(full.tokens[i]),
-        "kept_fraction": float(result.kept[i] / result.tokens[i]),
-        "flops_fraction": float(result.flops[i] / full.flops[i]),
-    }
-
-
-def _layer_fractions(result: EmbedResult) -> dict[str, float]:
-    fractions = result.layer_tokens.sum(axis=0) / result.tokens.sum()
-    return {f"tokens_l{i}": float(x) for i, x in enumerate(fractions)}
-
-
-def _layer_fields(rows: list[dict[str, Any]]) -> list[str]:
-    return sorted({k for r in rows for k in r if k.startswith("tokens_l")}, key=lambda k: int(k[len("tokens_l") :]))
-
-
-def _gold_ranks(queries: np.ndarray, corpus: np.ndarray, gold: Sequence[int]) -> np.ndarray:
-    scores = queries @ corpus.T
-    gold_scores = scores[np.arange(len(gold)), np.asarray(gold)]
-    return (scores > gold_scores[:, None]).sum(axis=1) + 1
-
-
-def _cell_rows(
-    runner: _Runner, data: BenchData, full: dict[str, EmbedResult], method: str, ratio: float, base: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """All rows of one (method, ratio): retrieval, passage and sentence fidelity, speed."""
-    reduced = full if method == FULL else {name: runner.embed(texts, method, ratio) for name, texts in _sets(data)}
-    rows = []
-    passages, questions = reduced["corpus"], reduced["questions"]
-    for mode, query in (("corpus", full["questions"]), ("both", questions)):
-        ranks = _gold_ranks(query.embeddings, passages.embeddings, data.gold)
-        for i, rank in enumerate(ranks):
-            g = data.gold[i]
-            rows.append(
-                {
-                    **base,
-                    "task": "nq_retrieval",
-                    "mode": mode,
-                    "sample_id": data.question_ids[i],
-                    "gold_rank": int(rank),
-                    "recall_at_1": bool(rank <= 1),
-                    "recall_at_10": bool(rank <= 10),
-                    **_cost(passages, full["corpus"], g),
-                }
-            )
-    for task, mode, name, prefix in (
-        ("nq_fidelity", "passage", "corpus", "p"),
-        ("wikitext_fidelity", "sentence", "sentences", "s"),
-    ):
-        result, reference = reduced[name], full[name]
+    def _fidelity(
+        self, task: str, mode: str, name: str, prefix: str, reduced: dict[str, EmbedResult], method: str, ratio: float
+    ) -> list[dict[str, Any]]:
+        result, reference = reduced[name], self.full[name]
         cosines = (result.embeddings * reference.embeddings).sum(axis=1)
-        for i, cosine in enumerate(cosines):
+        return [
+            {
+                **self.key(task, mode, method, ratio, f"{prefix}{i}"),
+                "cosine": float(cosine),
+                **_cost(result, reference, i),
+            }
+            for i, cosine in enumerate(cosines)
+        ]
+
+    def _speed_rows(self, reduced: EmbedResult, method: str, ratio: float) -> list[dict[str, Any]]:
+        """Embeddings/s at batch 32 and 1 on the first corpus passages, each next to a full-model timing.
+
+        Kept tokens, FLOPs and tokens per layer of the timed passages come from the corpus run (same texts).
+        """
+        rows = []
+        count, full = self.config.speed_texts, self.full["corpus"]
+        for mode, batch, n in (("batch32", self.config.batch_size, count), ("batch1", 1, max(1, count // 4))):
+            texts = self.texts.corpus[:n]
+            full_speed = self.speed(texts, FULL, 0.0, batch)
+            speed = full_speed if method == FULL else self.speed(texts, method, ratio, batch)
+            tokens = reduced.tokens[:n].sum()
             rows.append(
                 {
-                    **base,
-                    "task": task,
-                    "mode": mode,
-                    "sample_id": f"{prefix}{i}",
-                    "cosine": float(cosine),
-                    **_cost(result, reference, i),
+                    **self.key("speed", mode, method, ratio, f"{n}-passages"),
+                    "embeddings_per_s": speed,
+                    "full_embeddings_per_s": full_speed,
+                    "speedup": speed / full_speed,
+                    "kept_fraction": float(reduced.kept[:n].sum() / tokens),
+                    "flops_fraction": float(reduced.flops[:n].sum() / full.flops[:n].sum()),
+                    **{f"tokens_l{i}": float(x / tokens) for i, x in enumerate(reduced.layer_tokens[:n].sum(axis=0))},
                 }
             )
-    return rows + _speed_rows(runner, full["corpus"], reduced["corpus"], method, ratio, base)
+        return rows
+
+    def _full_embeddings(self, cache: Path) -> dict[str, EmbedResult]:
+        """The unreduced embeddings every cell is compared with (kept in ``cache`` for resumed runs)."""
+        results = {}
+        for name in ("corpus", "questions", "sentences"):
+            texts = self.texts.texts(name)
+            path = cache / f"full-{name}-{len(texts)}.npz"
+            if path.is_file():
+                stored = np.load(path)
+                results[name] = EmbedResult(**{k: stored[k] for k in stored.files}, truncated=[])
+                continue
+            result = self.embed(texts, FULL, 0.0)
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, **{k: v for k, v in result.__dict__.items() if k != "truncated"})
+            os.replace(tmp, path)
+            results[name] = result
+        return results
+
+    def notes(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        ratios = self.ratios
+        notes = [
+            f"{self.model_name} sentence-transformers embedding (mean pooling weighted by token sizes, L2-normalised);"
+            " texts longer than the model takes are truncated (explicitly, counted in the rows' tokens).",
+            f"ratio = fraction of each text's tokens removed by the last layer, spread geometrically over the layers"
+            f" (ratios {', '.join(f'{r:g}' for r in ratios)} keep {', '.join(f'{1 - r:.0%}' for r in ratios)});"
+            " `full` is the unmodified model.",
+            f"NQ retrieval: the questions whose gold passage is among the first {self.config.passages} gold passages"
+            " (the corpus); mode `corpus` = reduced passages, full queries; `both` = both reduced.",
+            f"WikiText-2: {self.samples} test sentences. Speed: {self.config.speed_texts} passages at batch"
+            f" {self.config.batch_size}, {max(1, self.config.speed_texts // 4)} at batch 1, {self.config.threads}"
+            " torch threads, tokenisation included, best of 2 runs, each next to a full-model timing"
+            " (speedup column).",
+            "FLOPs: estimate from the real tokens each layer's attention and MLP process"
+            " (reduction overhead excluded).",
+        ]
+        done = {(r["method"], float(r["ratio"])) for r in rows if r["task"] in self.tasks}
+        missing = [f"{m} {r:g}" for m, r in self.cells() if (m, r) not in done]
+        if missing:
+            notes.append(f"**Not measured yet** (run the command again to resume): {', '.join(missing)}.")
+        return notes
+
+    def sections(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        table, goal = _headline(rows)
+        return ["", "## Summary", "", *goal, "", *table, "", "Tokens per layer:", "", *_layers(rows)]
 
 
-def _sets(data: BenchData) -> list[tuple[str, list[str]]]:
-    return [("corpus", data.corpus), ("questions", data.questions), ("sentences", data.sentences)]
-
-
-def _speed_rows(
-    runner: _Runner, full: EmbedResult, reduced: EmbedResult, method: str, ratio: float, base: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Embeddings/s at batch 32 and 1 on the first corpus passages, each next to a full-model timing.
-
-    Kept tokens, FLOPs and tokens per layer of the timed passages come from the corpus run (same texts).
-    """
-    rows = []
-    count = runner.config.speed_texts
-    for mode, batch, n in (("batch32", runner.config.batch_size, count), ("batch1", 1, max(1, count // 4))):
-        texts = runner.data.corpus[:n]
-        full_speed = runner.speed(texts, FULL, 0.0, batch)
-        speed = full_speed if method == FULL else runner.speed(texts, method, ratio, batch)
-        tokens = reduced.tokens[:n].sum()
-        rows.append(
-            {
-                **base,
-                "task": "speed",
-                "mode": mode,
-                "sample_id": f"{n}-passages",
-                "embeddings_per_s": speed,
-                "full_embeddings_per_s": full_speed,
-                "speedup": speed / full_speed,
-                "kept_fraction": float(reduced.kept[:n].sum() / tokens),
-                "flops_fraction": float(reduced.flops[:n].sum() / full.flops[:n].sum()),
-                **{f"tokens_l{i}": float(x / tokens) for i, x in enumerate(reduced.layer_tokens[:n].sum(axis=0))},
-            }
-        )
-    return rows
-
-
-def _full_embeddings(runner: _Runner, data: BenchData, cache: Path) -> dict[str, EmbedResult]:
-    """The unreduced embeddings every cell is compared with (kept in ``cache`` for resumed runs)."""
-    results = {}
-    for name, texts in _sets(data):
-        path = cache / f"full-{name}-{len(texts)}.npz"
-        if path.is_file():
-            stored = np.load(path)
-            results[name] = EmbedResult(**{k: stored[k] for k in stored.files}, truncated=[])
-            continue
-        result = runner.embed(texts, FULL, 0.0)
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{k: v for k, v in result.__dict__.items() if k != "truncated"})
-        os.replace(tmp, path)
-        results[name] = result
-    return results
-
-
-def run_bench(
-    config: BenchConfig,
-    out_dir: Path,
-    *,
-    data_dir: Path | None = None,
-    results: Path | None = None,
-    cache_dir: Path | None = None,
-    report_only: bool = False,
-    command: str = "",
-) -> Path:
-    """Run (or resume) the benchmark into ``out_dir``; write the report (and ``results``); return its path.
-
-    ``report_only`` reports the rows stored so far and computes nothing; cells without rows are listed."""
-    from tokensift.methods import get_method, list_methods
-    from tokensift.models import load_model
-    from tokensift.report.progress import progress_bar
-
-    methods = config.methods or tuple(m.name for m in list_methods("encoder"))
-    for name in methods:
-        get_method(name, "encoder")
-    folder = find_data_dir(data_dir)
-    if folder is None:
-        raise InputFileError("no evaluation data: pass --data-dir or set $TOKENSIFT_DATA (see ../shared/data)")
-    torch.set_num_threads(config.threads)
-    ids, questions, gold, corpus = load_nq(folder, config.passages)
-    data = BenchData(questions, gold, corpus, load_wikitext(folder, config.sentences, config.seed), ids)
-    loaded = load_model(config.model, cache_dir=cache_dir)
-    runner = _Runner(loaded, config, data)
-    store = RowStore(out_dir)
-    cells = [(FULL, 0.0)] + [(m, r) for m in methods for r in config.ratios]
-    with progress_bar() as bar:
-        task = bar.add_task("full embeddings", total=len(cells))
-        full = {} if report_only else _full_embeddings(runner, data, out_dir / "cache")
-        for method, ratio in cells:
-            bar.update(task, description=f"{method} ratio {ratio:g}")
-            base = {"system": "tokensift", "target": "encoder", "model": loaded.name, "method": method, "ratio": ratio}
-            if not report_only and not store.has(
-                **base, task="speed", mode="batch1", sample_id=f"{max(1, config.speed_texts // 4)}-passages"
-            ):
-                for row in _cell_rows(runner, data, full, method, ratio, base):
-                    if not report_only and not store.has(**{k: row[k] for k in KEY_FIELDS}):
-                        store.append(row)
-            bar.advance(task)
-    rows = store.rows()
-    done = {(r["method"], float(r["ratio"])) for r in rows if r["task"] == "speed"}
-    missing = [f"{m} {r:g}" for m, r in cells if (m, r) not in done]
-    return _report(rows, config, data, out_dir, results, command or _command(config, out_dir, results), missing)
-
-
-def _command(config: BenchConfig, out_dir: Path, results: Path | None) -> str:
-    parts = [f"tokensift bench encoder --out {out_dir}", f"--model {config.model}"]
-    if config.methods:
-        parts.append(f"--methods {','.join(config.methods)}")
-    parts += [
-        f"--ratios {','.join(f'{r:g}' for r in config.ratios)}",
-        f"--passages {config.passages} --sentences {config.sentences} --speed-texts {config.speed_texts}",
-        f"--threads {config.threads}",
-    ]
-    if results is not None:
-        parts.append(f"--results {results}")
-    return " ".join(parts)
-
-
-def _headline(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+def _headline(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """A compact table (one line per method and ratio) and the goal check."""
     cells: dict[tuple[str, float], dict[str, float]] = {}
     for record in summarize(rows):
@@ -368,51 +361,15 @@ def _headline(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return table, [goal]
 
 
-def _report(
-    rows: list[dict[str, Any]],
-    config: BenchConfig,
-    data: BenchData,
-    out_dir: Path,
-    results: Path | None,
-    command: str,
-    missing: list[str],
-) -> Path:
-    notes = [
-        f"all-MiniLM-L6-v2 ({config.model}), sentence-transformers embedding (mean pooling weighted by token sizes,"
-        " L2-normalised); texts over 256 tokens truncated (explicitly, counted in the rows' tokens).",
-        f"ratio = fraction of each text's tokens removed by the last layer, spread geometrically over the layers"
-        f" (ratios {', '.join(f'{r:g}' for r in config.ratios)} keep"
-        f" {', '.join(f'{1 - r:.0%}' for r in config.ratios)}); `none` is the unmodified model.",
-        f"NQ retrieval: {len(data.questions)} questions, {len(data.corpus)} gold passages as the corpus; mode"
-        " `corpus` = reduced passages, full queries; `both` = both reduced.",
-        f"WikiText-2: {len(data.sentences)} test sentences. Speed: {config.speed_texts} passages at batch"
-        f" {config.batch_size}, {max(1, config.speed_texts // 4)} at batch 1, {config.threads} torch threads,"
-        " tokenisation included, best of 2 runs, each next to a full-model timing (speedup column).",
-        "FLOPs: estimate from the real tokens each layer's attention and MLP process (reduction overhead excluded).",
-    ]
-    if missing:
-        notes.append(f"**Not measured yet** (run the command again to resume): {', '.join(missing)}.")
-    report = write_report(
-        out_dir,
-        rows,
-        title="Encoder token reduction: all-MiniLM-L6-v2",
-        command=command,
-        quality={
-            "nq_retrieval": "recall_at_10",
-            "nq_fidelity": "cosine",
-            "wikitext_fidelity": "cosine",
-            "speed": "speedup",
-        },
-        cost=["recall_at_1", "embeddings_per_s", "kept_fraction", "flops_fraction", *_layer_fields(rows)],
-        notes=notes,
-    )
-    if results is not None:
-        table, goal = _headline(rows)
-        body = report.read_text(encoding="utf-8")
-        head, _, rest = body.partition("\n- ")
-        link = os.path.relpath(out_dir / "plots", results.parent)
-        summary = ["", "## Summary", "", *goal, "", *table, ""]
-        text = head + "\n" + "\n".join(summary) + "\n- " + rest.replace("](plots/", f"]({link}/")
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text(text, encoding="utf-8")
-    return report
+def _layers(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Mean fraction of the input tokens in each layer's attention, per method and ratio (speed rows)."""
+    fields = _layer_fields(rows)
+    lines = ["| method | ratio | " + " | ".join(f"L{f[len('tokens_l') :]}" for f in fields) + " |"]
+    lines.append("|---|---|" + "---|" * len(fields))
+    for record in summarize([r for r in rows if r["task"] == "speed" and r["mode"] == "batch32"]):
+        lines.append(
+            f"| {record['method']} | {float(record['ratio']):g} | "
+            + " | ".join(f"{record.get(f, float('nan')):.2f}" for f in fields)
+            + " |"
+        )
+    return lines

@@ -14,7 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tokensift import options
+from tokensift.bench import cli as bench_cli
 from tokensift.errors import EmptyInputError, ParameterError
+from tokensift.inputs import parse_options
 from tokensift.report.progress import progress_bar
 
 app = typer.Typer(help="Token merging and pruning inside encoders.", no_args_is_help=True)
@@ -22,42 +25,36 @@ out = Console()
 err = Console(stderr=True)
 
 MethodOpt = Annotated[str, typer.Option(help="Encoder method (see `tokensift methods --target encoder`).")]
-RatioOpt = Annotated[
-    float, typer.Option(help="Fraction of each text's tokens removed by the last layer, in [0, 1); 0 = exact model.")
-]
 ROpt = Annotated[int | None, typer.Option("--r", help="Remove this many tokens per layer instead (ToMe's r).")]
 LayersOpt = Annotated[str | None, typer.Option(help="Reduce only at these layers, e.g. 1,2,3 (default: all).")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Encoder: embedded name or local model folder.")]
 TruncateOpt = Annotated[
     bool, typer.Option("--truncate", help="Cut texts longer than the model takes (otherwise: an error).")
 ]
-CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Converted-model cache.")]
 
 
-def parse_layers(layers: str | None) -> tuple[int, ...] | None:
-    """``"1,2,3"`` -> ``(1, 2, 3)``; :class:`ParameterError` for anything else."""
-    if layers is None:
-        return None
-    try:
-        return tuple(int(part) for part in layers.split(",") if part.strip())
-    except ValueError:
-        raise ParameterError(f"--layers expects comma-separated layer numbers, got {layers!r}") from None
-
-
-def _schedule(ratio: float, r: int | None, layers: str | None) -> Any:
+def _schedule(
+    ratio: float | None, keep: float | None, keep_tokens: int | None, r: int | None, layers: str | None, default: float
+) -> Any:
+    """The schedule the flags ask for (ratio ``default`` when none is given)."""
     from tokensift.encoder.schedule import Schedule
+    from tokensift.inputs import parse_list
 
-    return Schedule(ratio=None if r is not None else ratio, r=r, layers=parse_layers(layers))
+    if all(v is None for v in (ratio, keep, keep_tokens, r)):
+        ratio = default
+    layer_list = parse_list(layers, int, option="layers")
+    return Schedule(ratio=ratio, keep=keep, keep_tokens=keep_tokens, r=r, layers=layer_list)
 
 
-def _setup(model: str, method: str, schedule: Any, cache_dir: Path | None) -> tuple[Any, Any, int]:
+def _setup(
+    model: str, method: str, options: dict[str, Any], schedule: Any, cache_dir: Path | None
+) -> tuple[Any, Any, int]:
     """Check the method, load the model, check the schedule against it; return (loaded, method, max length)."""
     from tokensift.encoder.embed import max_length_for
     from tokensift.encoder.layout import find_layout
-    from tokensift.encoder.patch import build_method
+    from tokensift.methods import build
     from tokensift.models import load_model
 
-    built = build_method(method)
+    built = build("encoder", method, **options)
     with err.status(f"loading {model} …"):
         loaded = load_model(model, cache_dir=cache_dir)
     schedule.check(find_layout(loaded.model).n_layers)
@@ -81,27 +78,34 @@ def _lines(file: str, skip_empty: bool) -> tuple[list[int], list[str]]:
 def embed(
     file: Annotated[str, typer.Argument(help="Text file, one text per line, or - for standard input.")],
     method: MethodOpt = "tome",
-    ratio: RatioOpt = 0.0,
+    ratio: options.Ratio = None,
+    keep: options.Keep = None,
+    keep_tokens: options.KeepTokens = None,
     r: ROpt = None,
     layers: LayersOpt = None,
-    model: ModelOpt = "minilm-l6",
+    option: options.Option = None,
+    model: options.Model = "minilm-l6",
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
     truncate: TruncateOpt = False,
     skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Skip empty lines instead of failing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON record per line, with its vector.")] = False,
     out_file: Annotated[Path | None, typer.Option("--out", help="Save the embeddings as a .npy [lines, dim].")] = None,
-    cache_dir: CacheOpt = None,
+    cache_dir: options.CacheDir = None,
 ) -> None:
-    """Sentence embeddings (sentence-transformers-compatible) with tokens merged or pruned inside the encoder."""
+    """Sentence embeddings (sentence-transformers-compatible) with tokens merged or pruned inside the encoder.
+
+    The budget (--ratio, --keep, --keep-tokens) is what the last layer keeps of each text; none given: the
+    exact model."""
     import numpy as np
 
     from tokensift.encoder.embed import sentence_embeddings
 
     if out_file is not None and (out_file.is_dir() or out_file.suffix != ".npy"):
         raise ParameterError(f"--out {out_file} must be a .npy file name")
+    schedule = _schedule(ratio, keep, keep_tokens, r, layers, default=0.0)
+    method_options = parse_options(option)
     numbers, texts = _lines(file, skip_empty)
-    schedule = _schedule(ratio, r, layers)
-    loaded, built, max_length = _setup(model, method, schedule, cache_dir)
+    loaded, built, max_length = _setup(model, method, method_options, schedule, cache_dir)
     started = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task("embedding", total=len(texts))
@@ -128,7 +132,8 @@ def embed(
         ]
         print(json.dumps(records))
     elif out_file is None:
-        table = Table(title=f"{loaded.name} · {method} · ratio {ratio:g}" if r is None else f"{method} · r={r}")
+        budget = schedule.budget.describe() if r is None else f"r={r}"
+        table = Table(title=f"{loaded.name} · {method} · {budget}")
         for column in ("line", "tokens", "kept", "embedding[:4]"):
             table.add_column(column)
         for n, t, k, vector in zip(numbers, result.tokens, result.kept, result.embeddings, strict=True):
@@ -145,24 +150,27 @@ def embed(
 def merges(
     file: Annotated[str, typer.Argument(help="Text file (one text), or - for standard input.")],
     method: MethodOpt = "tome",
-    ratio: Annotated[float, typer.Option(help="Fraction of the tokens removed by the last layer, in [0, 1).")] = 0.5,
+    ratio: options.Ratio = None,
+    keep: options.Keep = None,
+    keep_tokens: options.KeepTokens = None,
     r: ROpt = None,
     layers: LayersOpt = None,
-    model: ModelOpt = "minilm-l6",
+    option: options.Option = None,
+    model: options.Model = "minilm-l6",
     truncate: TruncateOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print tokens and groups as JSON.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML view here.")] = None,
-    cache_dir: CacheOpt = None,
+    cache_dir: options.CacheDir = None,
 ) -> None:
-    """Show which input tokens an encoder method merged (or pruned) into each output token."""
+    """Show which input tokens an encoder method merged (or pruned) into each output token (default --ratio 0.5)."""
     from tokensift.encoder.merges import merge_view, merges_html, print_merges
     from tokensift.inputs import read_text
 
     text = read_text(file).strip()
     if html is not None and html.is_dir():
         raise ParameterError(f"--html {html} is a directory; give a file name")
-    schedule = _schedule(ratio, r, layers)
-    loaded, built, max_length = _setup(model, method, schedule, cache_dir)
+    schedule = _schedule(ratio, keep, keep_tokens, r, layers, default=0.5)
+    loaded, built, max_length = _setup(model, method, parse_options(option), schedule, cache_dir)
     view = merge_view(
         loaded.model,
         loaded.tokenizer,
@@ -183,46 +191,21 @@ def merges(
         print_merges(out, view)
 
 
-def bench(
-    out_dir: Annotated[Path, typer.Option("--out", help="Results folder (resumable).")] = Path("bench-encoder"),
-    model: ModelOpt = "minilm-l6",
-    methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: all encoder methods).")] = None,
-    ratios: Annotated[str, typer.Option(help="Fractions of tokens removed (keep 75/50/35 %).")] = "0.25,0.5,0.65",
-    passages: Annotated[int, typer.Option(help="NQ-Open questions; their gold passages form the corpus.")] = 1000,
-    sentences: Annotated[int, typer.Option(help="WikiText-2 sentences for cosine fidelity.")] = 300,
+def _bench_options(
+    passages: Annotated[int, typer.Option(help="NQ-Open gold passages in the retrieval corpus.")] = 1000,
     speed_texts: Annotated[int, typer.Option(help="Passages timed at batch 32 (batch 1: a quarter).")] = 32,
     threads: Annotated[int, typer.Option(help="torch threads (the speed figures are for this many cores).")] = 2,
-    data_dir: Annotated[Path | None, typer.Option(help="Evaluation data (default ../shared/data).")] = None,
-    results: Annotated[Path | None, typer.Option(help="Also write the Markdown report to this file.")] = None,
-    report_only: Annotated[
-        bool, typer.Option("--report-only", help="Report the rows stored so far; compute no missing cells.")
-    ] = False,
-    cache_dir: CacheOpt = None,
-) -> None:
-    """Encoder methods x removal ratios on all-MiniLM-L6-v2: NQ retrieval, cosine fidelity, embeddings/s."""
-    from tokensift.encoder.bench import BenchConfig, run_bench
-
-    config = BenchConfig(
-        model=model,
-        methods=tuple(m.strip() for m in methods.split(",")) if methods else None,
-        ratios=_ratios(ratios),
-        passages=passages,
-        sentences=sentences,
-        speed_texts=speed_texts,
-        threads=threads,
-    )
-    report = run_bench(
-        config, out_dir, data_dir=data_dir, results=results, cache_dir=cache_dir, report_only=report_only
-    )
-    err.print(f"wrote {report}")
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
+) -> dict[str, Any]:
+    """Encoder methods x ratios: NQ retrieval (recall@1/@10), cosine fidelity on NQ passages and WikiText-2
+    sentences (--samples of them), embeddings/s; resumable rows, summary CSV, plots, report."""
+    return {"passages": passages, "speed_texts": speed_texts, "threads": threads, "batch_size": batch_size}
 
 
-def _ratios(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ParameterError(f"--ratios expects comma-separated numbers, got {text!r}") from None
-    bad = [x for x in values if not 0.0 < x < 1.0]
-    if not values or bad:
-        raise ParameterError(f"--ratios must be fractions in (0, 1), got {text!r}")
-    return values
+def _benchmark() -> Any:
+    from tokensift.encoder.bench import EncoderBenchmark
+
+    return EncoderBenchmark
+
+
+bench = bench_cli.command("encoder", _benchmark, _bench_options, out=Path("benchmarks/out/encoder"))

@@ -23,9 +23,10 @@ from torch import Tensor
 from tokensift.encoder.flops import encoder_flops
 from tokensift.encoder.layout import find_layout
 from tokensift.encoder.methods.base import EncoderMethod
-from tokensift.encoder.patch import EncoderPatch, build_method
+from tokensift.encoder.patch import EncoderPatch
 from tokensift.encoder.schedule import Schedule
-from tokensift.errors import EmptyInputError, InputError
+from tokensift.errors import EmptyInputError, InputError, ParameterError
+from tokensift.methods import resolve
 
 Progress = Callable[[int, int], None]
 
@@ -99,8 +100,10 @@ def sentence_embeddings(
     :class:`EmptyInputError`.
     """
     check_texts(texts)
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(
+            f"batch size must be a whole number of at least 1, got {batch_size!r}", option="batch_size"
+        )
     lengths = _lengths(tokenizer, texts)
     too_long = [i for i, n in enumerate(lengths) if n > max_length]
     if too_long and not truncate:
@@ -112,7 +115,7 @@ def sentence_embeddings(
     layout = find_layout(model)
     patch = None
     if method is not None and schedule is not None:
-        patch = EncoderPatch(model, build_method(method, **options), schedule)
+        patch = EncoderPatch(model, resolve("encoder", method, **options), schedule)
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     n, n_layers = len(texts), layout.n_layers
     embeddings = np.zeros((n, layout.hidden), dtype=np.float32)

@@ -4,9 +4,9 @@
 ``patch.last`` then says which input token ended in which output token and how many tokens each output
 token stands for. No model code is forked:
 
-* an attention implementation registered with ``AttentionInterface`` hands each layer's queries/keys to
+* a handler on the attention router (:class:`tokensift.hooks.Route`) hands each layer's queries/keys to
   the method and replaces the model's mask (built for the full sequence) by one for the reduced tokens:
-  padding masked out, plus log token sizes for proportional attention (ToMe). It then runs SDPA;
+  padding masked out, plus log token sizes for proportional attention (ToMe). SDPA then runs as usual;
 * a forward hook on each layer's reduction point (see :mod:`tokensift.encoder.layout`) asks the method
   for a plan and returns the reduced token stream, which the rest of the model simply carries on with.
 
@@ -25,34 +25,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from tokensift.encoder.layout import EncoderLayout, find_layout
 from tokensift.encoder.methods.base import EncoderMethod, LayerContext
 from tokensift.encoder.schedule import Schedule
 from tokensift.errors import InputError, ModelError, ParameterError
+from tokensift.hooks import AttentionCall, Handler, Route
+from tokensift.methods import resolve
 from tokensift.reduce.merge import assign_slots, follow_slots, scatter_mean, scatter_sum
-
-IMPLEMENTATION = "tokensift_encoder"
-
-_ACTIVE: dict[int, tuple[EncoderPatch, int]] = {}
-"""id(attention module) -> (patch, layer) for every attached patch."""
-
-
-def _attention(
-    module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, **kwargs: Any
-) -> tuple[Tensor, None]:
-    entry = _ACTIVE.get(id(module))
-    if entry is not None:
-        patch, layer = entry
-        attention_mask = patch.on_attention(layer, query, key, attention_mask, kwargs)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-
-
-AttentionInterface.register(IMPLEMENTATION, _attention)
-AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
 @dataclass
@@ -127,40 +107,33 @@ class EncoderPatch:
         self._signature = inspect.signature(model.forward)
         self._mask: Tensor | None = None
         self._capture: _Capture | None = None
-        self._handles: list[Any] = []
-        self._saved: dict[int, tuple[Any, str | None]] = {}
+        self._route: Route | None = None
 
     # -- attaching ---------------------------------------------------------------------------------------------
+    def _handler(self, layer: int) -> Handler:
+        def handle(call: AttentionCall) -> None:
+            call.mask = self.on_attention(layer, call.query, call.key, call.mask, call.kwargs)
+
+        return handle
+
     def apply(self) -> EncoderPatch:
-        """Attach the hooks and switch the model's attention to the patch's implementation."""
+        """Put the patch on the attention router and hook the reduction points."""
         if getattr(self.model, "_tokensift_patch", None) is not None:
             raise ModelError("this model already has a token-reduction patch; remove it first")
-        model = self.model
-        self._handles.append(model.register_forward_pre_hook(self._start, with_kwargs=True))
-        self._handles.append(model.register_forward_hook(self._finish))
+        route = Route(self.model, {module: self._handler(i) for i, module in enumerate(self.layout.attention)})
+        route.hook(self.model, self._start, pre=True)
+        route.hook(self.model, self._finish)
         for layer in sorted(self.steps):
-            hook = self._reduce_hook(layer)
-            self._handles.append(self.layout.reduce_points[layer].register_forward_hook(hook, with_kwargs=True))
-        for layer, module in enumerate(self.layout.attention):
-            _ACTIVE[id(module)] = (self, layer)
-        for module in model.modules():
-            config = getattr(module, "config", None)
-            if config is not None and id(config) not in self._saved:
-                self._saved[id(config)] = (config, config._attn_implementation)
-                config._attn_implementation = IMPLEMENTATION
-        model._tokensift_patch = self  # type: ignore[assignment]
+            route.hook(self.layout.reduce_points[layer], self._reduce_hook(layer))
+        self._route = route.attach()
+        self.model._tokensift_patch = self  # type: ignore[assignment]
         return self
 
     def remove(self) -> None:
         """Detach everything; the model is exactly as before ``apply``."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for module in self.layout.attention:
-            _ACTIVE.pop(id(module), None)
-        for config, implementation in self._saved.values():
-            config._attn_implementation = implementation
-        self._saved.clear()
+        if self._route is not None:
+            self._route.detach()
+            self._route = None
         if getattr(self.model, "_tokensift_patch", None) is self:
             del self.model._tokensift_patch
 
@@ -181,7 +154,7 @@ class EncoderPatch:
         self._mask = mask
         self.state = None
 
-    def _finish(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+    def _finish(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         self.last, self.state, self._mask, self._capture = self.state, None, None, None
 
     def _new_state(self, query: Tensor) -> TokenState:
@@ -208,7 +181,7 @@ class EncoderPatch:
     def on_attention(
         self, layer: int, query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict[str, Any]
     ) -> Tensor | None:
-        """Called by the attention implementation: record, capture what the method needs, choose the mask."""
+        """Called by the router's handler: record, capture what the method needs, choose the mask."""
         if layer == 0 or self.state is None:
             self.state = self._new_state(query)
         state = self.state
@@ -276,23 +249,6 @@ class EncoderPatch:
         return reduced
 
 
-def build_method(method: str | EncoderMethod, **options: Any) -> EncoderMethod:
-    """An encoder method object: a registered name (with options overriding its defaults) or an instance."""
-    if not isinstance(method, str):
-        if options:
-            raise ParameterError("options can only be given with a method name")
-        return method
-    from tokensift.methods import get_method
-
-    spec = get_method(method, "encoder")
-    assert spec.build is not None
-    try:
-        built: EncoderMethod = spec.build(**{**spec.defaults, **options})
-    except TypeError as exc:
-        raise ParameterError(f"encoder method {method!r}: {exc}") from None
-    return built
-
-
 def make_schedule(
     ratio: float | None = None,
     r: int | None = None,
@@ -324,7 +280,7 @@ def apply(
         schedule = make_schedule(ratio, r, per_layer, layers)
     elif any(v is not None for v in (ratio, r, per_layer, layers)):
         raise ParameterError("give either a schedule or ratio/r/per_layer/layers, not both")
-    return EncoderPatch(model, build_method(method, **options), schedule).apply()
+    return EncoderPatch(model, resolve("encoder", method, **options), schedule).apply()
 
 
 def remove(model: nn.Module) -> None:

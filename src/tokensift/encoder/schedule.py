@@ -1,4 +1,5 @@
-"""How many tokens each reduction layer keeps: a total ratio, ToMe's constant r, or a per-layer list."""
+"""How many tokens each reduction layer keeps: a total budget (``ratio`` removed, ``keep`` kept or
+``keep_tokens``, the convention of every target), ToMe's constant ``r``, or a per-layer list."""
 
 from __future__ import annotations
 
@@ -9,35 +10,49 @@ import torch
 from torch import Tensor
 
 from tokensift.errors import ParameterError
+from tokensift.select import Budget
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """Exactly one of ``ratio``, ``r`` and ``per_layer``; targets are per row, from its own token count.
+    """Exactly one of ``ratio``, ``keep``, ``keep_tokens``, ``r`` and ``per_layer``; targets are per row, from
+    its own token count.
 
-    * ``ratio``: fraction of each row's tokens removed by the last reduction layer, spread geometrically
-      (every reduction layer keeps the same fraction), so early layers already run on fewer tokens.
+    * ``ratio`` / ``keep`` / ``keep_tokens``: the fraction of each row's tokens removed / kept, or the tokens
+      kept, by the last reduction layer, spread geometrically (every reduction layer keeps the same
+      fraction), so early layers already run on fewer tokens. A row shorter than ``keep_tokens`` is kept whole.
     * ``r``: ToMe's constant number of tokens removed per reduction layer.
     * ``per_layer``: fraction of the tokens entering each layer that it removes (one value per layer).
 
-    ``layers`` restricts ``ratio`` and ``r`` to these layers (default: every layer). Removing 0 tokens
-    leaves the model's outputs identical.
+    ``layers`` restricts the total budgets and ``r`` to these layers (default: every layer). Removing 0
+    tokens leaves the model's outputs identical.
     """
 
     ratio: float | None = None
     r: int | None = None
     per_layer: tuple[float, ...] | None = None
     layers: tuple[int, ...] | None = None
+    keep: float | None = None
+    keep_tokens: int | None = None
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.ratio, self.keep, self.keep_tokens)
+
+    def __post_init__(self) -> None:
+        """What can be checked without the model (the layers are checked by :meth:`check`)."""
+        given = [name for name in ("ratio", "keep", "keep_tokens", "r", "per_layer") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ParameterError(
+                f"give exactly one of ratio, keep, keep_tokens, r and per_layer (got {', '.join(given) or 'none'})",
+                option=given[1] if len(given) > 1 else "ratio",
+            )
+        self.budget  # noqa: B018 - validates ratio / keep / keep_tokens
+        if self.r is not None and (isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 0):
+            raise ParameterError(f"r (tokens removed per layer) must be a whole number >= 0, got {self.r}", option="r")
 
     def check(self, n_layers: int) -> None:
         """Raise :class:`ParameterError` for a schedule that does not fit a model with ``n_layers`` layers."""
-        given = [name for name in ("ratio", "r", "per_layer") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ParameterError(f"give exactly one of ratio, r and per_layer (got {', '.join(given) or 'none'})")
-        if self.ratio is not None and not (0.0 <= self.ratio < 1.0):
-            raise ParameterError(f"ratio (fraction of tokens removed) must be in [0, 1), got {self.ratio}")
-        if self.r is not None and self.r < 0:
-            raise ParameterError(f"r (tokens removed per layer) must be >= 0, got {self.r}")
         if self.per_layer is not None:
             if len(self.per_layer) != n_layers:
                 raise ParameterError(
@@ -57,7 +72,7 @@ class Schedule:
         """Layers at which tokens may be removed."""
         if self.per_layer is not None:
             return [i for i, f in enumerate(self.per_layer) if f > 0]
-        if (self.ratio is not None and self.ratio == 0) or self.r == 0:
+        if self.r == 0 or (self.r is None and not self.budget.active):
             return []
         return sorted(set(self.layers)) if self.layers is not None else list(range(n_layers))
 
@@ -68,8 +83,12 @@ class Schedule:
             raise ValueError(f"layer {layer} does not reduce")
         done = steps.index(layer) + 1
         base = initial.double()
-        if self.ratio is not None:
-            return torch.round(base * (1.0 - self.ratio) ** (done / len(steps))).long()
+        budget = self.budget
+        if budget.keep_tokens is not None:
+            fraction = (budget.keep_tokens / base.clamp_min(1)).clamp(max=1.0)
+            return torch.round(base * fraction ** (done / len(steps))).long()
+        if budget.kept_fraction is not None and self.r is None and self.per_layer is None:
+            return torch.round(base * budget.kept_fraction ** (done / len(steps))).long()
         if self.r is not None:
             return initial - self.r * done
         assert self.per_layer is not None

@@ -1,25 +1,35 @@
-"""KV-cache compression for Hugging Face causal LMs (the ``kv`` target).
+"""KV-cache compression for Hugging Face causal LMs (the ``kv`` target): the public face.
 
-``with tokensift.kv.compress(model, method="snapkv", ratio=0.5): model.generate(...)`` compresses the
-cache right after prefill; :func:`bounded` keeps it under a fixed size while decoding; :mod:`.qa`
-compresses a context once and answers several questions from it. Submodules import transformers, so
-they load on first use (the method registry imports only :mod:`tokensift.kv.press` and the methods).
+* ``with kv.compress(model, "snapkv", ratio=0.5): model.generate(...)`` — or ``with kv.SnapKV(ratio=0.5)(model):``
+  — compresses the cache right after prefill; compositions by name (``"adakv:kvzip"``) or by object
+  (``kv.AdaKV(press=kv.KVzip(ratio=0.75, tokenizer=tok))``);
+* :func:`bounded` keeps the cache under a fixed size while decoding;
+* :func:`compress_context` compresses a context once, :func:`answer` answers questions from it.
+
+Every press class is exported under its class name (read from the method registry). Attributes load on
+first use, so ``import tokensift.kv`` is cheap and the method registry can import this package's modules.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from tokensift.face import lazy_face
 
-__all__ = ["bounded", "build_press", "compress"]
+_FACE = {
+    "compress": "tokensift.kv.api",
+    "press_from": "tokensift.kv.api",
+    "bounded": "tokensift.kv.decode",
+    "compress_context": "tokensift.kv.qa",
+    "answer": "tokensift.kv.qa",
+    "CompressedContext": "tokensift.kv.qa",
+    "Answer": "tokensift.kv.qa",
+    "Session": "tokensift.kv.attach",
+    "CompressionStats": "tokensift.kv.attach",
+    "Press": "tokensift.kv.press",
+    "ScorerPress": "tokensift.kv.press",
+    "Wrapper": "tokensift.kv.press",
+    "LayerView": "tokensift.kv.view",
+    "RaggedLayer": "tokensift.kv.cache",
+    "cache_bytes": "tokensift.kv.cache",
+}
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("compress", "build_press"):
-        from tokensift.kv import attach
-
-        return getattr(attach, name)
-    if name == "bounded":
-        from tokensift.kv.decode import bounded
-
-        return bounded
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_face(__name__, "kv", _FACE)

@@ -1,10 +1,9 @@
-"""Attach KV compression to an unmodified Hugging Face causal LM.
+"""KV sessions: compression attached to an unmodified Hugging Face causal LM through the attention router.
 
-``with compress(model, method="snapkv", ratio=0.5): model.generate(...)`` switches the model's attention
-to the ``tokensift_kv`` implementation (registered in transformers' ``AttentionInterface``) for the block
-and always switches back, also when the block raises. That implementation
+:func:`attached` puts a :class:`Session` on every attention module with :class:`tokensift.hooks.Route`
+for the block and always takes it off, also when the block raises. The session
 
-* runs SDPA as usual while a layer's cache is an ordinary transformers layer;
+* lets SDPA run as usual while a layer's cache is an ordinary transformers layer;
 * right after a prefill (the layer's cache was empty), hands each batch row's exact query/key/value
   states to the press and replaces the layer's cache by a :class:`~tokensift.kv.cache.RaggedLayer`
   holding only the kept positions (left padding is cut off first, so a row is compressed exactly as if
@@ -26,40 +25,31 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor
-from transformers import AttentionInterface
 from transformers.cache_utils import CacheLayerMixin
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from tokensift.errors import ContextTooLongError, MethodUnsupportedError, UnsupportedArchitectureError
-from tokensift.hooks import attention_modules, layer_index
+from tokensift.errors import MethodUnsupportedError
+from tokensift.hooks import AttentionCall, Route, attention_modules, layer_index
 from tokensift.kv.cache import _ATTACHED, MaskedLayer, RaggedLayer, tensor_bytes
-from tokensift.kv.press import LayerView, Press, Selection
-
-IMPLEMENTATION = "tokensift_kv"
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
-"""``config.model_type`` values the adapter is tested on (Gemma-3 multimodal checkpoints: their text model)."""
-
-_SESSIONS: dict[int, Session] = {}
-
-
-def _dispatch(
-    module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, **kwargs: Any
-) -> tuple[Tensor, None]:
-    session = _SESSIONS.get(id(module))
-    if session is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    return session.attention(module, query, key, value, attention_mask, kwargs)
-
-
-AttentionInterface.register(IMPLEMENTATION, _dispatch)
-AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+from tokensift.kv.model import check_length, check_supported, inv_freq, text_config
+from tokensift.kv.probe import run_probes
+from tokensift.kv.view import LayerView, PressLike, Selection, shift
 
 
 class Policy(Protocol):
-    """What to do with a layer's cache right after prefill (prefill compression or a decoding bound)."""
+    """What to do with a layer's cache right after prefill (prefill compression, a decoding bound, a recorder)."""
 
-    press: Press
+    @property
+    def query_rows(self) -> int | None:
+        """How many of the last query rows the policy reads (``None``: all)."""
+        ...
+
+    @property
+    def needs_probe(self) -> bool:
+        """Whether compression waits for probe passes run after the prefill (then :attr:`press` scores)."""
+        ...
+
+    @property
+    def press(self) -> PressLike | None: ...
 
     def prefill(
         self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]
@@ -123,91 +113,64 @@ def _row_starts(mask: Tensor | None, batch: int, n: int) -> list[int]:
     return [int(row.float().argmax()) if bool(row.any()) else n for row in allowed]
 
 
-def _inv_freq(model: torch.nn.Module, layer_type: str | None) -> Tensor | None:
-    """The rotary frequencies a layer uses (per layer type on Gemma-3), or None without rotary embeddings."""
-    for module in model.modules():
-        for name in (f"{layer_type}_inv_freq", "inv_freq"):
-            found = getattr(module, name, None)
-            if isinstance(found, Tensor):
-                return found
-    return None
-
-
-def _text_config(model: torch.nn.Module) -> Any:
-    return getattr(model.config, "text_config", None) or model.config
-
-
-def check_supported(model: torch.nn.Module) -> None:
-    """Raise :class:`UnsupportedArchitectureError` for a model the adapter is not built for."""
-    kind = getattr(_text_config(model), "model_type", None)
-    if kind not in SUPPORTED:
-        raise UnsupportedArchitectureError(
-            f"KV compression does not support model type {kind!r}; supported: {', '.join(SUPPORTED)}"
-        )
-
-
-def check_length(model: torch.nn.Module, n: int) -> None:
-    """Raise :class:`ContextTooLongError` when ``n`` tokens exceed the model's positions."""
-    limit = getattr(_text_config(model), "max_position_embeddings", None)
-    if limit and n > limit:
-        raise ContextTooLongError(f"{n} tokens exceed the model's {limit} positions")
-
-
 class Session:
     """The state of one attached block: which layers compress, the caches seen, the accounting."""
 
-    def __init__(self, model: torch.nn.Module, policy: Policy) -> None:
+    def __init__(self, model: torch.nn.Module, policy: Policy | None) -> None:
         self.model = model
         self.policy = policy
         self.modules = attention_modules(model)
-        config = _text_config(model)
-        types = getattr(config, "layer_types", None) or ["full_attention"] * len(self.modules)
+        types = getattr(text_config(model), "layer_types", None) or ["full_attention"] * len(self.modules)
         self.compressible = {layer_index(m) for m in self.modules if types[layer_index(m)] == "full_attention"}
-        self.inv_freq = {t: _inv_freq(model, t) for t in set(types)}
+        self.inv_freq = {t: inv_freq(model, t) for t in set(types)}
         self.layer_types = types
         self.caches: dict[int, Any] = {}
         self.stats = CompressionStats()
-        self.compress_prefill = True
+        self.compress_prefill = policy is not None
         self.pending: dict[int, tuple[Any, list[LayerView], Tensor, Tensor, list[int]]] = {}
         """Layers whose compression waits for the press's probe passes (see :meth:`after_forward`)."""
+
+    def route(self) -> Route:
+        """The session as handlers on the router, with the hooks that record caches and run probe passes."""
+        route = Route(self.model, {module: self.attention for module in self.modules})
+        for module in self.modules:
+            route.hook(module, self.record_cache, pre=True)
+        route.hook(self.model, self.after_forward)
+        return route
 
     def record_cache(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         self.caches[id(module)] = kwargs.get("past_key_values")
 
-    def attention(
-        self, module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, kwargs: dict
-    ) -> tuple[Tensor, None]:
+    def attention(self, call: AttentionCall) -> tuple[Tensor, None] | None:
+        """Attend over a compressed layer; right after a prefill, compress the layer (SDPA then runs as usual)."""
+        module, query, key = call.module, call.query, call.key
         idx = layer_index(module)
         cache = self.caches.get(id(module))
         layer = cache.layers[idx] if cache is not None and idx < len(getattr(cache, "layers", [])) else None
-        scaling = kwargs.get("scaling") or float(query.shape[-1]) ** -0.5
         if isinstance(layer, MaskedLayer):
-            return layer.attend(query, scaling)
+            return layer.attend(query, call.scaling)
         if isinstance(layer, RaggedLayer):
             tracks = hasattr(layer, "observe")
-            output, weights = layer.attend(query, scaling, need_weights=tracks)
+            output, weights = layer.attend(query, call.scaling, need_weights=tracks)
             if tracks:
                 layer.observe(weights)  # type: ignore[attr-defined]
             return output, None
-        output, _ = sdpa_attention_forward(module, query, key, value, mask, **kwargs)
         fresh = key.shape[2] == query.shape[2]
         if cache is not None and layer is not None and fresh and self.compress_prefill and idx in self.compressible:
             check_length(self.model, key.shape[2])
-            replaced = self._compress(idx, query, key, value, mask, scaling)
+            replaced = self._compress(idx, call)
             if replaced is not None:
                 cache.layers[idx] = replaced
-        return output, None
+        return None
 
-    def _compress(
-        self, idx: int, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scaling: float
-    ) -> CacheLayerMixin | None:
-        press = self.policy.press
+    def _compress(self, idx: int, call: AttentionCall) -> CacheLayerMixin | None:
+        policy = self.policy
+        assert policy is not None
         started = time.perf_counter()
-        if press.needs_probe and not press.active:
-            return None
+        query, key, value = call.query, call.key, call.value
         batch, n = key.shape[0], key.shape[2]
-        starts = _row_starts(mask, batch, n)
-        rows = press.query_rows
+        starts = _row_starts(call.mask, batch, n)
+        rows = policy.query_rows
         views = []
         for b, start in enumerate(starts):
             first_query = start if rows is None else max(start, n - rows)
@@ -219,14 +182,14 @@ class Session:
                     queries=query[b : b + 1, :, first_query:],
                     keys=key[b : b + 1, :, start:],
                     values=value[b : b + 1, :, start:],
-                    scaling=scaling,
+                    scaling=call.scaling,
                     inv_freq=self.inv_freq.get(self.layer_types[idx]),
                 )
             )
-        if press.needs_probe:
+        if policy.needs_probe:
             self.pending[idx] = (self.caches[id(self.modules[idx])], views, key, value, starts)
             return None
-        replaced = self.policy.prefill(views, key, value, starts)
+        replaced = policy.prefill(views, key, value, starts)
         if replaced is not None:
             self._record(idx, key, value, starts, replaced, time.perf_counter() - started)
         return replaced
@@ -250,13 +213,12 @@ class Session:
         if not self.pending:
             return
         pending, self.pending = self.pending, {}
+        press = self.policy.press if self.policy is not None else None
+        assert press is not None, "a policy that needs probe passes scores with its press"
         ids = kwargs.get("input_ids", args[0] if args else None)
         if not isinstance(ids, Tensor):
-            raise MethodUnsupportedError(f"{self.policy.press.name} needs the prefill's input_ids (not inputs_embeds)")
-        from tokensift.kv.probe import probe_views
-
+            raise MethodUnsupportedError(f"{press.name} needs the prefill's input_ids (not inputs_embeds)")
         started = time.perf_counter()
-        press = self.policy.press
         layers = sorted(pending)
         starts = pending[layers[0]][4]
         chosen: list[dict[int, Selection]] = []
@@ -264,7 +226,7 @@ class Session:
             views = {layer: pending[layer][1][b] for layer in layers}
             probe_views(self.model, press, views, ids[b, start:].tolist())
             picked = press.select_layers(views, {layer: press.score(view) for layer, view in views.items()})
-            chosen.append({layer: [kept + start for kept in heads] for layer, heads in picked.items()})
+            chosen.append({layer: shift(heads, start) for layer, heads in picked.items()})
         seconds = (time.perf_counter() - started) / len(layers)
         for layer in layers:
             cache, _, key, value, _ = pending[layer]
@@ -273,85 +235,51 @@ class Session:
             self._record(layer, key, value, starts, replaced, seconds)
 
 
+def probe_views(model: torch.nn.Module, press: PressLike, views: dict[int, LayerView], ids: list[int]) -> None:
+    """Run ``press``'s probe passes after the context ``ids`` (one row; ``views`` hold its cache per layer)
+    and hand every view its layer's probe rows."""
+    probes = run_probes(
+        model,
+        {layer: view.keys for layer, view in views.items()},
+        {layer: view.values for layer, view in views.items()},
+        press.scorer.probe_inputs(ids),
+    )
+    for layer, view in views.items():
+        view.probes = probes[layer]
+
+
 @dataclass
 class PrefillPolicy:
     """Compress each layer once, right after prefill, with ``press``."""
 
-    press: Press
+    press: PressLike
+
+    @property
+    def query_rows(self) -> int | None:
+        return self.press.scorer.query_rows
+
+    @property
+    def needs_probe(self) -> bool:
+        return self.press.scorer.needs_probe and self.press.active
 
     def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> RaggedLayer | None:
         if not self.press.active:
             return None
-        selection = [
-            [idx + start for idx in self.press.compress(view)] for view, start in zip(views, starts, strict=True)
-        ]
+        selection = [shift(self.press.compress(view), start) for view, start in zip(views, starts, strict=True)]
         return RaggedLayer.from_selection(keys, values, selection)
 
 
 @contextlib.contextmanager
-def attached(model: torch.nn.Module, policy: Policy) -> Iterator[Session]:
-    """Route ``model``'s attention through ``policy`` inside the block; hooks always removed afterwards."""
+def attached(model: torch.nn.Module, policy: Policy | None) -> Iterator[Session]:
+    """Route ``model``'s attention through a :class:`Session` of ``policy`` inside the block; always detached.
+
+    With ``policy=None`` nothing is compressed: the session only attends over caches compressed earlier.
+    """
     check_supported(model)
     session = Session(model, policy)
-    configs: dict[int, Any] = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
-    saved = {key: cfg._attn_implementation for key, cfg in configs.items()}
-    handles = []
-    try:
-        for module in session.modules:
-            _SESSIONS[id(module)] = session
-            handles.append(module.register_forward_pre_hook(session.record_cache, with_kwargs=True))
-        handles.append(model.register_forward_hook(session.after_forward, with_kwargs=True))
-        for cfg in configs.values():
-            cfg._attn_implementation = IMPLEMENTATION
+    with session.route():
         _ATTACHED[0] += 1
-        yield session
-    finally:
-        _ATTACHED[0] -= 1
-        for key, cfg in configs.items():
-            cfg._attn_implementation = saved[key]
-        for handle in handles:
-            handle.remove()
-        for module in session.modules:
-            if _SESSIONS.get(id(module)) is session:
-                del _SESSIONS[id(module)]
-
-
-def build_press(
-    method: str, *, ratio: float = 0.0, keep_tokens: int | None = None, tokenizer: Any = None, **options: Any
-) -> Press:
-    """The registered KV method ``method`` as a press with the paper's defaults overridden by ``options``.
-
-    ``tokenizer`` reaches only presses that write probe prompts (KVzip); the others do not take one.
-    """
-    from tokensift.methods import get_method
-
-    entry = get_method(method, "kv")
-    assert entry.build is not None
-    if tokenizer is not None and getattr(entry.build, "needs_probe", False):
-        options = {**options, "tokenizer": tokenizer}
-    return entry.build(ratio=ratio, keep_tokens=keep_tokens, **{**entry.defaults, **options})
-
-
-@contextlib.contextmanager
-def compress(
-    model: torch.nn.Module,
-    method: str | Press = "snapkv",
-    *,
-    ratio: float = 0.0,
-    keep_tokens: int | None = None,
-    tokenizer: Any = None,
-    **options: Any,
-) -> Iterator[Session]:
-    """Compress every prefill inside the block with ``method`` (a registered name or a press).
-
-    ``ratio`` is the fraction of tokens removed (kvpress's convention), ``keep_tokens`` an absolute budget
-    instead; ``tokenizer`` is needed by presses that write a probe prompt (KVzip). The yielded
-    :class:`Session` carries the accounting (``session.stats``).
-    """
-    press = (
-        method
-        if isinstance(method, Press)
-        else build_press(method, ratio=ratio, keep_tokens=keep_tokens, tokenizer=tokenizer, **options)
-    )
-    with attached(model, PrefillPolicy(press)) as session:
-        yield session
+        try:
+            yield session
+        finally:
+            _ATTACHED[0] -= 1

@@ -1,4 +1,4 @@
-"""``tokensift bench kv``: tasks x methods x ratios on one model, one resumable row per sample.
+"""``tokensift bench kv``: the KV target's tasks and metrics on the shared benchmark skeleton.
 
 Prefill compression does not change the hidden states of the prefill itself, so one full prefill per
 sample and mode serves every method and ratio: the layer inputs are captured once, each press scores
@@ -13,22 +13,22 @@ from __future__ import annotations
 import copy
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from transformers import DynamicCache
 
-from tokensift.bench import RowStore, write_report
-from tokensift.kv.attach import CompressionStats, attached, build_press
+from tokensift.bench import FULL, BenchConfig, Benchmark, RowStore, WorkItem
+from tokensift.errors import ParameterError
+from tokensift.kv.api import press_from
+from tokensift.kv.attach import CompressionStats, attached, probe_views
 from tokensift.kv.cache import MaskedLayer, RaggedLayer, tensor_bytes
-from tokensift.kv.press import LayerView, Press, Selection
-from tokensift.kv.probe import probe_views
 from tokensift.kv.qa import CompressedContext, answer, continue_from
 from tokensift.kv.tasks import Sample, build, split_prompt, string_match
+from tokensift.kv.view import LayerView, Selection
 
 MODES = ("query-agnostic", "query-aware")
 QUALITY = {
@@ -43,34 +43,27 @@ COST = ("kept_fraction", "cache_bytes", "prefill_s", "scoring_s")
 
 
 @dataclass
-class BenchConfig:
-    """One ``tokensift bench kv`` run."""
+class KVBenchConfig(BenchConfig):
+    """``tokensift bench kv``: the shared fields plus context length, modes and the decode-speed cell."""
 
-    model: str
-    tasks: list[str]
-    methods: list[str]
-    ratios: list[float]
-    samples: int
-    seed: int
-    out: Path
-    data: Path
     length: int = 1024
+    """Context tokens for niah and fidelity."""
     modes: tuple[str, ...] = MODES
     fidelity_samples: int | None = None
+    """Samples for fidelity (default: ``samples``)."""
     speed_length: int = 2048
     speed_tokens: int = 16
-
-
-class _AllQueries(Press):
-    query_rows = None
+    """Tokens decoded per decode-speed cell at ``speed_length`` context (0: skip)."""
 
 
 @dataclass
 class _Capture:
-    """A policy that only records each layer's view of the prefill (no compression)."""
+    """A policy that only records each layer's view of the prefill, every query row (no compression)."""
 
-    press: Press = field(default_factory=_AllQueries)
     views: dict[int, LayerView] = field(default_factory=dict)
+    query_rows: int | None = None
+    needs_probe: bool = False
+    press: None = None
 
     def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> None:
         self.views[views[0].layer] = views[0]
@@ -132,9 +125,9 @@ def variants(
         todo = [r for r in ratios if wanted(method, r)]
         if not todo:
             continue
-        scorer = build_press(method, ratio=todo[0], tokenizer=tokenizer)
+        scorer = press_from(method, ratio=todo[0], tokenizer=tokenizer)
         started = time.perf_counter()
-        if scorer.needs_probe:
+        if scorer.scorer.needs_probe:
             if model is None:
                 raise ValueError(f"{method} needs probe passes: call variants(..., model=...)")
             probe_views(model, scorer, pre.views, pre.ids)
@@ -143,14 +136,14 @@ def variants(
         for view in pre.views.values():
             view.probes = []
         for ratio in todo:
-            press = build_press(method, ratio=ratio, tokenizer=tokenizer)
+            press = press_from(method, ratio=ratio, tokenizer=tokenizer)
             started = time.perf_counter()
             chosen = press.select_layers(pre.views, scores)
             yield Variant(method, ratio, chosen, scored + time.perf_counter() - started)
 
 
 def full_variant(pre: Prefill) -> Variant:
-    return Variant("full", 0.0, {i: [torch.arange(v.n)] * v.kv_heads for i, v in pre.views.items()}, 0.0)
+    return Variant(FULL, 0.0, {i: [torch.arange(v.n)] * v.kv_heads for i, v in pre.views.items()}, 0.0)
 
 
 def batch_context(pre: Prefill, rows: list[Variant], extra: int = 64) -> CompressedContext:
@@ -235,14 +228,16 @@ def run_sample(
     tokenizer: Any,
     sample: Sample,
     mode: str,
-    config: BenchConfig,
+    methods: Sequence[str],
+    ratios: Sequence[float],
     store: RowStore,
-    base: dict,
+    base: dict[str, Any],
     source: VariantSource | None = None,
 ) -> int:
     """All variants of one sample in one mode; returns the number of rows written.
 
-    ``source`` turns the prefill into the variants (ours by default; the kvpress peer passes its presses').
+    ``base`` holds the row's ``system``, ``target`` and ``model``; ``source`` turns the prefill into the
+    variants (ours by default; the kvpress peer passes its presses').
     """
     if source is None:
         source = functools.partial(variants, model=model, tokenizer=tokenizer)
@@ -257,12 +252,12 @@ def run_sample(
             "sample_id": sample.sample_id,
         }
 
-    todo = [(m, r) for m in config.methods for r in config.ratios if not store.has(**key(m, r))]
-    if not todo and store.has(**key("full", 0.0)):
+    todo = [(m, r) for m in methods for r in ratios if not store.has(**key(m, r))]
+    if not todo and store.has(**key(FULL, 0.0)):
         return 0
     head, tail = split_prompt(tokenizer, sample, mode == "query-aware")
     pre = prefill(model, head)
-    rows = [full_variant(pre), *source(pre, config.methods, config.ratios, lambda m, r: (m, r) in todo)]
+    rows = [full_variant(pre), *source(pre, list(methods), list(ratios), lambda m, r: (m, r) in todo)]
     context = batch_context(pre, rows)
     extra: list[dict[str, Any]] = [{} for _ in rows]
     if sample.task == "fidelity":
@@ -306,28 +301,100 @@ def run_sample(
     return written
 
 
-def decode_speed(model: torch.nn.Module, tokenizer: Any, config: BenchConfig, store: RowStore, base: dict) -> None:
-    """Decode time per token, batch 1, at ``speed_length`` context: full cache vs every method at every ratio."""
-    sample = build("niah", config.data, tokenizer, 0, config.seed, config.speed_length)
+def work(
+    tasks: Sequence[str], modes: Sequence[str], samples: int, fidelity_samples: int | None = None
+) -> list[tuple[str, int, str]]:
+    """(task, index, mode) work items in run order: sample-major so partial runs cover every method."""
+    items = []
+    count = max(samples, fidelity_samples or 0)
+    for index in range(count):
+        for task in tasks:
+            limit = fidelity_samples if task == "fidelity" and fidelity_samples else samples
+            task_modes = ("query-agnostic",) if task == "fidelity" else modes
+            items += [(task, index, mode) for mode in task_modes if index < limit]
+    return items
+
+
+class KVBenchmark(Benchmark):
+    """Prefill compression on needle, retrieval, QA and fidelity tasks, both modes, plus decode speed.
+
+    Prefill compression does not change the hidden states of the prefill itself, so one full prefill per
+    sample and mode serves every method and ratio (see :func:`run_sample`).
+    """
+
+    target = "kv"
+    heading = "KV-cache compression"
+    config_class = KVBenchConfig
+    quality = QUALITY
+    cost = (*COST, "kl", "perplexity", "gold_logprob")
+    default_model = "smollm2-135m"
+    default_tasks = ("niah", "niah_multikey", "nq_qa", "fidelity")
+    default_ratios = (0.5, 0.75, 0.875)
+    default_samples = 30
+    config: KVBenchConfig
+
+    def check(self) -> None:
+        super().check()
+        wrong = [m for m in self.config.modes if m not in MODES]
+        if wrong or not self.config.modes:
+            raise ParameterError(f"--modes must be among {', '.join(MODES)}, got {','.join(wrong)}", option="modes")
+        for name in ("length", "speed_length"):
+            value = getattr(self.config, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 16:
+                raise ParameterError(f"{name} must be a whole number of at least 16 tokens, got {value!r}", option=name)
+        for name in ("speed_tokens", "fidelity_samples"):
+            value = getattr(self.config, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ParameterError(f"{name} must be a whole number >= 0, got {value!r}", option=name)
+
+    def setup(self) -> None:
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+        self.base = {"system": "tokensift", "target": self.target, "model": self.model_name}
+
+    def plan(self) -> list[WorkItem]:
+        speed = [WorkItem(f"decode speed at {self.config.speed_length} tokens", ("speed",))]
+        samples = work(self.tasks, self.config.modes, self.samples, self.config.fidelity_samples)
+        return (speed if self.config.speed_tokens else []) + [
+            WorkItem(f"{t} #{i} {m}", (t, i, m)) for t, i, m in samples
+        ]
+
+    def run_item(self, item: WorkItem) -> None:
+        if item.args == ("speed",):
+            decode_speed(self, self.config.speed_length, self.config.speed_tokens)
+            return
+        task, index, mode = item.args
+        assert self.data is not None
+        sample = build(task, self.data, self.tokenizer, index, self.config.seed, self.config.length)
+        run_sample(self.model, self.tokenizer, sample, mode, self.methods, self.ratios, self.store, self.base)
+
+    def notes(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        return [
+            "ratio = fraction of the context's KV cache removed (kvpress convention); kept_fraction = measured cache "
+            "bytes of the variant / bytes of the full cache",
+            "method `full` = the uncompressed cache (baseline); system `kvpress` = kvpress 0.5.5 presses on the same "
+            "task instances (benchmarks/peers/kvpress)",
+            "query-agnostic: only the context is compressed, the question comes after; query-aware: context and "
+            "question are compressed together",
+        ]
+
+
+def decode_speed(bench: KVBenchmark, length: int, tokens: int) -> None:
+    """Decode time per token, batch 1, at ``length`` context: full cache vs every method at every ratio."""
+    model, tokenizer = bench.model, bench.tokenizer
+    assert bench.data is not None
+    sample = build("niah", bench.data, tokenizer, 0, bench.config.seed, length)
 
     def key(method: str, ratio: float) -> dict[str, Any]:
-        return {
-            **base,
-            "task": "decode_speed",
-            "mode": "-",
-            "method": method,
-            "ratio": ratio,
-            "sample_id": sample.sample_id,
-        }
+        return bench.key("decode_speed", "-", method, ratio, sample.sample_id)
 
-    if store.has(**key("full", 0.0)) and all(store.has(**key(m, r)) for m in config.methods for r in config.ratios):
+    if bench.has(**key(FULL, 0.0)) and all(bench.has(**key(m, r)) for m in bench.methods for r in bench.ratios):
         return
     head, tail = split_prompt(tokenizer, sample, False)
     pre = prefill(model, head)
 
     def measure(method: str, ratio: float, context: CompressedContext) -> None:
-        result = answer(model, context, torch.tensor([tail]), max_new_tokens=config.speed_tokens)
-        store.append(
+        result = answer(model, context, torch.tensor([tail]), max_new_tokens=tokens)
+        bench.store.append(
             {
                 **key(method, ratio),
                 "context_tokens": len(head),
@@ -337,73 +404,15 @@ def decode_speed(model: torch.nn.Module, tokenizer: Any, config: BenchConfig, st
             }
         )
 
-    if not store.has(**key("full", 0.0)):
-        measure("full", 0.0, CompressedContext(pre.cache, pre.length, CompressionStats(), pre.seconds, pre.logits))
+    if not bench.has(**key(FULL, 0.0)):
+        measure(FULL, 0.0, CompressedContext(pre.cache, pre.length, CompressionStats(), pre.seconds, pre.logits))
     todo = variants(
         pre,
-        config.methods,
-        config.ratios,
-        lambda m, r: not store.has(**key(m, r)),
+        list(bench.methods),
+        list(bench.ratios),
+        lambda m, r: not bench.has(**key(m, r)),
         model=model,
         tokenizer=tokenizer,
     )
     for v in todo:
         measure(v.method, v.ratio, ragged_context(pre, v))  # one compressed cache alive at a time
-
-
-def plan(config: BenchConfig) -> list[tuple[str, int, str]]:
-    """(task, index, mode) work items in run order: sample-major so partial runs cover every method."""
-    items = []
-    count = max(config.samples, config.fidelity_samples or 0)
-    for index in range(count):
-        for task in config.tasks:
-            limit = config.fidelity_samples if task == "fidelity" and config.fidelity_samples else config.samples
-            modes = ("query-agnostic",) if task == "fidelity" else config.modes
-            items += [(task, index, mode) for mode in modes if index < limit]
-    return items
-
-
-def run_bench(
-    config: BenchConfig, model: torch.nn.Module, tokenizer: Any, progress: Callable[[str, int], None]
-) -> RowStore:
-    """Run (or resume) the whole grid; ``progress(description, done)`` is called before each work item."""
-    store = RowStore(config.out)
-    base = {"system": "tokensift", "target": "kv", "model": config.model}
-    if config.speed_tokens:
-        progress(f"decode speed at {config.speed_length} tokens", 0)
-        decode_speed(model, tokenizer, config, store, base)
-    start = 1 if config.speed_tokens else 0
-    for done, (task, index, mode) in enumerate(plan(config), start):
-        progress(f"{task} #{index} {mode}", done)
-        sample = build(task, config.data, tokenizer, index, config.seed, config.length)
-        run_sample(model, tokenizer, sample, mode, config, store, base)
-    return store
-
-
-def write_kv_report(config: BenchConfig, rows: list[dict[str, Any]], extra_notes: tuple[str, ...] = ()) -> Path:
-    """Summary CSV, plots and ``report.md`` for a KV benchmark folder (rows of every system)."""
-    tasks = sorted({r["task"] for r in rows if r["task"] in QUALITY}, key=list(QUALITY).index)
-    command = (
-        f"tokensift bench kv --model {config.model} --tasks {','.join(config.tasks)} "
-        f"--methods {','.join(config.methods)} --ratios {','.join(f'{r:g}' for r in config.ratios)} "
-        f"--samples {config.samples} --seed {config.seed} "
-        f"--length {config.length} --out {config.out}"
-    )
-    notes = (
-        "ratio = fraction of the context's KV cache removed (kvpress convention); kept_fraction = measured cache "
-        "bytes of the variant / bytes of the full cache",
-        "method `full` = the uncompressed cache (baseline); system `kvpress` = kvpress 0.5.5 presses on the same "
-        "task instances (benchmarks/peers/kvpress)",
-        "query-agnostic: only the context is compressed, the question comes after; query-aware: context and "
-        "question are compressed together",
-        *extra_notes,
-    )
-    return write_report(
-        config.out,
-        rows,
-        title=f"KV-cache compression · {config.model}",
-        command=command,
-        quality={t: QUALITY[t] for t in tasks},
-        cost=(*COST, "kl", "perplexity", "gold_logprob"),
-        notes=notes,
-    )

@@ -19,12 +19,17 @@ import torch
 from torch import Tensor
 
 from tokensift.errors import MethodUnsupportedError, ParameterError
-from tokensift.kv.attach import Session, attached, build_press
+from tokensift.kv.attach import Session, attached
 from tokensift.kv.cache import RaggedLayer, Segments
-from tokensift.kv.press import LayerView, Press
+from tokensift.kv.press import Press, ScorerPress
+from tokensift.kv.view import LayerView
+from tokensift.methods import build, list_methods
 from tokensift.reduce import gather_tokens
 
-ONLINE_METHODS = ("streaming_llm", "h2o", "tova", "a2sf")
+
+def online_methods() -> list[str]:
+    """The KV methods that can score tokens one decoding step at a time (read from the registry)."""
+    return [m.name for m in list_methods("kv") if getattr(m.cls, "online", False)]
 
 
 class BoundedLayer(RaggedLayer):
@@ -76,23 +81,36 @@ class BoundedLayer(RaggedLayer):
 class DecodeBound:
     """At most ``max_tokens`` cached tokens per head, evicting every ``every`` steps with ``press``."""
 
-    press: Press
+    press: ScorerPress
     max_tokens: int
     every: int = 16
 
     def __post_init__(self) -> None:
-        if not self.press.online:
+        if not isinstance(self.press, ScorerPress) or not self.press.online:
             raise MethodUnsupportedError(
-                f"{self.press.name} cannot score tokens online; decoding-time methods: {', '.join(ONLINE_METHODS)}"
+                f"{self.press.spec} cannot score tokens online; decoding-time methods: {', '.join(online_methods())}"
             )
-        if self.every < 1:
-            raise ParameterError(f"evict every N steps needs N >= 1, got {self.every}")
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ParameterError(f"evict every N steps needs a whole N >= 1, got {self.every!r}", option="every")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+            raise ParameterError(
+                f"max_cache_tokens must be a whole number, got {self.max_tokens!r}", option="max_cache_tokens"
+            )
         protected = self.press.protect_first + self.press.protect_last
         if self.max_tokens - self.every < protected + 1:
             raise ParameterError(
                 f"max_cache_tokens {self.max_tokens} is too small: it must exceed the {protected} protected tokens "
-                f"plus the {self.every}-step eviction interval"
+                f"plus the {self.every}-step eviction interval",
+                option="max_cache_tokens",
             )
+
+    @property
+    def query_rows(self) -> int | None:
+        return self.press.query_rows
+
+    @property
+    def needs_probe(self) -> bool:
+        return False
 
     def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> BoundedLayer:
         target = self.max_tokens - self.every
@@ -110,9 +128,9 @@ class DecodeBound:
 
 @contextlib.contextmanager
 def bounded(
-    model: torch.nn.Module, method: str = "h2o", *, max_cache_tokens: int, every: int = 16, **options: Any
+    model: torch.nn.Module, method: str | Press = "h2o", *, max_cache_tokens: int, every: int = 16, **options: Any
 ) -> Iterator[Session]:
     """Keep every compressible layer's cache at most ``max_cache_tokens`` per head while decoding."""
-    press = build_press(method, **options)
+    press: Any = build("kv", method, **options) if isinstance(method, str) else method
     with attached(model, DecodeBound(press, max_cache_tokens, every)) as session:
         yield session

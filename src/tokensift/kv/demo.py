@@ -15,7 +15,7 @@ def kv_side_by_side(out: Console, loaded: Any, text: str, *, method: str = "keyd
     """Hide a needle in ``text``, compress the context's KV cache query-aware, and compare with the full cache."""
     import torch
 
-    from tokensift.kv.attach import build_press
+    from tokensift.kv.api import press_from
     from tokensift.kv.cache import cache_bytes
     from tokensift.kv.qa import answer, compress_context
     from tokensift.kv.tasks import Sample, split_prompt
@@ -35,7 +35,7 @@ def kv_side_by_side(out: Console, loaded: Any, text: str, *, method: str = "keyd
     for column in ("cache", "answer", "cache bytes", "kept", "prefill", "decode/token"):
         table.add_column(column)
     full_bytes = 0
-    presses = (build_press(method, ratio=r, tokenizer=loaded.tokenizer) for r in (0.0, ratio))
+    presses = (press_from(method, ratio=r, tokenizer=loaded.tokenizer) for r in (0.0, ratio))
     for label, press in zip(("full", method), presses, strict=True):
         context = compress_context(loaded.model, torch.tensor([head]), press)
         result = answer(loaded.model, context, torch.tensor([tail]), max_new_tokens=9)

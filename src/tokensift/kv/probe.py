@@ -13,7 +13,7 @@ from transformers import DynamicCache
 
 from tokensift.errors import MethodUnsupportedError
 from tokensift.hooks import attention_modules, layer_index, observe_attention
-from tokensift.kv.press import LayerView, Press
+from tokensift.kv.model import check_length
 
 ProbeRows = dict[int, list[tuple[Tensor, Tensor]]]
 """Per layer, per probe pass: its query rows ``[1, H, m, D]`` and its own key rows ``[1, Hkv, m, D]``."""
@@ -25,8 +25,6 @@ def run_probes(
 ) -> ProbeRows:
     """Run each of ``inputs`` after the context whose per-layer cache is ``keys``/``values`` (``[1, Hkv, T,
     D]``, every layer of the model) and return the probes' query and key rows per layer."""
-    from tokensift.kv.attach import check_length
-
     layers = sorted(keys)
     if layers != list(range(len(attention_modules(model)))):
         raise MethodUnsupportedError(
@@ -54,16 +52,3 @@ def run_probes(
                 logits_to_keep=1,
             )
     return found
-
-
-def probe_views(model: torch.nn.Module, press: Press, views: dict[int, LayerView], ids: list[int]) -> None:
-    """Run ``press``'s probe passes after the context ``ids`` (one row; ``views`` hold its cache per layer)
-    and hand every view its layer's probe rows."""
-    probes = run_probes(
-        model,
-        {layer: view.keys for layer, view in views.items()},
-        {layer: view.values for layer, view in views.items()},
-        press.probe_inputs(ids),
-    )
-    for layer, view in views.items():
-        view.probes = probes[layer]

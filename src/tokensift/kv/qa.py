@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
-from tokensift.kv.attach import CompressionStats, PrefillPolicy, attached, check_length
+from tokensift.kv.attach import CompressionStats, PrefillPolicy, attached
 from tokensift.kv.cache import MaskedLayer, RaggedLayer
+from tokensift.kv.model import check_length
 from tokensift.kv.press import Press
 
 
@@ -78,8 +79,7 @@ def continue_from(model: torch.nn.Module, context: CompressedContext, ids: Tenso
     """Logits ``[B, q, V]`` of ``ids [B, q]`` read after the compressed context (its cache is copied unless given)."""
     cache = copy_cache(context.cache, ids.shape[0]) if cache is None else cache
     positions = (context.length + torch.arange(ids.shape[1]))[None].expand(ids.shape[0], -1)
-    with attached(model, PrefillPolicy(Press())) as session:
-        session.compress_prefill = False
+    with attached(model, None):
         return model(ids, past_key_values=cache, position_ids=positions, use_cache=True).logits
 
 
@@ -103,8 +103,7 @@ def answer(
     produced: list[Tensor] = []
     done = torch.zeros(batch, dtype=torch.bool)
     started = time.perf_counter()
-    with attached(model, PrefillPolicy(Press())) as session:
-        session.compress_prefill = False
+    with attached(model, None):
         for step in range(max_new_tokens):
             token = logits.argmax(-1)
             produced.append(token)

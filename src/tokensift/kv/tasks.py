@@ -13,16 +13,14 @@ in its own environment. Every sample is a pure function of ``(task, index, seed,
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tokensift.errors import InputFileError, ParameterError
+from tokensift.bench import data as files
+from tokensift.errors import ParameterError
 
 TASKS = ("niah", "niah_multikey", "niah_multivalue", "kv_retrieval", "nq_qa", "fidelity")
 KEYS = ["apple", "river", "violet", "compass", "lantern", "harbor", "meadow", "falcon", "granite", "orchid"]
@@ -44,22 +42,13 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@cache
-def _read(path: Path) -> str:
-    if not path.is_file():
-        raise InputFileError(f"benchmark data file {path} is missing (see the data folder's SOURCES.md)")
-    if path.suffix == ".gz":
-        return gzip.decompress(path.read_bytes()).decode("utf-8")
-    return path.read_text(encoding="utf-8")
-
-
 def _haystack(data: Path, rng: random.Random, tokenizer: Any, length: int) -> str:
     """About ``length`` tokens of essays, starting at a random essay."""
-    essays = sorted((data / "pg_essays").glob("*.txt"))
+    essays = files.essays(data)
     order = essays[rng.randrange(len(essays)) :] + essays
     text = ""
-    for path in order:
-        text += _read(path).strip() + "\n\n"
+    for essay in order:
+        text += essay.strip() + "\n\n"
         if len(text) > 6 * length:
             break
     ids = tokenizer(text, add_special_tokens=False).input_ids[:length]
@@ -135,9 +124,9 @@ def niah(data: Path, tokenizer: Any, index: int, seed: int, length: int, variant
 
 def kv_retrieval(data: Path, index: int, seed: int, pairs: int = 10) -> Sample:
     """JSON key-value retrieval with ``pairs`` pairs, the asked key at a random position."""
-    lines = _read(data / "lost_in_the_middle" / "kv-retrieval-75_keys.jsonl.gz").splitlines()
+    records = files.kv_retrieval(data)
     rng = random.Random(f"kv-{seed}-{index}")
-    record = json.loads(lines[rng.randrange(len(lines))])
+    record = records[rng.randrange(len(records))]
     key, value = record["key"], record["value"]
     others = [kv for kv in record["ordered_kv_records"] if kv[0] != key]
     chosen = rng.sample(others, pairs - 1)
@@ -158,10 +147,10 @@ def kv_retrieval(data: Path, index: int, seed: int, pairs: int = 10) -> Sample:
 
 def nq_qa(data: Path, index: int, seed: int, passages: int = 8) -> Sample:
     """The gold passage of one NaturalQuestions-Open question among ``passages - 1`` other questions' passages."""
-    lines = _read(data / "lost_in_the_middle" / "nq-open-oracle.jsonl.gz").splitlines()
+    questions = files.nq_open(data)
     rng = random.Random(f"nq-{seed}-{index}")
-    picked = rng.sample(range(len(lines)), passages)
-    records = [json.loads(lines[i]) for i in picked]
+    picked = rng.sample(range(len(questions)), passages)
+    records = [questions[i] for i in picked]
     gold = records[0]
     docs = [r["ctxs"][0] for r in records]
     position = rng.randrange(passages)
@@ -185,7 +174,7 @@ def nq_qa(data: Path, index: int, seed: int, passages: int = 8) -> Sample:
 
 def fidelity(data: Path, tokenizer: Any, index: int, seed: int, length: int, follow: int = 64) -> Sample:
     """``length`` tokens of WikiText-2 and the ``follow + 1`` tokens after them."""
-    text = _read(data / "wikitext2" / "wiki.test.raw").replace("\r\n", "\n")
+    text = files.wikitext(data).replace("\r\n", "\n")
     rng = random.Random(f"fidelity-{seed}-{index}")
     start = rng.randrange(0, len(text) - 8 * (length + follow))
     ids = tokenizer(text[start : start + 8 * (length + follow)], add_special_tokens=False).input_ids

@@ -11,7 +11,7 @@ per-row weight:
   ``q`` rows weighted by ``forgetting ** (q - 1 - i)``, so older queries count less.
 
 We never need the model in eager mode: the caller passes the query rows it wants (see
-:mod:`tokensift.scores.capture`) and this module computes only those rows of the attention matrix,
+:mod:`tokensift.hooks`) and this module computes only those rows of the attention matrix,
 ``chunk`` rows at a time.
 """
 

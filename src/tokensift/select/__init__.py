@@ -1,12 +1,13 @@
 """From scores and a budget to kept indices. Budgets are exact token counts; policies are pure functions."""
 
 from tokensift.select.alloc import global_indices, head_adaptive_indices, pyramid_budgets
-from tokensift.select.budget import kept_count
+from tokensift.select.budget import Budget, kept_count
 from tokensift.select.chunks import chunk_indices
 from tokensift.select.knapsack import density_order, knapsack_select
 from tokensift.select.topk import topk_indices
 
 __all__ = [
+    "Budget",
     "chunk_indices",
     "density_order",
     "global_indices",

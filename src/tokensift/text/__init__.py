@@ -1,7 +1,22 @@
-"""Prompt compression: split a prompt into whole-word units, score them with a small LM, keep the best
-under an exact budget on a target tokenizer. Entry point: :func:`compress`."""
+"""Prompt compression (the ``text`` target): the public face.
 
-from tokensift.text.compress import Compression, Compressor, compress
-from tokensift.text.units import Protect
+``text.compress(prompt, keep=0.33, method="llmlingua")`` splits a prompt into whole-word units, scores them
+with a small LM and keeps the best under an exact budget on a target tokenizer (``ratio`` removed, ``keep``
+kept — ``rate`` is its LLMLingua name — or ``keep_tokens``). :class:`Compressor` scores once and compresses
+to several budgets. Every method class is exported under its class name (read from the method registry).
+Attributes load on first use, so the method registry can import this package's modules.
+"""
 
-__all__ = ["Compression", "Compressor", "Protect", "compress"]
+from __future__ import annotations
+
+from tokensift.face import lazy_face
+
+_FACE = {
+    "compress": "tokensift.text.api",
+    "Compressor": "tokensift.text.api",
+    "Compression": "tokensift.text.api",
+    "Protect": "tokensift.text.units",
+    "TextMethod": "tokensift.text.methods.base",
+}
+
+__getattr__, __dir__ = lazy_face(__name__, "text", _FACE)

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from tokensift import options
+from tokensift.bench import cli as bench_cli
 from tokensift.errors import InputError, ParameterError
 
 app = typer.Typer(help="Prompt compression.", no_args_is_help=True)
@@ -16,20 +18,6 @@ out = Console()
 err = Console(stderr=True)
 
 InputShape = ("text", "documents", "chat")
-
-
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` method options; values are read as JSON when they parse (numbers, booleans)."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ParameterError(f"--option expects key=value, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def _read_prompt(file: str, shape: str) -> Any:
@@ -53,13 +41,13 @@ def _read_prompt(file: str, shape: str) -> Any:
 @app.command()
 def compress(
     file: Annotated[str, typer.Argument(help="Prompt file, or - for standard input.")],
-    rate: Annotated[float | None, typer.Option(help="Keep this fraction of the tokens, in (0, 1].")] = None,
-    target_tokens: Annotated[int | None, typer.Option(help="Keep at most this many tokens.")] = None,
+    ratio: options.Ratio = None,
+    keep: options.Keep = None,
+    keep_tokens: options.KeepTokens = None,
+    rate: Annotated[float | None, typer.Option(help="LLMLingua's name for --keep.")] = None,
     question: Annotated[str | None, typer.Option(help="The question the prompt must answer (LongLLMLingua).")] = None,
     method: Annotated[str, typer.Option(help="Text method (see `tokensift methods --target text`).")] = "llmlingua",
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Scoring model: embedded name or folder.")
-    ] = "smollm2-135m",
+    model: options.Model = "smollm2-135m",
     target_tokenizer: Annotated[
         Path | None, typer.Option(help="Count tokens with this local tokenizer folder (default: the model's).")
     ] = None,
@@ -72,20 +60,17 @@ def compress(
         bool | None, typer.Option("--json-mode/--no-json-mode", help="Treat the text as JSON (default: detect).")
     ] = None,
     turn_decay: Annotated[float, typer.Option(help="Chat: older turns' scores weighted by decay**age.")] = 1.0,
-    option: Annotated[list[str] | None, typer.Option(help="Method option key=value (repeatable).")] = None,
+    option: options.Option = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Write an HTML view of kept and dropped words.")] = None,
 ) -> None:
-    """Compress a prompt to a rate or an exact token budget; the compressed prompt goes to stdout."""
-    from tokensift.text.compress import Compressor, resolve_budget
+    """Compress a prompt to an exact token budget (one of --ratio, --keep / --rate, --keep-tokens); the
+    compressed prompt goes to stdout."""
+    from tokensift.inputs import parse_options
+    from tokensift.text.api import Compressor, make_budget
     from tokensift.text.units import Protect
 
-    if rate is not None:
-        resolve_budget(1, rate, None)
-    if target_tokens is not None:
-        resolve_budget(1, None, target_tokens)
-    if (rate is None) == (target_tokens is None):
-        raise ParameterError("give exactly one of --rate and --target-tokens")
+    make_budget(ratio, keep, keep_tokens, rate)
     if html is not None and html.is_dir():
         raise ParameterError(f"--html {html} is a directory; give a file name")
     prompt = _read_prompt(file, input_shape)
@@ -96,11 +81,12 @@ def compress(
             model=model,
             target_tokenizer=target_tokenizer,
             protect=rules,
-            options=_parse_options(option or []),
+            options=parse_options(option),
             turn_decay=turn_decay,
         )
     with err.status(f"{method}: scoring and selecting …"):
-        result = compressor.compress(compressor.prepare(prompt, question), rate=rate, target_tokens=target_tokens)
+        prepared = compressor.prepare(prompt, question)
+        result = compressor.compress(prepared, ratio=ratio, keep=keep, keep_tokens=keep_tokens, rate=rate)
     if html is not None:
         from tokensift.text.html import compression_html
 
@@ -117,81 +103,23 @@ def compress(
         err.print(f"note: {note}")
     err.print(
         f"{result.method}: {result.tokens_before:,} → {result.tokens_after:,} tokens on {result.tokenizer} "
-        f"(target {result.target_tokens:,}, rate {result.rate:.3f}) in {result.seconds['total']:.2f} s"
+        f"(budget {result.keep_tokens:,}, kept {result.kept_fraction:.3f}) in {result.seconds['total']:.2f} s"
     )
 
 
-def _split(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def bench(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for rows.jsonl (resumable), summary.csv, plots.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Scoring and reading model.")] = "smollm2-135m",
-    tasks: Annotated[str, typer.Option(help="Comma-separated: nq_qa, gsm8k_cot, rate_adherence.")] = (
-        "nq_qa,gsm8k_cot,rate_adherence"
-    ),
-    methods: Annotated[str, typer.Option(help="Comma-separated text methods.")] = (
-        "random,surprisal,selective_context,llmlingua,longllmlingua,attribution"
-    ),
-    rates: Annotated[str, typer.Option(help="Comma-separated requested rates.")] = "0.5,0.33",
-    samples: Annotated[int, typer.Option(help="NQ questions / GSM8K test questions per cell.")] = 50,
+def _bench_options(
     distractors: Annotated[int, typer.Option(help="NQ distractor passages beside the gold one.")] = 3,
     max_length: Annotated[int, typer.Option(help="Longest rate_adherence input (tokens; 50 ... 8000).")] = 8000,
-    peers: Annotated[str, typer.Option(help="Peers to run beside (llmlingua), comma-separated; '' for none.")] = "",
-    data_dir: Annotated[Path | None, typer.Option(help="Evaluation data folder (default ../shared/data).")] = None,
-    results: Annotated[
-        Path | None, typer.Option(help="Also write the report here (e.g. benchmarks/RESULTS-text.md).")
-    ] = None,
-    report_only: Annotated[bool, typer.Option(help="Only write the report from the rows already stored.")] = False,
-    command: Annotated[str | None, typer.Option(help="Command shown at the top of the report.")] = None,
-) -> None:
-    """Prompt compression: methods x rates on nq_qa, gsm8k_cot and rate_adherence, peers beside."""
-    import shlex
-    import sys
+) -> dict[str, Any]:
+    """Prompt compression: methods x ratios on nq_qa, gsm8k_cot and rate_adherence, LLMLingua beside
+    (--peers llmlingua)."""
+    return {"distractors": distractors, "max_length": max_length}
 
-    from tokensift.bench import RowStore
-    from tokensift.inputs import data_dir as resolve_data_dir
-    from tokensift.models import load_model, prefix_token_id
-    from tokensift.report.progress import progress_bar
-    from tokensift.text.bench import BenchConfig, report, run_bench
-    from tokensift.text.scoring import Scorer
 
-    try:
-        rate_values = [float(r) for r in _split(rates)]
-    except ValueError:
-        raise ParameterError(f"--rates must be comma-separated numbers, got {rates!r}") from None
-    shown = command or "tokensift bench text " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-    config = BenchConfig(
-        out_dir=out_dir,
-        model=model,
-        tasks=_split(tasks),
-        methods=_split(methods),
-        rates=rate_values,
-        samples=samples,
-        distractors=distractors,
-        max_length=max_length,
-        peers=_split(peers),
-        results=results,
-        command=shown,
-    )
-    config.check()
-    if report_only:
-        err.print(f"wrote {report(config, RowStore(out_dir).rows())}")
-        return
-    data = resolve_data_dir(data_dir)
-    if data is None:
-        raise InputError("no evaluation data: pass --data-dir or set $TOKENSIFT_DATA (see ../shared/data/SOURCES.md)")
-    with err.status(f"loading {model} …"):
-        loaded = load_model(model)
-    scorer = Scorer(loaded.model, loaded.tokenizer, prefix_token_id(loaded.tokenizer, loaded.spec), loaded.name)
-    with progress_bar(transient=False) as bar:
-        tasks_by_label: dict[str, Any] = {}
+def _benchmark() -> Any:
+    from tokensift.text.bench import TextBenchmark
 
-        def progress(label: str, done: int, total: int) -> None:
-            if label not in tasks_by_label:
-                tasks_by_label[label] = bar.add_task(label, total=total)
-            bar.update(tasks_by_label[label], completed=done, total=total)
+    return TextBenchmark
 
-        page = run_bench(config, scorer, loaded.path, data, progress)
-    err.print(f"wrote {page}")
+
+bench = bench_cli.command("text", _benchmark, _bench_options, out=Path("benchmarks/out/text"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from tokensift.report.colors import heat_hex, ink_for
 from tokensift.report.segments import segments
-from tokensift.text.compress import Compression, UnitRecord
+from tokensift.text.api import Compression, UnitRecord
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
@@ -69,8 +69,8 @@ def compression_html(result: Compression, *, title: str = "tokensift compress") 
     summary = [
         ("method", result.method),
         ("tokenizer", result.tokenizer),
-        ("tokens", f"{result.tokens_before:,} → {result.tokens_after:,} (target {result.target_tokens:,})"),
-        ("achieved rate", f"{result.rate:.3f}"),
+        ("tokens", f"{result.tokens_before:,} → {result.tokens_after:,} (budget {result.keep_tokens:,})"),
+        ("kept", f"{result.kept_fraction:.3f}"),
         ("seconds", ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items())),
         *[("note", n) for n in result.notes],
     ]

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -18,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokensift.errors import InputFileError
+from tokensift.bench import data as files
+from tokensift.errors import ParameterError
 
 QA_INSTRUCTION = (
     "Write a high-quality answer for the given question using only the provided search results "
@@ -39,20 +38,14 @@ class Instance:
     probes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise InputFileError(f"benchmark data not found: {path} (see ../shared/data/SOURCES.md)")
-    return path
-
-
 def nq_instances(data: Path, samples: int, distractors: int, seed: int = 0) -> list[Instance]:
     """Gold passage at a random position among ``distractors`` other questions' gold passages.
 
     Each question draws its distractors from its own seeded generator, so a run with fewer samples uses
     exactly the first instances of a larger one."""
-    path = _need(data / "lost_in_the_middle" / "nq-open-oracle.jsonl.gz")
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle]
+    records = files.nq_open(data)
+    if samples > len(records):
+        raise ParameterError(f"NQ-Open has {len(records)} questions; asked for {samples} samples", option="samples")
     chosen = random.Random(seed).sample(range(len(records)), samples)
     instances = []
     for index in chosen:
@@ -80,11 +73,9 @@ def _solution(answer: str) -> str:
 
 def gsm8k_instance(data: Path, samples: int) -> Instance:
     """The 8-shot CoT prompt, with the first ``samples`` test questions and solutions as probes."""
-    prompt = _need(data / "gsm8k" / "prompt_hardest.txt").read_text(encoding="utf-8").strip()
-    lines = _need(data / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()[:samples]
+    prompt = files.gsm8k_cot_prompt(data)
     probes = []
-    for number, line in enumerate(lines):
-        record = json.loads(line)
+    for number, record in enumerate(files.gsm8k(data, "test")[:samples]):
         probes.append(
             {
                 "id": f"gsm{number}",
@@ -97,10 +88,7 @@ def gsm8k_instance(data: Path, samples: int) -> Instance:
 
 def adherence_instances(data: Path, tokenizer: Any, lengths: Sequence[int] = ADHERENCE_LENGTHS) -> list[Instance]:
     """Essay text cut (at a word boundary) to about each length in tokens of ``tokenizer``."""
-    folder = data / "pg_essays"
-    if not folder.is_dir():
-        raise InputFileError(f"benchmark data not found: {folder}")
-    corpus = "\n\n".join(p.read_text(encoding="utf-8").strip() for p in sorted(folder.glob("*.txt")))
+    corpus = "\n\n".join(essay.strip() for essay in files.essays(data))
     encoding = tokenizer(corpus, return_offsets_mapping=True, add_special_tokens=False)
     offsets = encoding["offset_mapping"]
     instances = []

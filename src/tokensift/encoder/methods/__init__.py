@@ -1,23 +1,8 @@
-"""Encoder token-reduction methods, one module per paper; see :mod:`tokensift.encoder.methods.base`."""
+"""Encoder token-reduction methods: one module per paper, each a dataclass registered with ``@register``
+(see :mod:`tokensift.encoder.methods.base`). Every module in this folder is imported here, so a new method is
+one new file and nothing else.
+"""
 
-from tokensift.encoder.methods.base import EncoderMethod, LayerContext, Plan
-from tokensift.encoder.methods.divprune import DivPrune
-from tokensift.encoder.methods.evit import EViT
-from tokensift.encoder.methods.pitome import PiToMe
-from tokensift.encoder.methods.random import RandomPrune
-from tokensift.encoder.methods.repshift import RepShift
-from tokensift.encoder.methods.tome import ToMe
-from tokensift.encoder.methods.zero_tprune import ZeroTPrune
+from tokensift.registry import import_all
 
-__all__ = [
-    "DivPrune",
-    "EViT",
-    "EncoderMethod",
-    "LayerContext",
-    "PiToMe",
-    "Plan",
-    "RandomPrune",
-    "RepShift",
-    "ToMe",
-    "ZeroTPrune",
-]
+import_all(__name__, __path__)

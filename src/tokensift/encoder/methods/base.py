@@ -8,12 +8,13 @@ row ``b``. Imports only torch and the cores, so the method registry stays cheap 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from tokensift.errors import ModelError
+from tokensift.registry import Paper, validate
 from tokensift.scores import attention_received
 
 
@@ -78,12 +79,20 @@ class Plan:
     weights: Tensor | None = None
 
 
-class EncoderMethod(Protocol):
-    """The protocol every encoder method implements."""
+class EncoderMethod:
+    """Base of every encoder method: subclasses are registered frozen dataclasses with a ``plan``."""
 
-    needs_qk: bool
+    target: ClassVar[str] = "encoder"
+    name: ClassVar[str] = ""
+    paper: ClassVar[Paper | None] = None
+    summary: ClassVar[str] = ""
+    needs_qk: ClassVar[bool] = False
     """Whether ``plan`` reads ``ctx.queries``/``ctx.keys`` (captured from the layer's attention call)."""
     proportional_attention: bool
     """Add log token sizes to attention logits (ToMe), so a merged token counts as many."""
 
-    def plan(self, ctx: LayerContext) -> Plan: ...
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def plan(self, ctx: LayerContext) -> Plan:
+        raise NotImplementedError

@@ -8,20 +8,31 @@ average weighted by that attention. The fused token takes the position of its fi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from tokensift.encoder.methods.base import LayerContext, Plan
+from tokensift.encoder.methods.base import EncoderMethod, LayerContext, Plan
+from tokensift.registry import Paper, register
 from tokensift.select.rowwise import topk_mask
 
 
+@register
 @dataclass(frozen=True)
-class EViT:
+class EViT(EncoderMethod):
     """[CLS]-attention top-k with one fused token for the rest."""
+
+    name: ClassVar[str] = "evit"
+    paper: ClassVar[Paper] = Paper(
+        "Liang et al., 2022",
+        "Not All Patches are What You Need: Expediting Vision Transformers via Token Reorganizations",
+        arxiv="2202.07800",
+    )
+    summary: ClassVar[str] = "keep the tokens [CLS] attends to most, fuse the rest into one token"
+    needs_qk = True
 
     fuse: bool = True
     proportional_attention: bool = False
-    needs_qk: bool = True
 
     def plan(self, ctx: LayerContext) -> Plan:
         attention = ctx.cls_attention()

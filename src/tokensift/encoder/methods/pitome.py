@@ -9,21 +9,30 @@ the last).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from tokensift.encoder.methods.base import LayerContext, Plan
+from tokensift.encoder.methods.base import EncoderMethod, LayerContext, Plan
+from tokensift.registry import Paper, register
 from tokensift.scores.redundancy import energy_score
 from tokensift.select.matching import energy_matching
 
 
+@register
 @dataclass(frozen=True)
-class PiToMe:
+class PiToMe(EncoderMethod):
     """Energy-protected bipartite merging."""
+
+    name: ClassVar[str] = "pitome"
+    paper: ClassVar[Paper] = Paper(
+        "Tran et al., 2024", "Accelerating Transformers with Spectrum-Preserving Token Merging", arxiv="2405.16148"
+    )
+    summary: ClassVar[str] = "merge only high-energy (redundant) tokens; isolated tokens are protected"
+    needs_qk = True
 
     margin: float = 0.9
     margin_drop: float = 0.25
     alpha: float = 1.0
     proportional_attention: bool = True
-    needs_qk: bool = True
 
     def plan(self, ctx: LayerContext) -> Plan:
         metric = ctx.key_metric()

@@ -9,21 +9,34 @@ S-stage: the less important half is matched against the more important half by k
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from tokensift.encoder.methods.base import LayerContext, Plan
+from tokensift.encoder.methods.base import EncoderMethod, LayerContext, Plan
 from tokensift.reduce.merge import drop_target
+from tokensift.registry import Paper, register
 from tokensift.scores.graph import weighted_page_rank
 from tokensift.select.matching import best_match, best_sources, cosine_similarity_matrix
 from tokensift.select.rowwise import rank_descending
 
 
+@register
 @dataclass(frozen=True)
-class ZeroTPrune:
+class ZeroTPrune(EncoderMethod):
     """Importance-guided, similarity-based pruning."""
+
+    name: ClassVar[str] = "zero_tprune"
+    paper: ClassVar[Paper] = Paper(
+        "Wang et al., 2024",
+        "Zero-TPrune: Zero-Shot Token Pruning through Leveraging of the Attention Graph in Pre-Trained Transformers",
+        arxiv="2305.17328",
+    )
+    summary: ClassVar[str] = (
+        "page-rank importance on the attention graph; prune unimportant tokens similar to important ones"
+    )
+    needs_qk = True
 
     iterations: int = 30
     proportional_attention: bool = False
-    needs_qk: bool = True
 
     def plan(self, ctx: LayerContext) -> Plan:
         importance = weighted_page_rank(ctx.attention(), valid=ctx.valid, iterations=self.iterations).mean(dim=1)

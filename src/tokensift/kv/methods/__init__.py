@@ -1,1 +1,8 @@
-"""The KV methods, one module each (a press: ``score`` + ``compress``), each citing its paper."""
+"""The KV methods: one module per paper, each a press (``score`` + ``select``) registered with ``@register``.
+
+Every module in this folder is imported here, so a new method is one new file and nothing else.
+"""
+
+from tokensift.registry import import_all
+
+import_all(__name__, __path__)

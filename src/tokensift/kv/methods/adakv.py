@@ -1,30 +1,44 @@
-"""AdaKV: head-adaptive budgets over SnapKV scores.
+"""AdaKV: the layer's budget shared adaptively by its heads, over any press's scores.
 
 Feng et al., 2024, "Ada-KV: Optimizing KV Cache Eviction by Adaptive Budget Allocation for Efficient LLM
-Inference": the layer's budget is shared by its heads; ranking every (head, token) score together gives
-concentrated heads fewer tokens and diffuse heads more (:func:`tokensift.select.head_adaptive_indices`).
-With :class:`tokensift.kv.cache.RaggedLayer` each head stores only its own tokens, so the memory really
+Inference" (arXiv:2407.11550): ranking every (head, token) score of a layer together gives concentrated
+heads fewer tokens and diffuse heads more (:func:`tokensift.select.head_adaptive_indices`). The paper
+uses SnapKV's scores; ``AdaKV(press=KeyDiff())`` (``adakv:keydiff``) uses any other. With
+:class:`tokensift.kv.cache.RaggedLayer` each head stores only its own tokens, so the memory really
 shrinks (kvpress only masks them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor
 
-from tokensift.kv.methods.snapkv import SnapKVPress
-from tokensift.kv.press import LayerView, Selection
+from tokensift.kv.methods.snapkv import SnapKV
+from tokensift.kv.press import Press, Wrapper
+from tokensift.kv.view import LayerView, Selection
+from tokensift.registry import Paper, option, register
 from tokensift.select import head_adaptive_indices
 
 
+@register
 @dataclass
-class AdaKVPress(SnapKVPress):
-    """SnapKV scores ranked across the layer's heads; each head keeps at least ``safeguard`` of a uniform share."""
+class AdaKV(Wrapper):
+    """The wrapped press's scores ranked across the layer's heads; each head keeps at least ``safeguard`` of a
+    uniform share."""
 
-    safeguard: float = 0.2
+    name: ClassVar[str] = "adakv"
+    paper: ClassVar[Paper] = Paper(
+        "Feng et al., 2024",
+        "Ada-KV: Optimizing KV Cache Eviction by Adaptive Budget Allocation for Efficient LLM Inference",
+        arxiv="2407.11550",
+    )
+    summary: ClassVar[str] = "budget shared adaptively across a layer's heads (ragged cache)"
 
-    def select(self, view: LayerView, scores: Tensor) -> Selection:
-        k = self.budget(view)
+    press: Press = field(default_factory=SnapKV)
+    safeguard: float = option(0.2, low=0.0, high=1.0)
+
+    def select(self, view: LayerView, scores: Tensor, k: int) -> Selection:
         first, last = self.protection(k, view.n)
         return head_adaptive_indices(scores, k, safeguard=self.safeguard, protect_first=first, protect_last=last)

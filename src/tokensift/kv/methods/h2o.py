@@ -1,37 +1,49 @@
 """H2O: heavy hitters (accumulated attention) plus recent tokens.
 
 Zhang et al., 2023, "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language
-Models": a few tokens receive most of the attention summed over all queries; the cache keeps those heavy
-hitters and a window of recent tokens, half the budget each. The sum updates online while decoding.
+Models" (arXiv:2306.14048): a few tokens receive most of the attention summed over all queries; the
+cache keeps those heavy hitters and a window of recent tokens, half the budget each. The sum updates
+online while decoding.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
-from tokensift.kv.press import LayerView, Press, Selection
+from tokensift.kv.press import ScorerPress
+from tokensift.kv.view import LayerView
+from tokensift.registry import Paper, option, register
 from tokensift.scores import attention_received
-from tokensift.select import topk_indices
 
 
+@register
 @dataclass
-class H2OPress(Press):
+class H2O(ScorerPress):
     """Accumulated attention over every query row; ``recent_share`` of the budget goes to recent tokens."""
 
-    recent_share: float = 0.5
-    forgetting: float = 1.0
+    name: ClassVar[str] = "h2o"
+    paper: ClassVar[Paper] = Paper(
+        "Zhang et al., 2023",
+        "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models",
+        arxiv="2306.14048",
+    )
+    summary: ClassVar[str] = "heavy hitters (accumulated attention) + recent half"
     query_rows = None
     online = True
+
+    recent_share: float = option(0.5, low=0.0, high=1.0)
+    forgetting: float = option(1.0, low=0.0, high=1.0, open_low=True)
 
     def score(self, view: LayerView) -> Tensor:
         return attention_received(view.queries, view.keys, scaling=view.scaling, forgetting=self.forgetting)[0]
 
-    def choose(self, scores: Tensor, k: int) -> Selection:
-        first, last = self.protection(k, scores.shape[-1])
-        last = max(last, min(k - first, round(self.recent_share * k)))
-        return list(topk_indices(scores, k, protect_first=first, protect_last=last))
+    def protection(self, k: int, n: int) -> tuple[int, int]:
+        """The protected tokens, and at least ``recent_share`` of the budget for the most recent ones."""
+        first, last = super().protection(k, n)
+        return first, max(last, min(k - first, round(self.recent_share * k)))
 
     def update_online(self, scores: Tensor, attention: Tensor, positions: Tensor) -> Tensor:
         return self.forgetting * scores + attention

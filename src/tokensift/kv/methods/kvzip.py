@@ -1,6 +1,7 @@
 """KVzip: keep what the model needs to repeat its context, whatever the question will be.
 
-Kim et al., 2025, "KVzip: Query-Agnostic KV Cache Compression with Context Reconstruction". After the
+Kim et al., 2025, "KVzip: Query-Agnostic KV Cache Compression with Context Reconstruction"
+(arXiv:2505.23416). After the
 prefill, the model reads "Repeat the previous context exactly." and then the context itself (teacher
 forced, in chunks of ``chunk`` tokens for long contexts). Each cached KV pair is scored by the largest
 attention any reconstruction query of its KV group gives it (:func:`tokensift.scores.reconstruction_attention`),
@@ -20,13 +21,15 @@ context (the authors keep it outside the budget, kvpress keeps 4 sinks and score
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from tokensift.errors import MethodUnsupportedError, ParameterError
-from tokensift.kv.press import LayerView, Press, Selection
+from tokensift.kv.press import ScorerPress
+from tokensift.kv.view import LayerView, Selection
+from tokensift.registry import Paper, option, register
 from tokensift.scores import reconstruction_attention
 from tokensift.select import global_indices
 
@@ -52,24 +55,31 @@ def template_parts(tokenizer: Any) -> tuple[list[int], list[int]]:
     return encode(before), encode(after)
 
 
+@register
 @dataclass
-class KVzipPress(Press):
+class KVzip(ScorerPress):
     """Context-reconstruction scores, one budget for the whole model; ``protect_first`` sinks (4) kept.
 
     A repeat pass is read after the whole context, so context + ``chunk`` + prompt must fit the model's
     positions (:class:`~tokensift.errors.ContextTooLongError` otherwise); a smaller ``chunk`` fits longer contexts.
+    Wrapped (``adakv:kvzip``, ``pyramidkv:kvzip``), its scores serve the wrapper's per-layer budgets instead.
     """
 
-    protect_first: int = 4
-    chunk: int = 2048
-    tokenizer: Any = None
-    """Builds the repeat prompt; required (``compress(model, "kvzip", tokenizer=...)``)."""
+    name: ClassVar[str] = "kvzip"
+    paper: ClassVar[Paper] = Paper(
+        "Kim et al., 2025",
+        "KVzip: Query-Agnostic KV Cache Compression with Context Reconstruction",
+        arxiv="2505.23416",
+    )
+    summary: ClassVar[str] = (
+        "attention from a pass that repeats the context; one budget for all layers and heads (ragged)"
+    )
     needs_probe = True
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.chunk < 1:
-            raise ParameterError(f"chunk must be at least 1 token, got {self.chunk}")
+    protect_first: int = option(4, low=0)
+    chunk: int = option(2048, low=1)
+    tokenizer: Any = None
+    """Builds the repeat prompt; required (``compress(model, "kvzip", tokenizer=...)``)."""
 
     def probe_inputs(self, ids: list[int]) -> list[list[int]]:
         """One repeat pass per chunk of the context (the chat template's own opening is not repeated)."""

@@ -1,1 +1,8 @@
-"""Prompt-compression methods, one module each; registered in :mod:`tokensift.methods`."""
+"""Prompt-compression methods: one module per paper, each a dataclass registered with ``@register``.
+
+Every module in this folder is imported here, so a new method is one new file and nothing else.
+"""
+
+from tokensift.registry import import_all
+
+import_all(__name__, __path__)

@@ -11,10 +11,12 @@ A word's value is the sum over its tokens; the exact knapsack keeps the most att
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from tokensift.errors import ParameterError
+from tokensift.registry import Paper, option, register
 from tokensift.scores.gradient import gradient_x_input, greedy_continuation
 from tokensift.scores.lm import plan_windows
 from tokensift.text.methods.base import Job, Prepared, TextMethod
@@ -22,12 +24,21 @@ from tokensift.text.scoring import map_tokens
 from tokensift.text.units import group_units
 
 
+@register
 @dataclass
 class AttributionMethod(TextMethod):
     """Gradient x input toward a greedy continuation, in windows of ``window`` tokens."""
 
-    continuation_tokens: int = 8
-    window: int = 1024
+    name: ClassVar[str] = "attribution"
+    paper: ClassVar[Paper] = Paper(
+        "Raiyan et al., 2025",
+        "FrugalPrompt: Reducing Contextual Overhead in Large Language Models via Token Attribution",
+        arxiv="2510.16439",
+    )
+    summary: ClassVar[str] = "gradient x input toward the model's own continuation (FrugalPrompt-style)"
+
+    continuation_tokens: int = option(8, low=1)
+    window: int = option(1024, low=2)
 
     def prepare(self, job: Job) -> Prepared:
         scorer = job.model()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tokensift.errors import ModelError
+from tokensift.registry import Paper, validate
 from tokensift.text.budget import BudgetFitter, Selection
 from tokensift.text.scoring import Scorer
 from tokensift.text.units import Segmented
@@ -41,9 +42,16 @@ class Prepared:
 
 
 class TextMethod(ABC):
-    """A prompt-compression method; subclasses are dataclasses holding the paper's options."""
+    """A prompt-compression method; subclasses are registered dataclasses holding the paper's options."""
 
+    target: ClassVar[str] = "text"
+    name: ClassVar[str] = ""
+    paper: ClassVar[Paper | None] = None
+    summary: ClassVar[str] = ""
     needs_model: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     @abstractmethod
     def prepare(self, job: Job) -> Prepared:

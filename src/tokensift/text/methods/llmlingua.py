@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from tokensift.reduce import gather_tokens
+from tokensift.registry import Paper, option, register
 from tokensift.select import knapsack_select
 from tokensift.text.budget import BudgetFitter, Selection
 from tokensift.text.methods.base import Job, Prepared, TextMethod
@@ -55,12 +56,21 @@ def prune_cache(cache: Any, index: list[int]) -> None:
         layer.values = gather_tokens(values, positions)
 
 
+@register
 @dataclass
 class LLMLinguaMethod(TextMethod):
     """Budget controller over blocks, then iterative word-level compression reusing the KV cache."""
 
-    segment_tokens: int = 200
-    coarse_factor: float = 2.0
+    name: ClassVar[str] = "llmlingua"
+    paper: ClassVar[Paper] = Paper(
+        "Jiang et al., 2023",
+        "LLMLingua: Compressing Prompts for Accelerated Inference of Large Language Models",
+        arxiv="2310.05736",
+    )
+    summary: ClassVar[str] = "budget controller over blocks, then iterative word-level compression on a pruned KV cache"
+
+    segment_tokens: int = option(200, low=1)
+    coarse_factor: float = option(2.0, low=1.0)
 
     def prepare(self, job: Job) -> Prepared:
         """Only the blocks: everything else depends on the budget."""

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from tokensift.registry import Paper, option, register
 from tokensift.scores.lm import next_token_scores
 from tokensift.select import knapsack_select
 from tokensift.text.budget import Selection
@@ -59,12 +61,21 @@ def block_tokens(tokens: TokenMap, found: Sequence[Sequence[int]]) -> list[Tenso
     return [torch.tensor(p, dtype=torch.long) for p in picked]
 
 
+@register
 @dataclass
 class LongLLMLinguaMethod(TextMethod):
     """Question-aware ranking, contrastive token values, dynamic per-document rates, optional reordering."""
 
-    coarse_factor: float = 2.0
-    dynamic_ratio: float = 0.3
+    name: ClassVar[str] = "longllmlingua"
+    paper: ClassVar[Paper] = Paper(
+        "Jiang et al., 2024",
+        "LongLLMLingua: Accelerating and Enhancing LLMs in Long Context Scenarios via Prompt Compression",
+        arxiv="2310.06839",
+    )
+    summary: ClassVar[str] = "question-aware document ranking, contrastive perplexity, dynamic per-document rates"
+
+    coarse_factor: float = option(2.0, low=1.0)
+    dynamic_ratio: float = option(0.3, low=0.0, high=1.0)
     reorder: bool = False
 
     def prepare(self, job: Job) -> Prepared:

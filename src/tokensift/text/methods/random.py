@@ -5,14 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from tokensift.registry import register
 from tokensift.scores import random_scores
 from tokensift.text.methods.base import Job, Prepared, TextMethod
 from tokensift.text.units import Granularity, group_units
 
 
+@register
 @dataclass
 class RandomMethod(TextMethod):
     """Uniform random value per token (so long and short words are equally likely to stay)."""
+
+    name: ClassVar[str] = "random"
+    summary: ClassVar[str] = "keep random words at the same exact budget (baseline)"
 
     seed: int = 0
     granularity: Granularity = "word"

@@ -1,8 +1,7 @@
-"""Collect the query rows and keys an attention score needs from one forward pass of a real model.
+"""Test helper: collect the query rows and keys an attention score needs from one forward pass, through
+the attention router's observers, so scores can be checked against eager attention weights.
 
-Only the last ``last_queries`` query rows (and their mask rows) are kept per layer, so memory stays
-linear in the sequence length while the model keeps running its fast SDPA kernel (see
-:mod:`tokensift.hooks`). A score that needs every query row (H2O, A2SF) passes ``last_queries=None``.
+Only the last ``last_queries`` query rows (and their mask rows) are kept per layer; ``None`` keeps all.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 The input is a text, a list of documents, or a chat (a list of ``{"role", "content"}`` messages; roles
 are never dropped, and ``turn_decay < 1`` compresses older turns harder). The scoring model reads the
-input; the budget is counted on ``target_tokenizer`` (default: the scoring model's).
+input; the budget is counted on ``target_tokenizer`` (default: the scoring model's). The budget follows
+the convention of every target: ``ratio`` removed, ``keep`` kept, ``keep_tokens`` absolute; ``rate`` is
+accepted as an alias of ``keep`` for LLMLingua users.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,8 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from tokensift.errors import EmptyInputError, InputError, ParameterError
+from tokensift.methods import resolve
+from tokensift.select import Budget
 from tokensift.text.budget import BudgetFitter, Selection, TokenCounter, count_parts
 from tokensift.text.methods.base import Job, Prepared, TextMethod
 from tokensift.text.scoring import Scorer
@@ -46,16 +49,23 @@ class Compression:
     tokenizer: str
     tokens_before: int
     tokens_after: int
-    target_tokens: int
-    requested_rate: float | None
+    keep_tokens: int
+    """The budget in tokens of the target tokenizer (never exceeded)."""
+    budget: Budget
+    """The budget as requested."""
     units: list[UnitRecord]
     seconds: dict[str, float]
     notes: list[str] = field(default_factory=list)
 
     @property
-    def rate(self) -> float:
-        """Achieved rate: tokens after / tokens before on the target tokenizer."""
+    def kept_fraction(self) -> float:
+        """Achieved: tokens after / tokens before on the target tokenizer."""
         return self.tokens_after / self.tokens_before if self.tokens_before else 1.0
+
+    @property
+    def rate(self) -> float:
+        """LLMLingua's name for :attr:`kept_fraction`."""
+        return self.kept_fraction
 
     @property
     def text(self) -> str:
@@ -71,9 +81,9 @@ class Compression:
             "tokenizer": self.tokenizer,
             "tokens_before": self.tokens_before,
             "tokens_after": self.tokens_after,
-            "target_tokens": self.target_tokens,
-            "requested_rate": self.requested_rate,
-            "rate": self.rate,
+            "keep_tokens": self.keep_tokens,
+            "requested": self.budget.describe(),
+            "kept_fraction": self.kept_fraction,
             "seconds": self.seconds,
             "notes": self.notes,
             "units": [vars(u) for u in self.units],
@@ -113,18 +123,29 @@ def normalize(prompt: Prompt) -> Input:
     return found
 
 
-def resolve_budget(tokens_before: int, rate: float | None, target_tokens: int | None) -> int:
-    """Exactly one of ``rate`` in (0, 1] and ``target_tokens`` >= 1, as a token budget."""
-    if (rate is None) == (target_tokens is None):
-        raise ParameterError("give exactly one of rate and target_tokens")
-    if target_tokens is not None:
-        if isinstance(target_tokens, bool) or not isinstance(target_tokens, int) or target_tokens < 1:
-            raise ParameterError(f"target_tokens must be a whole number of at least 1, got {target_tokens!r}")
-        return target_tokens
-    assert rate is not None
-    if math.isnan(rate) or not 0.0 < rate <= 1.0:
-        raise ParameterError(f"rate must be in (0, 1], got {rate}")
-    return max(1, round(rate * tokens_before))
+def make_budget(
+    ratio: float | None = None, keep: float | None = None, keep_tokens: int | None = None, rate: float | None = None
+) -> Budget:
+    """Exactly one of ``ratio`` (removed, [0, 1)), ``keep`` (kept, (0, 1]), ``keep_tokens`` (>= 1) or ``rate``
+    (LLMLingua's name for ``keep``)."""
+    if rate is not None:
+        if keep is not None:
+            raise ParameterError("rate is another name for keep: give one of them", option="rate")
+        try:
+            return make_budget(ratio, rate, keep_tokens)
+        except ParameterError as exc:
+            raise ParameterError(str(exc).replace("keep", "rate", 1), option="rate") from None
+    budget = Budget(ratio, keep, keep_tokens)
+    if ratio is None and keep is None and keep_tokens is None:
+        raise ParameterError("give a budget: one of ratio, keep (or rate) and keep_tokens", option="ratio")
+    return budget
+
+
+def budget_tokens(tokens_before: int, budget: Budget) -> int:
+    """The budget in tokens (at least 1; an absolute budget above the input keeps it whole)."""
+    if budget.keep_tokens is not None:
+        return int(budget.keep_tokens)
+    return budget.tokens(tokens_before)
 
 
 @lru_cache(maxsize=4)
@@ -171,20 +192,6 @@ def _protect(protect: Protect | Sequence[str] | None) -> Protect:
     return Protect(patterns=tuple(protect))
 
 
-def build_method(method: str | TextMethod, options: Mapping[str, Any] | None = None) -> tuple[str, TextMethod]:
-    """The registered text method ``method`` built with the paper's defaults updated by ``options``."""
-    from tokensift.methods import get_method  # the registry imports the methods, which import this package
-
-    if isinstance(method, TextMethod):
-        return type(method).__name__, method
-    spec = get_method(method, "text")
-    assert spec.build is not None
-    try:
-        return method, spec.build(**{**spec.defaults, **dict(options or {})})
-    except TypeError as exc:
-        raise ParameterError(f"bad option for method {method!r}: {exc}") from None
-
-
 class Compressor:
     """One method, scoring model and target tokenizer; :meth:`prepare` once, :meth:`compress` per budget."""
 
@@ -200,7 +207,8 @@ class Compressor:
     ) -> None:
         if not 0.0 < turn_decay <= 1.0:
             raise ParameterError(f"turn_decay must be in (0, 1], got {turn_decay}")
-        self.name, self.method = build_method(method, options)
+        self.method: TextMethod = resolve("text", method, **dict(options or {}))
+        self.name = self.method.name
         self.scorer = resolve_scorer(model)
         self.counter = resolve_counter(target_tokenizer, self.scorer)
         self.protect = _protect(protect)
@@ -218,25 +226,32 @@ class Compressor:
         return PreparedPrompt(shaped, job, tokens_before, split_seconds)
 
     def compress(
-        self, prepared: PreparedPrompt, *, rate: float | None = None, target_tokens: int | None = None
+        self,
+        prepared: PreparedPrompt,
+        *,
+        ratio: float | None = None,
+        keep: float | None = None,
+        keep_tokens: int | None = None,
+        rate: float | None = None,
     ) -> Compression:
-        """Compress a prepared prompt to ``rate`` or ``target_tokens`` (exactly one)."""
-        budget = resolve_budget(prepared.tokens_before, rate, target_tokens)
+        """Compress a prepared prompt to one budget: ``ratio`` removed, ``keep`` (or ``rate``) kept, ``keep_tokens``."""
+        budget = make_budget(ratio, keep, keep_tokens, rate)
+        tokens = budget_tokens(prepared.tokens_before, budget)
         job, shaped = prepared.job, prepared.shaped
-        if budget >= prepared.tokens_before:
-            keep = [True] * len(job.segmented.units)
-            note = f"target of {budget} tokens >= the input's {prepared.tokens_before}: returned unchanged"
-            unchanged = Selection(keep, prepared.tokens_before, list(job.segmented.parts))
-            return self._result(prepared, unchanged, budget, rate, None, {"score": 0.0, "select": 0.0}, [note])
-        job.fitter.check(budget)  # fail fast, before any model work
+        if tokens >= prepared.tokens_before:
+            kept = [True] * len(job.segmented.units)
+            note = f"budget of {tokens} tokens >= the input's {prepared.tokens_before}: returned unchanged"
+            unchanged = Selection(kept, prepared.tokens_before, list(job.segmented.parts))
+            return self._result(prepared, unchanged, tokens, budget, None, {"score": 0.0, "select": 0.0}, [note])
+        job.fitter.check(tokens)  # fail fast, before any model work
         if prepared.scores is None:
             start = time.perf_counter()
             prepared.scores = self._decayed(self.method.prepare(job), job.segmented, shaped)
             prepared.score_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        selection = self.method.choose(job, prepared.scores, budget)
+        selection = self.method.choose(job, prepared.scores, tokens)
         seconds = {"score": prepared.score_seconds, "select": time.perf_counter() - start + prepared.split_seconds}
-        return self._result(prepared, selection, budget, rate, prepared.scores, seconds, [])
+        return self._result(prepared, selection, tokens, budget, prepared.scores, seconds, [])
 
     def _decayed(self, scores: Prepared, segmented: Segmented, shaped: Input) -> Prepared:
         """Older chat turns' values made worse by ``turn_decay ** age`` (age 0 = the last message)."""
@@ -253,8 +268,8 @@ class Compressor:
         self,
         prepared: PreparedPrompt,
         selection: Selection,
-        budget: int,
-        rate: float | None,
+        tokens: int,
+        budget: Budget,
         scores: Prepared | None,
         seconds: dict[str, float],
         notes: list[str],
@@ -281,8 +296,8 @@ class Compressor:
             self.counter.name,
             prepared.tokens_before,
             selection.tokens,
+            tokens,
             budget,
-            rate,
             units,
             seconds,
             notes,
@@ -304,8 +319,10 @@ class PreparedPrompt:
 def compress(
     prompt: Prompt,
     *,
+    ratio: float | None = None,
+    keep: float | None = None,
+    keep_tokens: int | None = None,
     rate: float | None = None,
-    target_tokens: int | None = None,
     question: str | None = None,
     method: str | TextMethod = DEFAULT_METHOD,
     model: str | os.PathLike[str] | Scorer | Any = "smollm2-135m",
@@ -314,20 +331,17 @@ def compress(
     options: Mapping[str, Any] | None = None,
     turn_decay: float = 1.0,
 ) -> Compression:
-    """Compress ``prompt`` to ``rate`` (of its tokens) or ``target_tokens`` on the target tokenizer.
+    """Compress ``prompt`` to one budget on the target tokenizer: ``ratio`` of its tokens removed, ``keep`` (or
+    LLMLingua's ``rate``) kept, or ``keep_tokens`` at most.
 
     ``protect`` is a :class:`~tokensift.text.units.Protect` or a list of regexes to keep; ``options`` are
     the method's own (e.g. ``{"granularity": "sentence"}`` for selective_context). The budget is met
-    exactly: never more than ``target_tokens``, and as close to it as whole words allow.
+    exactly: never more than ``keep_tokens``, and as close to it as whole words allow.
     """
-    if (rate is None) == (target_tokens is None):
-        raise ParameterError("give exactly one of rate and target_tokens")
-    if rate is not None:
-        resolve_budget(1, rate, None)  # validate before loading anything
-    if target_tokens is not None:
-        resolve_budget(1, None, target_tokens)
+    make_budget(ratio, keep, keep_tokens, rate)  # validate before loading anything
     normalize(prompt)
     compressor = Compressor(
         method, model=model, target_tokenizer=target_tokenizer, protect=protect, options=options, turn_decay=turn_decay
     )
-    return compressor.compress(compressor.prepare(prompt, question), rate=rate, target_tokens=target_tokens)
+    prepared = compressor.prepare(prompt, question)
+    return compressor.compress(prepared, ratio=ratio, keep=keep, keep_tokens=keep_tokens, rate=rate)
