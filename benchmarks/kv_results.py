@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tokensift.bench import RowStore, summarize
-from tokensift.kv.bench import QUALITY, BenchConfig, write_kv_report
+from tokensift.kv.bench import QUALITY, KVBenchConfig, KVBenchmark
 
 HERE = Path(__file__).resolve().parent
-METHODS = "random,streaming_llm,h2o,tova,snapkv,pyramidkv,knorm,keydiff,expected_attention,chunkkv,a2sf,adakv,kvzip"
 
 
 def _cells(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
@@ -110,17 +109,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "out" / "kv")
     args = parser.parse_args()
     rows = RowStore(args.out).rows()
-    config = BenchConfig(
-        model="smollm2-135m",
-        tasks=["niah", "niah_multikey", "nq_qa", "kv_retrieval", "fidelity"],
-        methods=METHODS.split(","),
-        ratios=[0.5, 0.75, 0.875],
-        samples=30,
-        seed=0,
+    config = KVBenchConfig(
         out=args.out,
-        data=Path("../shared/data"),
+        model="smollm2-135m",
+        tasks=("niah", "niah_multikey", "nq_qa", "kv_retrieval", "fidelity"),
+        samples=30,
+        report_only=True,
+        command="bash benchmarks/run-kv.sh",
     )
-    report = write_kv_report(config, rows)
+    report = KVBenchmark(config).run()
     plots = HERE / "kv-plots"
     if plots.exists():
         shutil.rmtree(plots)

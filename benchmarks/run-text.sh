@@ -11,11 +11,9 @@ SAMPLES=${SAMPLES:-50}
 GSM_SAMPLES=${GSM_SAMPLES:-$SAMPLES}
 bash benchmarks/peers/llmlingua/setup.sh
 run() { nice -n 10 .venv/bin/tokensift bench text --out benchmarks/out/text --peers llmlingua --distractors 2 "$@"; }
-run --tasks rate_adherence --methods random,surprisal,selective_context,llmlingua --max-length 8000
-run --tasks nq_qa --samples "$SAMPLES" --methods random,surprisal,selective_context,llmlingua
-run --tasks nq_qa --samples "$SAMPLES" --methods longllmlingua,attribution
-run --tasks gsm8k_cot --samples "$GSM_SAMPLES" --methods llmlingua
-run --tasks gsm8k_cot --samples "$GSM_SAMPLES" --methods random,surprisal,selective_context
-run --tasks gsm8k_cot --samples "$GSM_SAMPLES" --methods longllmlingua,attribution
+# every registered text method (the default), chunk by chunk of instances with LLMLingua beside
+run --tasks rate_adherence --max-length 8000
+run --tasks nq_qa --samples "$SAMPLES"
+run --tasks gsm8k_cot --samples "$GSM_SAMPLES"
 .venv/bin/tokensift bench text --out benchmarks/out/text --samples "$SAMPLES" --distractors 2 --max-length 8000 \
   --results benchmarks/RESULTS-text.md --report-only --command "SAMPLES=$SAMPLES GSM_SAMPLES=$GSM_SAMPLES bash benchmarks/run-text.sh"

@@ -83,9 +83,13 @@ def llama() -> LlamaForCausalLM:
     return tiny_llama()
 
 
-@pytest.fixture
-def word_tokenizer() -> PreTrainedTokenizerFast:
+def word_level_tokenizer() -> PreTrainedTokenizerFast:
     """Whitespace/punctuation word-level tokenizer with character offsets (ids < 64)."""
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>")
+
+
+@pytest.fixture
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    return word_level_tokenizer()

@@ -8,6 +8,7 @@ from tokensift.encoder import reduce, sentence_embeddings
 from tokensift.encoder.embed import max_length_for
 from tokensift.encoder.schedule import Schedule
 from tokensift.errors import EmptyInputError, InputError
+from tokensift.methods import list_methods
 
 pytestmark = pytest.mark.model
 
@@ -44,14 +45,19 @@ def test_embeddings_match_the_sentence_transformers_recipe(minilm):
     np.testing.assert_array_equal(exact.embeddings, result.embeddings)
 
 
-@pytest.mark.parametrize("method", ["tome", "pitome", "evit", "zero_tprune", "divprune"])
+LOOSER = {"repshift": 0.5}
+"""RepShift drops the tokens its block changed least, which on short sentences include content words: its
+cosine at 25 % removed is 0.82 / 0.76 on NQ passages / WikiText sentences (benchmarks/RESULTS-encoder.md)."""
+
+
+@pytest.mark.parametrize("method", [m.name for m in list_methods("encoder") if not m.baseline])
 def test_mild_reduction_stays_close(minilm, method):
     model, tokenizer = minilm
     texts = TEXTS[1:]  # a 9-token sentence loses too much to a 25 % cut (see benchmarks/RESULTS-encoder.md)
     full = sentence_embeddings(model, tokenizer, texts)
     reduced = sentence_embeddings(model, tokenizer, texts, method=method, schedule=Schedule(ratio=0.25))
     cosine = (full.embeddings * reduced.embeddings).sum(axis=1)
-    assert cosine.min() > 0.9
+    assert cosine.min() > LOOSER.get(method, 0.9)
     assert (reduced.kept < reduced.tokens).all() and (reduced.flops < full.flops).all()
 
 

@@ -12,7 +12,7 @@ from tokensift.errors import InputError, ModelError, ParameterError, UnknownMeth
 from tokensift.methods import list_methods
 
 METHODS = [m.name for m in list_methods("encoder")]
-MERGING = ["tome", "pitome", "evit"]
+MERGING = [m.name for m in list_methods("encoder") if m.cls.merges]
 
 
 def tiny_bert(layers: int = 3) -> BertModel:

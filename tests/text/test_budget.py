@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from tests.text.helpers import bpe_tokenizer, scorer, sentence_text, words
 from tokensift.errors import BudgetError, EmptyInputError, ParameterError
+from tokensift.methods import names
 from tokensift.select import knapsack_select
 from tokensift.text.api import Compressor, compress
 
@@ -67,7 +68,7 @@ def tiny(tokenizers):
     seed=st.integers(0, 10_000),
     rate=st.floats(0.15, 0.95),
     target=st.sampled_from(["word", "bpe", "bpe-cross-word"]),
-    method=st.sampled_from(["random", "surprisal", "selective_context"]),
+    method=st.sampled_from(names("text")),
 )
 def test_budget_sweep_rate_and_target_tokens(tiny, tokenizers, n_words, seed, rate, target, method):
     text = sentence_text(n_words, seed)

@@ -62,7 +62,7 @@ def test_markdown_table_keeps_pipes_and_header(tiny):
     assert lines[:2] == ["| name | note |", "|---|---|"] and [line.count("|") for line in lines] == [3, 3, 3, 3]
 
 
-@pytest.mark.parametrize("method", ["surprisal", "llmlingua", "longllmlingua"])
+@pytest.mark.parametrize("method", METHODS)
 def test_chat_roles_survive_and_older_turns_shrink_more(tiny, method):
     chat = [
         {"role": "system", "content": sentence_text(60, 1)},

@@ -48,7 +48,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from tokensift.bench import RowStore
 from tokensift.kv import bench
-from tokensift.kv.attach import build_press
+from tokensift.kv.api import press_from
 from tokensift.kv.tasks import build, split_prompt
 
 PRESSES: dict[str, Callable[[float], Any]] = {
@@ -190,8 +190,8 @@ def equivalence(model: Any, tokenizer: Any, recorder: Recorder, args: argparse.N
                 theirs = press_selection(PRESSES[method](ratio), recorder, pre)
                 for idx, view in pre.views.items():
                     kept = int(view.n * (1 - ratio))  # kvpress's budget
-                    ours = build_press(method, keep_tokens=kept, **options)
-                    mine = ours.select(view, ours.score(view))
+                    ours = press_from(method, keep_tokens=kept, **options)
+                    mine = ours.compress(view)
                     for a, b in zip(mine, theirs[idx], strict=True):
                         shares[method][f"{ratio:g}"].append(len(set(a.tolist()) & set(b.tolist())) / max(1, len(b)))
     return {m: {r: sum(v) / len(v) for r, v in by.items() if v} for m, by in shares.items()}
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--model-path", type=Path, default=Path.home() / ".cache/tokensift/models/smollm2-135m")
     parser.add_argument("--model-name", default="smollm2-135m")
     parser.add_argument("--tasks", default="niah,niah_multikey,nq_qa")
-    parser.add_argument("--methods", default=",".join([*PRESSES, "kvzip"]))
+    parser.add_argument("--methods", default=",".join(PRESSES), help="its presses that match ours; kvzip on request")
     parser.add_argument("--ratios", default="0.5,0.75,0.875")
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--modes", default="query-agnostic,query-aware")
@@ -222,28 +222,16 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "equivalence.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
-    config = bench.BenchConfig(
-        model=args.model_name,
-        tasks=args.tasks.split(","),
-        methods=args.methods.split(","),
-        ratios=args.ratios,
-        samples=args.samples,
-        seed=args.seed,
-        out=args.out,
-        data=args.data,
-        length=args.length,
-        modes=tuple(args.modes.split(",")),
-        speed_tokens=0,
-    )
+    methods = args.methods.split(",")
     store = RowStore(args.out)
     base = {"system": "kvpress", "target": "kv", "model": args.model_name}
     source = kvpress_variants(recorder, model)
-    items = bench.plan(config)
+    items = bench.work(args.tasks.split(","), args.modes.split(","), args.samples)
     for done, (task, index, mode) in enumerate(items, 1):
-        sample = build(task, config.data, tokenizer, index, config.seed, config.length)
+        sample = build(task, args.data, tokenizer, index, args.seed, args.length)
         recorder.inputs.clear()
         started = time.perf_counter()
-        written = bench.run_sample(model, tokenizer, sample, mode, config, store, base, source)
+        written = bench.run_sample(model, tokenizer, sample, mode, methods, args.ratios, store, base, source)
         print(
             f"[{done}/{len(items)}] {task} #{index} {mode}: {written} rows, {time.perf_counter() - started:.0f} s",
             flush=True,

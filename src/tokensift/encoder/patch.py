@@ -254,6 +254,8 @@ def make_schedule(
     r: int | None = None,
     per_layer: list[float] | tuple[float, ...] | None = None,
     layers: list[int] | tuple[int, ...] | None = None,
+    keep: float | None = None,
+    keep_tokens: int | None = None,
 ) -> Schedule:
     """A :class:`Schedule` from keyword arguments (lists become tuples)."""
     return Schedule(
@@ -261,6 +263,8 @@ def make_schedule(
         r=r,
         per_layer=None if per_layer is None else tuple(per_layer),
         layers=None if layers is None else tuple(layers),
+        keep=keep,
+        keep_tokens=keep_tokens,
     )
 
 
@@ -269,17 +273,24 @@ def apply(
     method: str | EncoderMethod = "tome",
     *,
     ratio: float | None = None,
+    keep: float | None = None,
+    keep_tokens: int | None = None,
     r: int | None = None,
     per_layer: list[float] | tuple[float, ...] | None = None,
     layers: list[int] | tuple[int, ...] | None = None,
     schedule: Schedule | None = None,
     **options: Any,
 ) -> EncoderPatch:
-    """Attach ``method`` permanently (until :func:`remove`); returns the patch."""
+    """Attach ``method`` permanently (until :func:`remove`); returns the patch.
+
+    The budget is what the last reducing layer keeps of each row: ``ratio`` removed, ``keep`` kept or
+    ``keep_tokens``, spread over the layers; or ToMe's ``r`` per layer, or a ``per_layer`` list, or a
+    :class:`Schedule`. ``options`` are the method's own.
+    """
     if schedule is None:
-        schedule = make_schedule(ratio, r, per_layer, layers)
-    elif any(v is not None for v in (ratio, r, per_layer, layers)):
-        raise ParameterError("give either a schedule or ratio/r/per_layer/layers, not both")
+        schedule = make_schedule(ratio, r, per_layer, layers, keep, keep_tokens)
+    elif any(v is not None for v in (ratio, keep, keep_tokens, r, per_layer, layers)):
+        raise ParameterError("give either a schedule or ratio/keep/keep_tokens/r/per_layer/layers, not both")
     return EncoderPatch(model, resolve("encoder", method, **options), schedule).apply()
 
 

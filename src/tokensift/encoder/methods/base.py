@@ -88,6 +88,8 @@ class EncoderMethod:
     summary: ClassVar[str] = ""
     needs_qk: ClassVar[bool] = False
     """Whether ``plan`` reads ``ctx.queries``/``ctx.keys`` (captured from the layer's attention call)."""
+    merges: ClassVar[bool] = False
+    """Whether removed tokens are merged into kept ones (every input token stays represented) or dropped."""
     proportional_attention: bool
     """Add log token sizes to attention logits (ToMe), so a merged token counts as many."""
 

@@ -1,5 +1,5 @@
 """DivPrune: Alvar et al., 2025, "DivPrune: Diversity-based Visual Token Pruning for Large Multimodal
-Models" (CVPR).
+Models" (CVPR, arXiv:2503.02175).
 
 Keep a max-min diverse subset of the tokens (cosine distance of their hidden states), greedily.
 """

@@ -1,5 +1,5 @@
 """EViT: Liang et al., 2022, "Not All Patches are What You Need: Expediting Vision Transformers via
-Token Reorganizations" (ICLR).
+Token Reorganizations" (ICLR, arXiv:2202.07800).
 
 Keep the tokens the [CLS] token attends to most; fuse the inattentive rest into one token, their
 average weighted by that attention. The fused token takes the position of its first member.
@@ -30,6 +30,7 @@ class EViT(EncoderMethod):
     )
     summary: ClassVar[str] = "keep the tokens [CLS] attends to most, fuse the rest into one token"
     needs_qk = True
+    merges = True
 
     fuse: bool = True
     proportional_attention: bool = False

@@ -1,4 +1,5 @@
-"""PiToMe: Tran et al., 2024, "Accelerating Transformers with Spectrum-Preserving Token Merging" (NeurIPS).
+"""PiToMe: Tran et al., 2024, "Accelerating Transformers with Spectrum-Preserving Token Merging"
+(NeurIPS, arXiv:2405.16148).
 
 An energy score marks redundant tokens (many similar neighbours); only the ``2r`` highest-energy tokens
 are matched and merged, so isolated, informative tokens are protected. The margin of the energy
@@ -28,6 +29,7 @@ class PiToMe(EncoderMethod):
     )
     summary: ClassVar[str] = "merge only high-energy (redundant) tokens; isolated tokens are protected"
     needs_qk = True
+    merges = True
 
     margin: float = 0.9
     margin_drop: float = 0.25

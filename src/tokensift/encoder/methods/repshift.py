@@ -1,5 +1,5 @@
 """Representation Shift: Choi et al., 2025, "Representation Shift: Unifying Token Compression with
-FlashAttention" (ICCV).
+FlashAttention" (ICCV, arXiv:2508.00367).
 
 Keep the tokens the block changed most (L2 distance between the block's input and output); needs no
 attention weights, so attention keeps running in the fused SDPA kernel.

@@ -1,4 +1,4 @@
-"""ToMe: Bolya et al., 2023, "Token Merging: Your ViT But Faster" (ICLR).
+"""ToMe: Bolya et al., 2023, "Token Merging: Your ViT But Faster" (ICLR, arXiv:2210.09461).
 
 Bipartite soft matching on the keys averaged over heads, size-weighted merging, proportional attention.
 """
@@ -22,6 +22,7 @@ class ToMe(EncoderMethod):
     paper: ClassVar[Paper] = Paper("Bolya et al., 2023", "Token Merging: Your ViT But Faster", arxiv="2210.09461")
     summary: ClassVar[str] = "merge the most similar A->B token pairs (keys), size-weighted; proportional attention"
     needs_qk = True
+    merges = True
 
     proportional_attention: bool = True
 

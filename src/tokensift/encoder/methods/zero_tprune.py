@@ -1,5 +1,5 @@
 """Zero-TPrune: Wang et al., 2024, "Zero-TPrune: Zero-Shot Token Pruning through Leveraging of the
-Attention Graph in Pre-Trained Transformers" (CVPR).
+Attention Graph in Pre-Trained Transformers" (CVPR, arXiv:2305.17328).
 
 I-stage: Weighted Page Rank on the attention graph ranks tokens by importance (averaged over heads).
 S-stage: the less important half is matched against the more important half by key similarity and the

@@ -1,5 +1,5 @@
 """``attribution``: FrugalPrompt-style token attribution (Raiyan et al., 2025, "FrugalPrompt: Reducing
-Contextual Overhead in Large Language Models via Token Attribution").
+Contextual Overhead in Large Language Models via Token Attribution", arXiv:2510.16439).
 
 FrugalPrompt ranks tokens by an attribution score and keeps the top ones in their original order. We
 use gradient x input toward the model's own continuation: the small LM reads the text (and the question,

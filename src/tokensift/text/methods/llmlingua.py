@@ -1,5 +1,5 @@
 """``llmlingua``: Jiang et al., 2023, "LLMLingua: Compressing Prompts for Accelerated Inference of Large
-Language Models" (EMNLP).
+Language Models" (EMNLP, arXiv:2310.05736).
 
 Two of the paper's three parts (the third, aligning the small LM with the target LLM, needs training):
 

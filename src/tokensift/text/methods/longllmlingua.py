@@ -1,5 +1,5 @@
 """``longllmlingua``: Jiang et al., 2024, "LongLLMLingua: Accelerating and Enhancing LLMs in Long Context
-Scenarios via Prompt Compression" (ACL).
+Scenarios via Prompt Compression" (ACL, arXiv:2310.06839).
 
 * **Question-aware coarse ranking.** Each document ``k`` is scored by the perplexity of the question
   (followed by a fixed restrictive sentence) *given* the document, ``-1/N sum log p(q_i | doc_k)``;

@@ -1,5 +1,5 @@
 """``selective_context``: self-information of lexical units (Li et al., 2023, "Compressing Context to
-Enhance Inference Efficiency of Large Language Models", EMNLP).
+Enhance Inference Efficiency of Large Language Models", EMNLP, arXiv:2310.06201).
 
 The paper scores tokens by self-information with a causal LM, merges them into lexical units (tokens,
 noun phrases or sentences; a unit's self-information is the sum of its tokens') and drops the units

@@ -1,8 +1,9 @@
 """``surprisal``: one LM pass, keep the words with the most self-information under the budget.
 
 Self-information ``-log p(x_t | x_<t)`` as the measure of what a reader could not have guessed (Shannon;
-used for prompts by Li et al., 2023, Selective Context, and Jiang et al., 2023, LLMLingua). A word's
-value is the sum over its tokens; the exact knapsack keeps the most information per target token.
+used for prompts by Li et al., 2023, Selective Context, arXiv:2310.06201, and Jiang et al., 2023,
+LLMLingua). A word's value is the sum over its tokens; the exact knapsack keeps the most information per
+target token.
 """
 
 from __future__ import annotations

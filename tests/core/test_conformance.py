@@ -1,0 +1,183 @@
+"""One contract for every registered method of every target, on tiny random-weight models.
+
+1. ratio 0 gives output bit-identical to the unmodified model;
+2. the kept count equals the budget (``keep_tokens``);
+3. bad options raise a typed error naming the option.
+
+A target whose methods have no harness here fails the test: a new target adds its harness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+from tests.conftest import tiny_llama, word_level_tokenizer
+from tests.text.helpers import scorer, sentence_text
+from tokensift.errors import ParameterError
+from tokensift.methods import accepts, build, list_methods
+
+
+@dataclass
+class Harness:
+    """How one target runs a method: unmodified, at ratio 0, and at an absolute budget."""
+
+    exact: Callable[[Any, str], tuple[Any, Any]]
+    """(output of the unmodified model, output with the method at ratio 0)."""
+    kept: Callable[[Any, str, int], tuple[int, int]]
+    """(tokens kept, tokens the budget of ``k`` asks for)."""
+
+
+def _kv_options(name: str, tokenizer: Any) -> dict[str, Any]:
+    if accepts("kv", name, "tokenizer"):
+        return {"tokenizer": tokenizer}
+    return {"window": 4, "kernel": 3} if accepts("kv", name, "window") else {}
+
+
+def kv_exact(ctx: Any, name: str) -> tuple[Any, Any]:
+    from tokensift.kv import compress
+
+    model, tokenizer = ctx["llama"], ctx["tokenizer"]
+    ids = torch.randint(2, 64, (1, 40), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        plain = torch.stack(model.generate(ids, **kwargs).logits)
+        with compress(model, name, ratio=0.0, **_kv_options(name, tokenizer)):
+            same = torch.stack(model.generate(ids, **kwargs).logits)
+    return plain, same
+
+
+def kv_kept(ctx: Any, name: str, k: int) -> tuple[int, int]:
+    from transformers import DynamicCache
+
+    from tokensift.kv import compress
+
+    model, tokenizer = ctx["llama"], ctx["tokenizer"]
+    ids = torch.randint(2, 64, (1, 40), generator=torch.Generator().manual_seed(1))
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad(), compress(model, name, keep_tokens=k, **_kv_options(name, tokenizer)) as session:
+        model(ids, past_key_values=cache)
+    layers, heads = model.config.num_hidden_layers, model.config.num_key_value_heads
+    kept = sum(n for record in session.stats.layers for row in record.kept for n in row)
+    return kept, layers * heads * k  # per-head budgets may differ (AdaKV, PyramidKV, KVzip); their total may not
+
+
+def text_exact(ctx: Any, name: str) -> tuple[Any, Any]:
+    from tokensift.text import compress
+
+    text = sentence_text(80, 3)
+    return text, compress(text, ratio=0.0, method=name, model=ctx["scorer"]).compressed
+
+
+def text_kept(ctx: Any, name: str, k: int) -> tuple[int, int]:
+    from tokensift.text import compress
+
+    result = compress(sentence_text(80, 4), keep_tokens=k, method=name, model=ctx["scorer"], question="the cat")
+    return result.tokens_after, k  # one token per word with the word-level tokenizer: exact is reachable
+
+
+def encoder_exact(ctx: Any, name: str) -> tuple[Any, Any]:
+    from tokensift.encoder import reduce
+
+    bert, batch = ctx["bert"], ctx["batch"]
+    with torch.no_grad():
+        plain = bert(**batch).last_hidden_state
+        with reduce(bert, name, ratio=0.0):
+            same = bert(**batch).last_hidden_state
+    return plain, same
+
+
+def encoder_kept(ctx: Any, name: str, k: int) -> tuple[int, int]:
+    from tokensift.encoder import reduce
+
+    bert, batch = ctx["bert"], ctx["batch"]
+    with torch.no_grad(), reduce(bert, name, keep_tokens=k) as patch:
+        bert(**batch)
+    assert patch.last is not None
+    return int(patch.last.valid.sum()), k * batch["input_ids"].shape[0]
+
+
+HARNESSES = {
+    "kv": Harness(kv_exact, kv_kept),
+    "text": Harness(text_exact, text_kept),
+    "encoder": Harness(encoder_exact, encoder_kept),
+}
+
+
+@pytest.fixture(scope="module")
+def ctx() -> dict[str, Any]:
+    from transformers import BertConfig, BertModel
+
+    tokenizer = word_level_tokenizer()
+    torch.manual_seed(0)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=100,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).eval()
+    ids = torch.randint(5, 100, (2, 20), generator=torch.Generator().manual_seed(2))
+    return {
+        "llama": tiny_llama(context=256),
+        "tokenizer": tokenizer,
+        "scorer": scorer(tokenizer),
+        "bert": bert,
+        "batch": {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+    }
+
+
+METHODS = [(m.target, m.name) for m in list_methods()]
+
+
+def test_every_target_with_methods_has_a_harness():
+    assert {target for target, _ in METHODS} <= set(HARNESSES)
+
+
+@pytest.mark.parametrize("target,name", METHODS)
+def test_ratio_zero_is_bit_identical_to_the_unmodified_model(ctx, target, name):
+    plain, same = HARNESSES[target].exact(ctx, name)
+    assert plain == same if isinstance(plain, str) else torch.equal(plain, same)
+
+
+@pytest.mark.parametrize("target,name", METHODS)
+@pytest.mark.parametrize("k", [6, 11])
+def test_the_kept_count_equals_the_budget(ctx, target, name, k):
+    kept, budget = HARNESSES[target].kept(ctx, name, k)
+    assert kept == budget
+
+
+@pytest.mark.parametrize("target,name", METHODS)
+def test_bad_options_raise_typed_errors_naming_the_option(target, name):
+    with pytest.raises(ParameterError) as unknown:
+        build(target, name, no_such_option=1)
+    assert unknown.value.option == "no_such_option"
+    for option, value in _wrong_values(target, name):
+        with pytest.raises(ParameterError) as wrong:
+            build(target, name, **{option: value})
+        assert wrong.value.option == option
+
+
+def _wrong_values(target: str, name: str) -> list[tuple[str, Any]]:
+    """A value of the wrong type for every option of the method (and an out-of-range budget where it has one)."""
+    from tokensift.methods import get_method, parse
+
+    cases: list[tuple[str, Any]] = []
+    for part in parse(target, name):
+        for option, default in get_method(part.name, target).options().items():
+            if isinstance(default, bool):
+                cases.append((option, "yes"))
+            elif isinstance(default, int | float):
+                cases.append((option, "many"))
+            elif isinstance(default, str):
+                cases.append((option, 3))
+    if accepts(target, name, "ratio"):
+        cases.append(("ratio", 1.5))
+    return cases
