@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -93,3 +94,12 @@ def word_level_tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture
 def word_tokenizer() -> PreTrainedTokenizerFast:
     return word_level_tokenizer()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many generated bad or edge inputs the fuzz suite ran (tests/core/test_fuzz.py)."""
+    fuzz = sys.modules.get("tests.core.test_fuzz")
+    counts = getattr(fuzz, "COUNTS", None)
+    if counts:
+        parts = ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
+        terminalreporter.write_line(f"fuzz: {sum(counts.values())} generated inputs ({parts})")

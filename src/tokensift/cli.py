@@ -167,6 +167,9 @@ def inspect(
     from tokensift.models import prefix_token_id
 
     rule = FlagRule(quantile=quantile, zscore=zscore)
+    for name, value in (("max_tokens", max_tokens), ("window", window), ("stride", stride)):
+        if value is not None and value < 1:
+            raise ParameterError(f"--{name.replace('_', '-')} must be at least 1, got {value}", option=name)
     text = read_text(file)
     loaded = _load(model, cache_dir)
     with progress_bar() as bar:
@@ -244,9 +247,9 @@ def main() -> None:
 
     try:
         code = app(standalone_mode=False)
-    except NoArgsIsHelpError as exc:
-        print(exc.ctx.get_help() if exc.ctx is not None else str(exc), file=sys.stderr)
-        sys.exit(2)
+    except NoArgsIsHelpError as exc:  # a command group named alone: its help, as --help would show it
+        print(exc.ctx.get_help() if exc.ctx is not None else str(exc))
+        sys.exit(0)
     except ClickException as exc:
         err.print(
             f"[bold red]error:[/bold red] {escape(_one_line(exc.format_message()))}", highlight=False, soft_wrap=True

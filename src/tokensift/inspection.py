@@ -58,10 +58,10 @@ class FlagRule:
     def __post_init__(self) -> None:
         if self.zscore is not None:
             if not math.isfinite(self.zscore):
-                raise ParameterError(f"z-score must be a finite number, got {self.zscore}")
+                raise ParameterError(f"zscore must be a finite number, got {self.zscore}", option="zscore")
             self.quantile = None
         elif self.quantile is None or not 0.0 < self.quantile < 1.0:
-            raise ParameterError(f"quantile must be strictly between 0 and 1, got {self.quantile}")
+            raise ParameterError(f"quantile must be strictly between 0 and 1, got {self.quantile}", option="quantile")
 
     def threshold(self, values: torch.Tensor) -> float:
         """The surprisal above which a token is flagged, for these scored values."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tokensift.bench.config import BenchConfig
-from tokensift.bench.data import require_data_dir
+from tokensift.bench.data import data_file, require_data_dir
 from tokensift.bench.report import summarize, write_report
 from tokensift.bench.store import RowStore
 from tokensift.errors import ParameterError
@@ -50,6 +50,8 @@ class Benchmark(ABC):
     """Every task the target knows, with its headline metric (a numeric row field)."""
     cost: ClassVar[tuple[str, ...]] = ()
     known_peers: ClassVar[tuple[str, ...]] = ()
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """The data files (paths in the data folder) each task reads: checked before the model loads."""
     default_model: ClassVar[str]
     default_tasks: ClassVar[tuple[str, ...]]
     default_ratios: ClassVar[tuple[float, ...]]
@@ -63,7 +65,11 @@ class Benchmark(ABC):
         self.ratios: tuple[float, ...] = tuple(self.default_ratios if config.ratios is None else config.ratios)
         self.samples: int = self.default_samples if config.samples is None else config.samples
         self.check()
-        self.data: Path | None = None
+        self.data: Path | None = None if config.report_only else require_data_dir(config.data_dir)
+        if self.data is not None:
+            for task in self.tasks:
+                for path in self.needs.get(task, ()):
+                    data_file(self.data, *path.split("/"))
         self.loaded: Any = None
         self.store = RowStore(config.out)
 
@@ -132,10 +138,9 @@ class Benchmark(ABC):
         return self.store.has(**key)
 
     def load(self) -> None:
-        """Find the data and load the model (once)."""
+        """Load the model (once)."""
         from tokensift.models import load_model
 
-        self.data = require_data_dir(self.config.data_dir)
         if self.loaded is None:
             self.loaded = load_model(self.model_name, cache_dir=self.config.cache_dir)
 

@@ -101,6 +101,9 @@ def run_benchmark(benchmark: Any) -> None:
     """Run a :class:`~tokensift.bench.benchmark.Benchmark` with a progress bar; print where the report is."""
     from tokensift.report.progress import progress_bar
 
+    if not benchmark.config.report_only:
+        with err.status(f"loading {benchmark.model_name} …"):
+            benchmark.load()
     with progress_bar(transient=False) as bar:
         job = bar.add_task(f"{benchmark.target} bench", total=None)
 

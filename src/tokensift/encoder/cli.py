@@ -104,6 +104,8 @@ def embed(
         raise ParameterError(f"--out {out_file} must be a .npy file name")
     schedule = _schedule(ratio, keep, keep_tokens, r, layers, default=0.0)
     method_options = parse_options(option)
+    if batch_size < 1:
+        raise ParameterError(f"--batch-size must be at least 1, got {batch_size}", option="batch_size")
     numbers, texts = _lines(file, skip_empty)
     loaded, built, max_length = _setup(model, method, method_options, schedule, cache_dir)
     started = time.perf_counter()

@@ -25,7 +25,7 @@ from tokensift.encoder.layout import find_layout
 from tokensift.encoder.methods.base import EncoderMethod
 from tokensift.encoder.patch import EncoderPatch
 from tokensift.encoder.schedule import Schedule
-from tokensift.errors import EmptyInputError, InputError, ParameterError
+from tokensift.errors import EmptyInputError, InputError, ModelError, ParameterError
 from tokensift.methods import resolve
 
 Progress = Callable[[int, int], None]
@@ -68,7 +68,10 @@ def max_length_for(tokenizer: Any, model: Any, model_path: str | Path | None = N
 
 
 def check_texts(texts: Sequence[str]) -> None:
-    """Raise :class:`EmptyInputError` naming the first empty (or whitespace-only) text."""
+    """Raise :class:`InputError` unless ``texts`` is a list of strings, :class:`EmptyInputError` naming the first
+    empty (or whitespace-only) text."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        raise InputError(f"texts must be a list of strings, got {type(texts).__name__}")
     if not texts:
         raise EmptyInputError("no texts to embed")
     for i, text in enumerate(texts):
@@ -100,6 +103,8 @@ def sentence_embeddings(
     :class:`EmptyInputError`.
     """
     check_texts(texts)
+    if getattr(tokenizer, "pad_token", None) is None and len(texts) > 1:
+        raise ModelError("the tokenizer has no padding token, so texts cannot be batched; set tokenizer.pad_token")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ParameterError(
             f"batch size must be a whole number of at least 1, got {batch_size!r}", option="batch_size"

@@ -15,13 +15,14 @@ import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from transformers import DynamicCache
 
 from tokensift.bench import FULL, BenchConfig, Benchmark, RowStore, WorkItem
+from tokensift.bench.data import data_file
 from tokensift.errors import ParameterError
 from tokensift.kv.api import press_from
 from tokensift.kv.attach import CompressionStats, attached, probe_views
@@ -327,6 +328,14 @@ class KVBenchmark(Benchmark):
     config_class = KVBenchConfig
     quality = QUALITY
     cost = (*COST, "kl", "perplexity", "gold_logprob")
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {
+        "niah": ("pg_essays",),
+        "niah_multikey": ("pg_essays",),
+        "niah_multivalue": ("pg_essays",),
+        "kv_retrieval": ("lost_in_the_middle/kv-retrieval-75_keys.jsonl.gz",),
+        "nq_qa": ("lost_in_the_middle/nq-open-oracle.jsonl.gz",),
+        "fidelity": ("wikitext2/wiki.test.raw",),
+    }
     default_model = "smollm2-135m"
     default_tasks = ("niah", "niah_multikey", "nq_qa", "fidelity")
     default_ratios = (0.5, 0.75, 0.875)
@@ -346,6 +355,11 @@ class KVBenchmark(Benchmark):
             value = getattr(self.config, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ParameterError(f"{name} must be a whole number >= 0, got {value!r}", option=name)
+
+    def __init__(self, config: KVBenchConfig) -> None:
+        super().__init__(config)
+        if self.data is not None and config.speed_tokens:
+            data_file(self.data, "pg_essays")  # the decode-speed sample is a needle in the essays
 
     def setup(self) -> None:
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tokensift.errors import ContextTooLongError, UnsupportedArchitectureError
+from tokensift.errors import ContextTooLongError, InputError, ParameterError, UnsupportedArchitectureError
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
 """``config.model_type`` values the adapter is tested on (Gemma-3 multimodal checkpoints: their text model)."""
@@ -42,3 +42,26 @@ def inv_freq(model: torch.nn.Module, layer_type: str | None) -> Tensor | None:
             if isinstance(found, Tensor):
                 return found
     return None
+
+
+def check_ids(model: torch.nn.Module, ids: object, name: str, *, rows: int | None = None) -> Tensor:
+    """``ids`` as a ``[batch, tokens]`` tensor of the model's token ids (at least one token; ``rows`` rows when
+    given); :class:`InputError` naming ``name`` otherwise."""
+    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32, torch.int64):
+        shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
+        raise InputError(f"{name} must be a [batch, tokens] tensor of integer token ids, got {shape}")
+    if ids.shape[1] == 0 or ids.shape[0] == 0:
+        raise InputError(f"{name} holds no tokens (shape {tuple(ids.shape)})")
+    if rows is not None and ids.shape[0] != rows:
+        raise InputError(f"{name} must have {rows} row(s), got {ids.shape[0]}")
+    vocab = getattr(text_config(model), "vocab_size", None)
+    if int(ids.min()) < 0 or (vocab is not None and int(ids.max()) >= vocab):
+        raise InputError(f"{name} has token ids outside the model's vocabulary (0..{vocab - 1 if vocab else '?'})")
+    return ids.long()
+
+
+def check_count(value: object, name: str, *, low: int = 1) -> int:
+    """A whole number of at least ``low``; :class:`ParameterError` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ParameterError(f"{name} must be a whole number of at least {low}, got {value!r}", option=name)
+    return value

@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from tokensift.errors import InputError
 from tokensift.kv.attach import CompressionStats, PrefillPolicy, attached
 from tokensift.kv.cache import MaskedLayer, RaggedLayer
-from tokensift.kv.model import check_length
+from tokensift.kv.model import check_count, check_ids, check_length
 from tokensift.kv.press import Press
 
 
@@ -55,7 +56,7 @@ def copy_cache(cache: Any, batch: int = 1) -> Any:
     rows = int(clone.layers[0].keys.shape[0])
     if rows != batch:
         if rows != 1:
-            raise ValueError(f"a cache of {rows} rows cannot serve a batch of {batch}")
+            raise InputError(f"a cache of {rows} rows cannot serve a batch of {batch}")
         for layer in clone.layers:
             layer.batch_repeat_interleave(batch)
     return clone
@@ -64,6 +65,7 @@ def copy_cache(cache: Any, batch: int = 1) -> Any:
 @torch.no_grad()
 def compress_context(model: torch.nn.Module, context_ids: Tensor, press: Press) -> CompressedContext:
     """Prefill ``context_ids [1, T]`` and compress its cache with ``press``."""
+    context_ids = check_ids(model, context_ids, "context_ids", rows=1)
     check_length(model, context_ids.shape[1])
     config: Any = model.config
     cache = DynamicCache(config=config)
@@ -93,6 +95,8 @@ def answer(
     stop_ids: set[int] | None = None,
 ) -> Answer:
     """Greedy answer to ``question_ids [B, q]`` (rows share the context) from a copy of the context's cache."""
+    question_ids = check_ids(model, question_ids, "question_ids")
+    check_count(max_new_tokens, "max_new_tokens")
     check_length(model, context.length + question_ids.shape[1] + max_new_tokens)
     batch = question_ids.shape[0]
     cache = copy_cache(context.cache, batch)

@@ -12,6 +12,9 @@ from numbers import Integral, Real
 
 from tokensift.errors import ParameterError
 
+MAX_TOKENS = 2**40
+"""The largest absolute budget accepted (far beyond any context; keeps the arithmetic in range)."""
+
 
 def _check_fraction(value: object, option: str, *, low_open: bool, high_open: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
@@ -42,10 +45,13 @@ class Budget:
         if self.keep is not None:
             _check_fraction(self.keep, "keep", low_open=True, high_open=False)
         if self.keep_tokens is not None and (
-            isinstance(self.keep_tokens, bool) or not isinstance(self.keep_tokens, Integral) or self.keep_tokens < 1
+            isinstance(self.keep_tokens, bool)
+            or not isinstance(self.keep_tokens, Integral)
+            or not 1 <= self.keep_tokens <= MAX_TOKENS
         ):
             raise ParameterError(
-                f"keep_tokens must be a whole number of at least 1, got {self.keep_tokens!r}", option="keep_tokens"
+                f"keep_tokens must be a whole number from 1 to {MAX_TOKENS:,}, got {self.keep_tokens!r}",
+                option="keep_tokens",
             )
 
     @property

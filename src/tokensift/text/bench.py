@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -106,6 +106,11 @@ class TextBenchmark(Benchmark):
     quality = QUALITY
     cost = COST
     known_peers = ("llmlingua",)
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {
+        "nq_qa": ("lost_in_the_middle/nq-open-oracle.jsonl.gz",),
+        "gsm8k_cot": ("gsm8k/prompt_hardest.txt", "gsm8k/test.jsonl"),
+        "rate_adherence": ("pg_essays",),
+    }
     default_model = "smollm2-135m"
     default_tasks = tuple(QUALITY)
     default_ratios = (0.5, 0.67)

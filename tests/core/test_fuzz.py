@@ -1,0 +1,542 @@
+"""Bad and edge input, generated: every CLI command and the public functions.
+
+The contract: no untyped exception from a public function (only :class:`TokensiftError`), and on the CLI no
+traceback, a non-zero exit with one line on stderr that names the option that was wrong. Inputs come from
+hypothesis (fixed seed, no example database, so every run sees the same inputs); each test asserts how
+many it ran, and the session prints the total (``fuzz: N generated inputs``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import WORDS, tiny_llama, word_level_tokenizer
+from tokensift.cli import main
+from tokensift.errors import TokensiftError
+from tokensift.methods import names
+
+COUNTS: Counter[str] = Counter()
+"""Generated inputs per fuzz test (printed at the end of the session by conftest)."""
+
+
+def fuzz(examples: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Hypothesis settings shared by the fuzz tests: deterministic, no database, no deadline."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+# -- files and tiny models on disk -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def disk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("fuzz")
+    sentence = " ".join(WORDS[2:30])
+    files = {
+        "ok": sentence,
+        "lines": f"{sentence}\nthe red cat sat .\n",
+        "gaps": f"{sentence}\n\n  \nthe dog\n",
+        "empty": "",
+        "blank": " \n\t \n",
+        "long": " ".join(WORDS[2:40] * 12),  # over the tiny models' 128 positions
+        "emoji": "🙂 the cat 🙂 sat ¿ on ∑ the mat",
+        "punct": "... ,,, !!! ???",
+        "json": json.dumps([{"role": "user", "content": sentence}]),
+        "badjson": "[{oops",
+        "docs": json.dumps([sentence, "the dog ran"]),
+    }
+    paths = {}
+    for key, text in files.items():
+        paths[key] = root / f"{key}.txt"
+        paths[key].write_text(text, encoding="utf-8")
+    paths["bytes"] = root / "bytes.txt"
+    paths["bytes"].write_bytes(b"caf\xe9 \xff\xfe the cat")
+    paths["missing"] = root / "missing.txt"
+    paths["folder"] = root
+    paths["nodata"] = root / "no-data"
+    paths["emptydata"] = root / "empty-data"
+    paths["emptydata"].mkdir()
+    paths["llama"] = root / "tiny-llama"
+    tiny_llama(context=128).save_pretrained(paths["llama"])
+    word_level_tokenizer().save_pretrained(paths["llama"])
+    paths["bert"] = root / "tiny-bert"
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS[2:]]), encoding="utf-8")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    BertModel(config).eval().save_pretrained(paths["bert"])
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(paths["bert"])
+    return paths
+
+
+def run_cli(argv: list[str], stdin: bytes = b"") -> tuple[int, str, str]:
+    """``tokensift ARGV`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code: Any = 0
+    old_argv, old_stdin = sys.argv, sys.stdin
+    sys.argv, sys.stdin = ["tokensift", *argv], io.TextIOWrapper(io.BytesIO(stdin))
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv, sys.stdin = old_argv, old_stdin
+    return int(code or 0), out.getvalue(), err.getvalue()
+
+
+def check_cli(argv: list[str], names_of_bad: tuple[str, ...], stdin: bytes = b"") -> None:
+    """The CLI contract for one input; ``names_of_bad`` are the options that may be blamed (empty: input is fine
+    or the problem is the input itself, which the message must then describe)."""
+    code, out, err = run_cli(argv, stdin)
+    assert "Traceback" not in out + err, (argv, err)
+    assert "internal error" not in err, (argv, err)
+    if code == 0:
+        return
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), (argv, err)
+    assert sum("error" in line.lower() for line in lines) == 1, (argv, err)  # the error is one line
+    assert all(line.startswith("loaded ") for line in lines[:-1]), (argv, err)  # before it at most "loaded <model>"
+    if names_of_bad:
+        message = lines[-1].lower().replace("-", "_")
+        assert any(name.replace("-", "_") in message for name in names_of_bad), (argv, err, names_of_bad)
+
+
+# -- generated pieces ------------------------------------------------------------------------------------------
+FRACTIONS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32).map(repr),
+    st.sampled_from(["nan", "inf", "-inf", "-0.5", "0", "1", "1.5", "abc", "", "0.5.5", "1e-300", "--"]),
+)
+COUNTS_TEXT = st.one_of(
+    st.integers(-(10**6), 10**9).map(str), st.sampled_from(["0", "-1", "x", "", "1.5", "99999999999999999999"])
+)
+OPTIONS = st.one_of(
+    st.sampled_from(["window=abc", "window=-3", "window=0", "kernel=2.5", "nope=1", "=3", "window", "seed=1e99"]),
+    st.tuples(
+        st.sampled_from(["window", "chunk", "beta", "safeguard", "granularity", "seed", "r"]), st.text(max_size=6)
+    ).map(lambda kv: f"{kv[0]}={kv[1]}"),
+)
+
+
+def method_names(target: str) -> st.SearchStrategy[str]:
+    known = names(target)
+    bogus = ["nope", "", ":", "snapkv:knorm", "adakv:", "adakv:adakv:", "RANDOM", "tome:tome", "random:random"]
+    return st.one_of(st.sampled_from(known), st.sampled_from(bogus), st.text(max_size=8))
+
+
+def budget_flags() -> st.SearchStrategy[tuple[list[str], tuple[str, ...]]]:
+    """One or two budget flags with generated values, and the option names an error may blame."""
+    one = st.one_of(
+        FRACTIONS.map(lambda v: (["--ratio", v], ("ratio",))),
+        FRACTIONS.map(lambda v: (["--keep", v], ("keep",))),
+        COUNTS_TEXT.map(lambda v: (["--keep-tokens", v], ("keep_tokens", "budget"))),
+    )
+    two = st.tuples(one, one).map(lambda p: (p[0][0] + p[1][0], p[0][1] + p[1][1]))
+    return st.one_of(one, two, st.just(([], ("ratio", "keep"))))  # none given: an error may ask for one
+
+
+INPUT_PROBLEMS = {
+    "gaps": ("empty",),
+    "empty": ("empty",),
+    "blank": ("empty",),
+    "long": ("positions", "more than the", "tokens"),
+    "bytes": ("utf_8",),
+    "missing": ("not found",),
+    "folder": ("directory",),
+    "json": ("json",),
+    "punct": ("empty", "no text", "units"),
+}
+"""What an error caused by each input file (rather than by an option) must say."""
+FILES = ["ok", "lines", "emoji", *INPUT_PROBLEMS]
+
+
+@st.composite
+def inspect_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    argv = ["inspect", f"{{{draw(st.sampled_from(FILES))}}}", "--model", "{llama}"]
+    blame: tuple[str, ...] = ()
+    for flag, values in [("--quantile", FRACTIONS), ("--zscore", FRACTIONS), ("--max-tokens", COUNTS_TEXT)]:
+        if draw(st.booleans()):
+            argv += [flag, draw(values)]
+            blame += (flag[2:],)
+    if draw(st.booleans()):
+        argv += ["--window", draw(COUNTS_TEXT), "--stride", draw(COUNTS_TEXT)]
+        blame += ("window", "stride")
+    return argv, blame
+
+
+@st.composite
+def compress_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    budget, blame = draw(budget_flags())
+    argv = ["compress", f"{{{draw(st.sampled_from(FILES))}}}", "--model", "{llama}", *budget]
+    argv += ["--method", draw(method_names("text"))]
+    blame += ("method",)
+    if draw(st.booleans()):
+        argv += ["--option", draw(OPTIONS)]
+        blame += ("option", "window", "chunk", "beta", "safeguard", "granularity", "seed", "r")
+    if draw(st.booleans()):
+        argv += ["--input", draw(st.sampled_from(["text", "documents", "chat", "xml"]))]
+        blame += ("input", "json")
+    if draw(st.booleans()):
+        argv += ["--turn-decay", draw(FRACTIONS)]
+        blame += ("turn_decay",)
+    if draw(st.booleans()):
+        argv += ["--question", draw(st.text(max_size=12))]
+    if draw(st.booleans()):
+        argv += ["--rate", draw(FRACTIONS)]
+        blame += ("rate",)
+    return argv, blame
+
+
+@st.composite
+def encoder_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    command = draw(st.sampled_from(["embed", "merges"]))
+    budget, blame = draw(budget_flags())
+    argv = [command, f"{{{draw(st.sampled_from(FILES))}}}", "--model", "{bert}", *budget]
+    argv += ["--method", draw(method_names("encoder"))]
+    blame += ("method",)
+    if draw(st.booleans()):
+        argv += ["--r", draw(COUNTS_TEXT)]
+        blame += ("r",)
+    if draw(st.booleans()):
+        argv += ["--layers", draw(st.sampled_from(["0", "1,0", "9", "-1", "x", "", "0,,1"]))]
+        blame += ("layers",)
+    if draw(st.booleans()):
+        argv += ["--option", draw(OPTIONS)]
+        blame += ("option", "window", "chunk", "beta", "safeguard", "granularity", "seed", "r")
+    if command == "embed" and draw(st.booleans()):
+        argv += ["--batch-size", draw(COUNTS_TEXT)]
+        blame += ("batch_size",)
+    if draw(st.booleans()):
+        argv += ["--truncate"]
+    return argv, blame
+
+
+@st.composite
+def kv_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    budget, blame = draw(budget_flags())
+    question = draw(st.sampled_from(["what is the cat ?", "", "   ", "🙂"]))
+    argv = ["kv", "generate", "--context", f"{{{draw(st.sampled_from(FILES))}}}", "-q", question]
+    argv += ["--model", draw(st.sampled_from(["{llama}", "{llama}", "{bert}", "nope-model"])), *budget]
+    argv += ["--method", draw(method_names("kv")), "--max-new-tokens", draw(st.sampled_from(["2", "0", "-1", "x"]))]
+    blame += ("method", "question", "max_new_tokens", "model")
+    if draw(st.booleans()):
+        argv += ["--option", draw(OPTIONS)]
+        blame += ("option", "window", "chunk", "beta", "safeguard", "seed", "kernel")
+    return argv, blame
+
+
+@st.composite
+def bench_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    target = draw(st.sampled_from(["kv", "text", "encoder"]))
+    model = "{bert}" if target == "encoder" else "{llama}"
+    argv = ["bench", target, "--out", "{folder}/bench-out", "--model", model]
+    argv += ["--data-dir", draw(st.sampled_from(["{nodata}", "{emptydata}", "{ok}"]))]
+    blame: tuple[str, ...] = ("data_dir", "data")
+    for flag, values in [
+        ("--ratios", st.one_of(FRACTIONS, st.sampled_from(["0.5,x", ",", "0.5,,0.75", "0.5,1"]))),
+        ("--methods", st.one_of(method_names(target), st.sampled_from(["adakv:kvzip,nope", ",", "tome,"]))),
+        ("--tasks", st.sampled_from(["niah", "nq_qa", "mmlu", "", "speed,,", "rate_adherence"])),
+        ("--samples", COUNTS_TEXT),
+        ("--peers", st.sampled_from(["llmlingua", "kvpress", ""])),
+    ]:
+        if draw(st.booleans()):
+            argv += [flag, draw(values)]
+            blame += (flag[2:].rstrip("s"), flag[2:])
+    if target == "kv" and draw(st.booleans()):
+        argv += ["--modes", draw(st.sampled_from(["query-aware", "both", "", "query-agnostic,x"]))]
+        blame += ("modes",)
+    if target == "kv" and draw(st.booleans()):
+        argv += ["--length", draw(COUNTS_TEXT)]
+        blame += ("length",)
+    return argv, blame
+
+
+@st.composite
+def other_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    return draw(
+        st.one_of(
+            st.tuples(
+                st.just("methods"),
+                st.sampled_from(["--target", "--json", "--markdown"]),
+                st.sampled_from(["kv", "audio", "", "text"]),
+            ).map(lambda t: (list(t), ("target", "argument"))),
+            st.sampled_from(
+                [
+                    (["models", "--json"], ()),
+                    (["demo", "--model", "nope-model"], ("model",)),
+                    (["demo", "--data-dir", "{nodata}", "--model", "nope"], ("data_dir", "model")),
+                    (["nope-command"], ("command",)),
+                    (["inspect"], ("file",)),
+                    (["kv"], ()),
+                    (["bench"], ()),
+                    (["compress", "{ok}", "--ratio", "0.5", "--html", "{folder}"], ("html",)),
+                    (["embed", "{ok}", "--out", "{folder}"], ("out",)),
+                    (["embed", "{ok}", "--out", "{folder}/x.txt"], ("out",)),
+                    (["inspect", "{ok}", "--html", "{folder}", "--model", "{llama}"], ("html",)),
+                    (["inspect", "caf\udce9.txt"], ("utf_8",)),
+                    (["compress", "{ok}", "--question", "\udcff", "--ratio", "0.5"], ("utf_8",)),
+                ]
+            ),
+        )
+    )
+
+
+def _fill(argv: list[str], disk: dict[str, Path]) -> list[str]:
+    """Put the fixture's paths in place of ``{name}`` (generated text may hold braces of its own)."""
+    filled = []
+    for part in argv:
+        for key, path in disk.items():
+            part = part.replace(f"{{{key}}}", str(path))
+        filled.append(part)
+    return filled
+
+
+@pytest.mark.parametrize(
+    "family,strategy,examples",
+    [
+        ("inspect", inspect_args(), 120),
+        ("compress", compress_args(), 260),
+        ("embed/merges", encoder_args(), 200),
+        ("kv generate", kv_args(), 200),
+        ("bench", bench_args(), 160),
+        ("methods/models/demo/usage", other_args(), 60),
+    ],
+)
+def test_cli_bad_input_gives_one_line_naming_the_option(disk, family, strategy, examples):
+    ran = []
+
+    @fuzz(examples)
+    @given(case=strategy, stdin=st.sampled_from([b"", b"the cat sat", b"\xff\xfe", b" \n"]))
+    def check(case: tuple[list[str], tuple[str, ...]], stdin: bytes) -> None:
+        argv, blame = case
+        ran.append(argv)
+        inputs = [phrase for key, phrases in INPUT_PROBLEMS.items() if f"{{{key}}}" in argv for phrase in phrases]
+        check_cli(_fill(argv, disk), (*blame, *inputs), stdin)
+
+    check()
+    assert len(ran) >= examples
+    COUNTS[f"cli {family}"] += len(ran)
+
+
+# -- the public functions --------------------------------------------------------------------------------------
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+def typed_only(call: Callable[[], Any]) -> None:
+    """Run ``call``: it may succeed or raise a TokensiftError, nothing else."""
+    with contextlib.suppress(TokensiftError):
+        call()
+
+
+@pytest.fixture(scope="module")
+def models(disk: dict[str, Path]) -> dict[str, Any]:
+    from transformers import AutoTokenizer, BertModel
+
+    from tests.text.helpers import scorer
+
+    tokenizer = word_level_tokenizer()
+    return {
+        "llama": tiny_llama(context=128),
+        "tokenizer": tokenizer,
+        "bert": BertModel.from_pretrained(disk["bert"]).eval(),
+        "bert_tokenizer": AutoTokenizer.from_pretrained(disk["bert"]),
+        "scorer": scorer(tokenizer),
+    }
+
+
+def explore(label: str, examples: int, body: Callable[..., None], **strategies: st.SearchStrategy[Any]) -> None:
+    """Run ``body`` on ``examples`` generated inputs; count them under ``label``."""
+    ran: list[int] = []
+
+    @fuzz(examples)
+    @given(**strategies)
+    def check(**drawn: Any) -> None:
+        ran.append(1)
+        body(**drawn)
+
+    check()
+    assert len(ran) >= examples
+    COUNTS[label] += len(ran)
+
+
+def test_methods_build_raises_only_typed_errors():
+    from tokensift.methods import build
+
+    explore(
+        "build(target, name, **options)",
+        150,
+        lambda target, spec, options: typed_only(lambda: build(target, spec, **options)),
+        target=st.sampled_from(["kv", "text", "encoder", "vision", "audio", ""]),
+        spec=st.one_of(method_names("kv"), method_names("text"), method_names("encoder")),
+        options=st.dictionaries(
+            st.sampled_from(["ratio", "keep", "keep_tokens", "window", "kernel", "chunk", "seed", "beta", "x", "a.b"]),
+            VALUES,
+            max_size=3,
+        ),
+    )
+
+
+def test_kv_compress_raises_only_typed_errors(models):
+    from tokensift.kv import compress
+
+    llama, tokenizer = models["llama"], models["tokenizer"]
+
+    def body(spec: str, budget: dict, length: int, option: dict) -> None:
+        ids = torch.randint(2, 64, (1, length), generator=torch.Generator().manual_seed(length))
+
+        def call() -> None:
+            with torch.no_grad(), compress(llama, spec, tokenizer=tokenizer, **budget, **option):
+                llama.generate(ids, max_new_tokens=2, do_sample=False)
+
+        typed_only(call)
+        assert llama.config._attn_implementation == "sdpa"  # restored, whatever happened
+
+    explore(
+        "kv.compress",
+        120,
+        body,
+        spec=method_names("kv"),
+        budget=st.dictionaries(st.sampled_from(["ratio", "keep", "keep_tokens"]), VALUES, max_size=2),
+        length=st.sampled_from([1, 3, 20, 60, 140]),
+        option=st.dictionaries(
+            st.sampled_from(["window", "kernel", "chunk", "protect_first", "beta"]), VALUES, max_size=1
+        ),
+    )
+
+
+def test_kv_bounded_raises_only_typed_errors(models):
+    from tokensift.kv import bounded
+
+    llama = models["llama"]
+    ids = torch.randint(2, 64, (1, 30), generator=torch.Generator().manual_seed(0))
+
+    def body(method: str, max_tokens: Any, every: Any) -> None:
+        def call() -> None:
+            with torch.no_grad(), bounded(llama, method, max_cache_tokens=max_tokens, every=every):
+                llama.generate(ids, max_new_tokens=3, do_sample=False)
+
+        typed_only(call)
+
+    explore(
+        "kv.bounded",
+        60,
+        body,
+        method=method_names("kv"),
+        max_tokens=st.one_of(st.integers(-3, 80), VALUES),
+        every=st.one_of(st.integers(-1, 40), VALUES),
+    )
+
+
+def test_kv_context_and_answer_raise_only_typed_errors(models):
+    from tokensift.kv import answer, compress_context, press_from
+
+    llama = models["llama"]
+
+    def body(context: Any, question: Any, new: Any) -> None:
+        def call() -> None:
+            compressed = compress_context(llama, context, press_from("knorm", ratio=0.5))
+            answer(llama, compressed, question, max_new_tokens=new)
+
+        typed_only(call)
+
+    shapes = st.sampled_from([(1, 0), (1, 20), (2, 20), (1, 200), (20,), ()])
+    explore(
+        "kv.compress_context / answer",
+        60,
+        body,
+        context=st.one_of(shapes.map(lambda shape: torch.ones(shape).long()), st.just(torch.ones(1, 5)), VALUES),
+        question=st.sampled_from([(1, 0), (1, 3), (2, 3), (3,)]).map(lambda shape: torch.ones(shape).long()),
+        new=st.one_of(st.integers(-2, 200), VALUES),
+    )
+
+
+PROMPTS = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["", "   ", "\x00", "the cat sat on the mat", "🙂🙂", "<keep>the cat</keep>"]),
+    st.lists(st.text(max_size=10), max_size=3),
+    st.lists(st.dictionaries(st.sampled_from(["role", "content", "x"]), VALUES, max_size=2), max_size=2),
+    VALUES,
+)
+
+
+def test_text_compress_raises_only_typed_errors(models):
+    from tokensift.text import compress
+
+    def body(prompt: Any, budget: dict, method: str, question: Any, decay: Any) -> None:
+        typed_only(
+            lambda: compress(
+                prompt, method=method, model=models["scorer"], question=question, turn_decay=decay, **budget
+            )
+        )
+
+    explore(
+        "text.compress",
+        150,
+        body,
+        prompt=PROMPTS,
+        budget=st.dictionaries(st.sampled_from(["ratio", "keep", "keep_tokens", "rate"]), VALUES, max_size=2),
+        method=method_names("text"),
+        question=st.one_of(st.none(), st.text(max_size=8)),
+        decay=st.one_of(st.just(1.0), VALUES),
+    )
+
+
+def test_encoder_functions_raise_only_typed_errors(models):
+    from tokensift.encoder import Schedule, reduce, sentence_embeddings
+
+    bert, tokenizer = models["bert"], models["bert_tokenizer"]
+    ids = torch.randint(5, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+
+    def body(texts: Any, method: Any, budget: dict, batch: Any, truncate: bool) -> None:
+        def embed() -> None:
+            schedule = Schedule(**budget) if budget else None
+            sentence_embeddings(
+                bert, tokenizer, texts, method=method, schedule=schedule, batch_size=batch, truncate=truncate,
+                max_length=64,
+            )  # fmt: skip
+
+        def patched() -> None:
+            with torch.no_grad(), reduce(bert, method or "tome", **budget):
+                bert(input_ids=ids)
+
+        typed_only(embed)
+        typed_only(patched)
+        assert not hasattr(bert, "_tokensift_patch")
+
+    explore(
+        "encoder.sentence_embeddings / reduce",
+        100,
+        body,
+        texts=st.one_of(st.lists(st.sampled_from(["", " ", "the cat", "🙂", "the " * 70]), max_size=4), VALUES),
+        method=st.one_of(st.none(), method_names("encoder")),
+        budget=st.dictionaries(st.sampled_from(["ratio", "keep", "keep_tokens", "r"]), VALUES, max_size=2),
+        batch=st.one_of(st.integers(-1, 4), VALUES),
+        truncate=st.booleans(),
+    )
