@@ -111,11 +111,17 @@ def methods(
     target: Annotated[str | None, typer.Option(help="Only this target: kv, text, encoder, vision, training.")] = None,
     as_json: options.Json = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's method table.")] = False,
+    readme: Annotated[
+        Path | None, typer.Option(help="Rewrite the method table of this README (between its markers).")
+    ] = None,
 ) -> None:
     """List the registered methods: target, name, what wraps what, paper (with its arXiv id) and options."""
     from tokensift.methods import list_methods
 
     found = list_methods(target)
+    if readme is not None:
+        _update_readme(readme, method_table(list_methods()))
+        return
     if as_json:
         print(json.dumps([m.as_dict() for m in found], indent=2))
         return
@@ -131,6 +137,21 @@ def methods(
         shown = ", ".join(f"{k}={v!r}" for k, v in m.options().items())
         table.add_row(m.target, m.name, escape(m.summary) + wraps, paper, escape(shown))
     out.print(table)
+
+
+README_BLOCK = ("<!-- methods:start -->", "<!-- methods:end -->")
+
+
+def _update_readme(path: Path, table: str) -> None:
+    from tokensift.inputs import read_text
+
+    text = read_text(path)
+    start, end = README_BLOCK
+    if start not in text or end not in text:
+        raise ParameterError(f"--readme {path} has no {start} … {end} block", option="readme")
+    head, rest = text.split(start, 1)
+    path.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+    err.print(f"wrote the method table of {path}")
 
 
 def method_table(found: list[Any]) -> str:

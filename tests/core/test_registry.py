@@ -164,7 +164,7 @@ def test_the_readme_method_table_is_the_registry():
     block = GENERATED.search(readme)
     assert block is not None, "README.md lacks the generated method table"
     expected = f"<!-- methods:start -->\n{method_table(list_methods())}\n<!-- methods:end -->"
-    assert block.group(0) == expected, "regenerate it: tokensift methods --markdown"
+    assert block.group(0) == expected, "regenerate it: .venv/bin/tokensift methods --readme README.md"
 
 
 def test_every_method_class_is_exported_by_its_target_face():

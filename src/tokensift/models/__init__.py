@@ -51,6 +51,11 @@ class LoadedModel:
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.tokenizer))
 
+    @property
+    def prefix_id(self) -> int | None:
+        """The token put before a text so its first token is scored too (see :func:`prefix_token_id`)."""
+        return prefix_token_id(self.tokenizer, self.spec)
+
 
 @dataclass(frozen=True)
 class ModelStatus:
