@@ -324,6 +324,7 @@ EXAMPLES = {
     "kv.compress_context / answer": 60,
     "text.compress": 150,
     "encoder.sentence_embeddings / reduce": 100,
+    "one bad argument in a good call": 240,
 }
 """Generated inputs per family: the README states their sum."""
 
@@ -552,4 +553,49 @@ def test_encoder_functions_raise_only_typed_errors(models):
         budget=st.dictionaries(st.sampled_from(["ratio", "keep", "keep_tokens", "r"]), VALUES, max_size=2),
         batch=st.one_of(st.integers(-1, 4), VALUES),
         truncate=st.booleans(),
+    )
+
+
+def test_one_bad_argument_in_an_otherwise_good_call_is_a_typed_error(models):
+    """A good call of each public function with one argument replaced by a generated value."""
+    from tokensift.encoder import reduce, sentence_embeddings
+    from tokensift.kv import compress as kv_compress
+    from tokensift.text import compress as text_compress
+
+    llama, bert = models["llama"], models["bert"]
+    ids = torch.randint(2, 64, (1, 30), generator=torch.Generator().manual_seed(2))
+
+    def kv_call(**kwargs: Any) -> None:
+        with torch.no_grad(), kv_compress(llama, **kwargs):
+            llama(ids)
+
+    def reduce_call(**kwargs: Any) -> None:
+        with torch.no_grad(), reduce(bert, **kwargs):
+            bert(input_ids=ids[:, :12] % 60 + 4)
+
+    calls: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+        "text.compress": (
+            lambda **kw: text_compress(model=models["scorer"], **kw),
+            {"prompt": "the cat sat on the mat", "keep": 0.5, "method": "surprisal", "question": None,
+             "turn_decay": 1.0, "protect": None, "options": None, "target_tokenizer": None},
+        ),
+        "kv.compress": (kv_call, {"method": "snapkv", "ratio": 0.5, "window": 4, "kernel": 3}),
+        "encoder.reduce": (reduce_call, {"method": "tome", "ratio": 0.5, "layers": None}),
+        "encoder.sentence_embeddings": (
+            lambda **kw: sentence_embeddings(bert, models["bert_tokenizer"], **kw),
+            {"texts": ["the cat", "the dog ran"], "method": "pitome", "batch_size": 2, "max_length": 64},
+        ),
+    }  # fmt: skip
+
+    def body(which: str, argument: int, value: Any) -> None:
+        call, good = calls[which]
+        name = sorted(good)[argument % len(good)]
+        typed_only(lambda: call(**{**good, name: value}))
+
+    explore(
+        "one bad argument in a good call",
+        body,
+        which=st.sampled_from(sorted(calls)),
+        argument=st.integers(0, 50),
+        value=st.one_of(VALUES, st.sampled_from([float("nan"), -1, 0, 10**30, "", "snapkv:knorm", [], {}, object()])),
     )

@@ -56,8 +56,8 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> tuple[set[str
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}" if base else anchor
             found = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in modules:
-            found = [node.value]  # a lazy face's table of modules
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value:
+            found = [node.value] if node.value in modules else []  # a lazy face's table of modules
         elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "import_all":
             found = [m for m in modules if m.rpartition(".")[0] == module]
         for name in found:

@@ -103,12 +103,16 @@ def sentence_embeddings(
     :class:`EmptyInputError`.
     """
     check_texts(texts)
-    if getattr(tokenizer, "pad_token", None) is None and len(texts) > 1:
-        raise ModelError("the tokenizer has no padding token, so texts cannot be batched; set tokenizer.pad_token")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ParameterError(
-            f"batch size must be a whole number of at least 1, got {batch_size!r}", option="batch_size"
+            f"batch_size must be a whole number of at least 1, got {batch_size!r}", option="batch_size"
         )
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ParameterError(
+            f"max_length must be a whole number of at least 2, got {max_length!r}", option="max_length"
+        )
+    if getattr(tokenizer, "pad_token", None) is None and min(batch_size, len(texts)) > 1:
+        raise ModelError("the tokenizer has no padding token, so texts cannot be batched; set tokenizer.pad_token")
     lengths = _lengths(tokenizer, texts)
     too_long = [i for i, n in enumerate(lengths) if n > max_length]
     if too_long and not truncate:

@@ -261,8 +261,8 @@ def make_schedule(
     return Schedule(
         ratio=ratio,
         r=r,
-        per_layer=None if per_layer is None else tuple(per_layer),
-        layers=None if layers is None else tuple(layers),
+        per_layer=tuple(per_layer) if isinstance(per_layer, list | tuple) else per_layer,
+        layers=tuple(layers) if isinstance(layers, list | tuple) else layers,
         keep=keep,
         keep_tokens=keep_tokens,
     )

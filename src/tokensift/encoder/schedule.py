@@ -48,6 +48,13 @@ class Schedule:
                 option=given[1] if len(given) > 1 else "ratio",
             )
         self.budget  # noqa: B018 - validates ratio / keep / keep_tokens
+        for name, kind in (("layers", int), ("per_layer", float)):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, tuple)
+                or not all(isinstance(v, int | kind) and not isinstance(v, bool) for v in value)
+            ):
+                raise ParameterError(f"{name} must be a list of numbers, got {value!r}", option=name)
         if self.r is not None and (isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 0):
             raise ParameterError(f"r (tokens removed per layer) must be a whole number >= 0, got {self.r}", option="r")
 

@@ -181,6 +181,11 @@ def resolve_counter(target_tokenizer: str | os.PathLike[str] | Any | None, score
             return TokenCounter(AutoTokenizer.from_pretrained(path, local_files_only=True), path)
         except (OSError, ValueError) as exc:
             raise ParameterError(f"cannot load a tokenizer from {path}: {exc}") from None
+    if not callable(target_tokenizer):
+        raise ParameterError(
+            f"target_tokenizer must be a tokenizer or a local tokenizer folder, got {target_tokenizer!r}",
+            option="target_tokenizer",
+        )
     return TokenCounter(target_tokenizer)
 
 
@@ -189,6 +194,8 @@ def _protect(protect: Protect | Sequence[str] | None) -> Protect:
         return Protect()
     if isinstance(protect, Protect):
         return protect
+    if isinstance(protect, str) or not isinstance(protect, Sequence) or not all(isinstance(p, str) for p in protect):
+        raise ParameterError(f"protect must be a Protect or a list of regexes, got {protect!r}", option="protect")
     return Protect(patterns=tuple(protect))
 
 
@@ -205,8 +212,10 @@ class Compressor:
         options: Mapping[str, Any] | None = None,
         turn_decay: float = 1.0,
     ) -> None:
-        if not 0.0 < turn_decay <= 1.0:
-            raise ParameterError(f"turn_decay must be in (0, 1], got {turn_decay}")
+        if isinstance(turn_decay, bool) or not isinstance(turn_decay, int | float) or not 0.0 < turn_decay <= 1.0:
+            raise ParameterError(f"turn_decay must be in (0, 1], got {turn_decay!r}", option="turn_decay")
+        if options is not None and not isinstance(options, Mapping):
+            raise ParameterError(f"options must be a mapping of method options, got {options!r}", option="options")
         self.method: TextMethod = resolve("text", method, **dict(options or {}))
         self.name = self.method.name
         self.scorer = resolve_scorer(model)

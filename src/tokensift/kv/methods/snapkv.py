@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from tokensift.errors import ParameterError
 from tokensift.kv.press import ScorerPress
 from tokensift.kv.view import LayerView, last_queries
 from tokensift.registry import Paper, option, register
@@ -36,6 +37,10 @@ class SnapKV(ScorerPress):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.kernel % 2 == 0:
+            raise ParameterError(
+                f"snapkv option kernel must be odd (a centred pooling window), got {self.kernel}", option="kernel"
+            )
         self.protect_last = max(self.protect_last, self.window)
 
     def score(self, view: LayerView) -> Tensor:
