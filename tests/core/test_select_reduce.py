@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from tokensift.errors import ParameterError
 from tokensift.reduce import gather_tokens
-from tokensift.select import kept_count, topk_indices
+from tokensift.select import Budget, topk_indices
 
 
 def test_topk_keeps_highest_in_position_order():
@@ -40,13 +40,28 @@ def test_topk_is_the_top_scores(values, data):
         assert scores[kept].min() >= scores[dropped].max()
 
 
-def test_kept_count():
-    assert kept_count(10, keep_ratio=0.25) == 2  # round half to even
-    assert kept_count(10, keep_ratio=0.26) == 3
-    assert kept_count(10, keep_tokens=4) == 4
-    for kwargs in ({"keep_ratio": 1.5}, {"keep_ratio": float("nan")}, {"keep_tokens": 11}, {}):
-        with pytest.raises(ParameterError):
-            kept_count(10, **kwargs)
+def test_one_budget_convention():
+    assert Budget(keep=0.25).tokens(10) == 2  # round half to even
+    assert Budget(ratio=0.74).tokens(10) == 3
+    assert Budget(ratio=0.67).kept_fraction == 0.33  # 1 - 0.67 without the float residue
+    assert Budget(keep_tokens=4).tokens(10) == 4
+    assert Budget(ratio=0.99).tokens(10) == 1  # at least one token
+    assert not Budget(ratio=0.0).active and not Budget(keep=1.0).active and not Budget().active
+    assert Budget(keep_tokens=10).active and Budget(keep=0.5).describe() == "keep 0.5"
+    for kwargs, option in (
+        ({"ratio": 1.0}, "ratio"),
+        ({"ratio": float("nan")}, "ratio"),
+        ({"keep": 0.0}, "keep"),
+        ({"keep": True}, "keep"),
+        ({"keep_tokens": 0}, "keep_tokens"),
+        ({"keep_tokens": 2.5}, "keep_tokens"),
+        ({"ratio": 0.5, "keep": 0.5}, "keep"),
+    ):
+        with pytest.raises(ParameterError) as info:
+            Budget(**kwargs)
+        assert info.value.option == option
+    with pytest.raises(ParameterError, match="larger than the input"):
+        Budget(keep_tokens=11).tokens(10)
 
 
 def test_gather_tokens_keeps_rows_and_shrinks_storage():

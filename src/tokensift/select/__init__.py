@@ -1,7 +1,7 @@
 """From scores and a budget to kept indices. Budgets are exact token counts; policies are pure functions."""
 
 from tokensift.select.alloc import global_indices, head_adaptive_indices, pyramid_budgets
-from tokensift.select.budget import Budget, kept_count
+from tokensift.select.budget import Budget
 from tokensift.select.chunks import chunk_indices
 from tokensift.select.knapsack import density_order, knapsack_select
 from tokensift.select.topk import topk_indices
@@ -12,7 +12,6 @@ __all__ = [
     "density_order",
     "global_indices",
     "head_adaptive_indices",
-    "kept_count",
     "knapsack_select",
     "pyramid_budgets",
     "topk_indices",
