@@ -91,7 +91,8 @@ def compositions(target: str) -> list[str]:
 
 
 def _fields(info: MethodInfo) -> set[str]:
-    return {f.name for f in dataclasses.fields(info.cls) if f.init}
+    """The options a method takes by name (what a wrapper wraps is named in the spec, not an option)."""
+    return {f.name for f in dataclasses.fields(info.cls) if f.init and f.name != "press"}
 
 
 def accepts(target: str, spec: str, option: str) -> bool:
@@ -113,12 +114,12 @@ def build(target: str, spec: str, **options: Any) -> Any:
         if value is None:
             continue
         owner, _, field_name = key.rpartition(".")
-        candidates = range(len(parts)) if not owner else [i for i, p in enumerate(parts) if p.name == owner]
+        order = [i for i, part in enumerate(parts) if not owner or part.name == owner]
         if field_name in BUDGET_FIELDS:
-            candidates = reversed(list(candidates))  # type: ignore[assignment]
-        chosen = next((i for i in candidates if field_name in _fields(parts[i])), None)
+            order.reverse()
+        chosen = next((i for i in order if field_name in _fields(parts[i])), None)
         if chosen is None:
-            takes = sorted({f for part in parts for f in _fields(part) if f != "press"})
+            takes = sorted({f for part in parts for f in _fields(part)})
             raise ParameterError(
                 f"{spec} takes no option {key!r}; its options: {', '.join(takes) or 'none'}", option=field_name
             )

@@ -126,13 +126,13 @@ def variants(
         todo = [r for r in ratios if wanted(method, r)]
         if not todo:
             continue
-        scorer = press_from(method, ratio=todo[0], tokenizer=tokenizer)
+        first = press_from(method, ratio=todo[0], tokenizer=tokenizer)  # scores do not depend on the ratio
         started = time.perf_counter()
-        if scorer.scorer.needs_probe:
+        if first.scorer.needs_probe:
             if model is None:
                 raise ValueError(f"{method} needs probe passes: call variants(..., model=...)")
-            probe_views(model, scorer, pre.views, pre.ids)
-        scores = {layer: scorer.score(view) for layer, view in sorted(pre.views.items())}
+            probe_views(model, first, pre.views, pre.ids)
+        scores = {layer: first.score(view) for layer, view in sorted(pre.views.items())}
         scored = time.perf_counter() - started
         for view in pre.views.values():
             view.probes = []

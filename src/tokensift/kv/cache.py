@@ -105,8 +105,9 @@ class RaggedLayer(CacheLayerMixin):
     ) -> tuple[Tensor, Tensor]:
         """Append the new ``[B, Hkv, q, D]`` states to every (row, head); returns them unchanged.
 
-        Attention over the whole cache is :meth:`attend`, called by the ``tokensift_kv`` attention
-        implementation; outside a :func:`tokensift.kv.compress` block there is none, so this refuses.
+        Attention over the whole cache is :meth:`attend`, called by a KV session's handler on the attention
+        router; outside a session (``tokensift.kv.compress``, a press's ``with press(model)``, ``bounded``)
+        there is none, so this refuses.
         """
         if not _ATTACHED[0]:
             raise ModelError("a compressed (ragged) KV cache can only be used inside tokensift.kv.compress(...)")
