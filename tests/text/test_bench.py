@@ -115,3 +115,54 @@ def test_report_lists_failed_rows(tmp_path):
     assert note == (
         "**failed** (llmlingua llmlingua, rate_adherence): 1 rows not in the tables (len8000@0.5): RuntimeError: boom"
     )
+
+
+FAKE_PEER = """
+import json, sys
+_, model, inputs, outputs = sys.argv
+with open(outputs, "a") as out:
+    for line in open(inputs):
+        item = json.loads(line)
+        for mode in item["modes"]:
+            for rate in item["rates"]:
+                parts = item["prompt"] if isinstance(item["prompt"], list) else [item["prompt"]]
+                kept = [" ".join(p.split()[: max(1, round(rate * len(p.split())))]) for p in parts]
+                error = "RuntimeError: boom" if item["id"] == "len200" else None
+                row = {"id": item["id"], "mode": mode, "rate": rate, "seconds": 0.01, "error": error,
+                       "compressed": kept if isinstance(item["prompt"], list) else kept[0]}
+                out.write(json.dumps(row) + "\\n")
+"""
+
+
+def test_the_llmlingua_peer_runs_in_its_own_python_on_the_same_instances(tmp_path, data, word_tokenizer, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    import tokensift.text.bench as text_bench
+
+    peer = tmp_path / "peer"
+    (peer / ".venv" / "bin").mkdir(parents=True)
+    (peer / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    (peer / "run.py").write_text(FAKE_PEER)
+    monkeypatch.setattr(text_bench, "PEER_DIR", peer)
+    config = TextBenchConfig(
+        out=tmp_path / "out", model="tiny", tasks=("nq_qa", "rate_adherence"), methods=("random",), ratios=(0.5, 0.75),
+        samples=2, distractors=1, max_length=200, peers=("llmlingua",), data_dir=data,
+    )  # fmt: skip
+    tiny = scorer(word_tokenizer)
+    bench = TextBenchmark(config)
+    bench.loaded = SimpleNamespace(model=tiny.model, tokenizer=tiny.tokenizer, spec=None, name="tiny", path=tmp_path)
+    page = bench.run()
+    rows = [r for r in RowStore(config.out).rows() if r["system"] == "llmlingua"]
+    nq = [r for r in rows if r["task"] == "nq_qa"]
+    assert sorted({(r["method"], r["ratio"]) for r in nq}) == [
+        ("llmlingua", 0.5), ("llmlingua", 0.75), ("longllmlingua", 0.5), ("longllmlingua", 0.75)
+    ]  # fmt: skip
+    assert len(nq) == 2 * 2 * 2 and all("gold_retained" in r and "logprob_delta" in r for r in nq)
+    failed = [r for r in rows if r.get("error")]
+    assert {r["sample_id"] for r in failed} == {"len200"} and len(failed) == 2
+    kept_half = [r for r in rows if r["task"] == "rate_adherence" and r["ratio"] == 0.5 and not r.get("error")]
+    assert kept_half and all(abs(r["achieved_rate"] - 0.5) < 0.1 for r in kept_half)  # its rate = kept fraction
+    assert "**failed** (llmlingua llmlingua, rate_adherence)" in page.read_text()
+    bench.run()  # resumed: the peer is not asked again
+    assert len([r for r in RowStore(config.out).rows() if r["system"] == "llmlingua"]) == len(rows)

@@ -250,19 +250,8 @@ class TextBenchmark(Benchmark):
             for i in todo:
                 item = {"id": i.sample_id, "task": task, "prompt": i.prompt, "question": i.question}
                 handle.write(json.dumps({**item, "rates": list(by_kept), "modes": modes}) + "\n")
-                subprocess.run(
-                    [
-                        "nice",
-                        "-n",
-                        "10",
-                        str(python),
-                        str(PEER_DIR / "run.py"),
-                        str(self.loaded.path),
-                        str(inputs),
-                        str(outputs),
-                    ],
-                    check=True,
-                )
+        command = [str(python), str(PEER_DIR / "run.py"), str(self.loaded.path), str(inputs), str(outputs)]
+        subprocess.run(["nice", "-n", "10", *command], check=True)
         by_id = {i.sample_id: i for i in todo}
         lines = outputs.read_text(encoding="utf-8").splitlines()
         for line in lines:
