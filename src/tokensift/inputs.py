@@ -45,6 +45,15 @@ def read_text(path: str | os.PathLike[str], *, allow_empty: bool = False) -> str
     return text
 
 
+def whole_number(value: object, name: str, *, low: int = 1, label: str | None = None) -> int:
+    """``value`` if it is a whole number (not a bool) of at least ``low``; else a :class:`ParameterError` naming
+    ``name`` (the message says ``label`` when given)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        bound = ">= 0" if low == 0 else f"of at least {low}"
+        raise ParameterError(f"{label or name} must be a whole number {bound}, got {value!r}", option=name)
+    return value
+
+
 def parse_list(text: str | None, kind: Callable[[str], Any] = str, *, option: str) -> tuple[Any, ...] | None:
     """``"a,b"`` -> ``("a", "b")`` (items converted by ``kind``); None stays None; an empty or unreadable list is
     a :class:`ParameterError` naming ``--option``."""

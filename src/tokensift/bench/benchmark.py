@@ -22,6 +22,7 @@ from tokensift.bench.data import data_file, require_data_dir
 from tokensift.bench.report import summarize, write_report
 from tokensift.bench.store import RowStore
 from tokensift.errors import ParameterError
+from tokensift.inputs import whole_number
 from tokensift.select import Budget
 
 Progress = Callable[[str, int, int], None]
@@ -114,8 +115,7 @@ class Benchmark(ABC):
             parse(self.target, method)
         for ratio in self.ratios:
             Budget(ratio=ratio)
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 0:
-            raise ParameterError(f"samples must be a whole number >= 0, got {self.samples!r}", option="samples")
+        whole_number(self.samples, "samples", low=0)
         peers = [p for p in self.config.peers if p not in self.known_peers]
         if peers:
             known = ", ".join(self.known_peers) or "none run from this command"

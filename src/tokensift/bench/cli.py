@@ -14,6 +14,7 @@ from typing import Annotated, Any, get_type_hints
 import typer
 from rich.console import Console
 
+from tokensift import options
 from tokensift.inputs import parse_list
 
 err = Console(stderr=True)
@@ -28,10 +29,6 @@ Ratios = Annotated[str | None, typer.Option(help="Comma-separated fractions of t
 Samples = Annotated[int | None, typer.Option(help="Samples per task (default: the target's).")]
 Seed = Annotated[int, typer.Option(help="Seed of the task instances.")]
 Out = Annotated[Path, typer.Option("--out", help="Output folder; its rows.jsonl is resumed.")]
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Evaluation data (default $TOKENSIFT_DATA or ../shared/data).")
-]
-CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Converted-model cache folder.")]
 Peers = Annotated[str | None, typer.Option(help="Comma-separated peer systems run on the same instances.")]
 Results = Annotated[
     Path | None, typer.Option(help="Also write the report page here (plots in a folder named after it).")
@@ -48,8 +45,8 @@ def _shared(
     ratios: Ratios = None,
     samples: Samples = None,
     seed: Seed = 0,
-    data_dir: DataDir = None,
-    cache_dir: CacheDir = None,
+    data_dir: options.DataDir = None,
+    cache_dir: options.CacheDir = None,
     peers: Peers = None,
     results: Results = None,
     report_only: ReportOnly = False,

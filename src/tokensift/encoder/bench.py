@@ -29,7 +29,7 @@ from tokensift.bench import FULL, BenchConfig, Benchmark, WorkItem, summarize
 from tokensift.bench import data as files
 from tokensift.encoder.embed import EmbedResult, max_length_for, sentence_embeddings
 from tokensift.encoder.schedule import Schedule
-from tokensift.errors import ParameterError
+from tokensift.inputs import whole_number
 
 QUALITY = {
     "nq_retrieval": "recall_at_10",
@@ -146,9 +146,7 @@ class EncoderBenchmark(Benchmark):
     def check(self) -> None:
         super().check()
         for name in ("passages", "speed_texts", "threads", "batch_size"):
-            value = getattr(self.config, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ParameterError(f"{name} must be a whole number of at least 1, got {value!r}", option=name)
+            whole_number(getattr(self.config, name), name)
 
     def cells(self) -> list[tuple[str, float]]:
         return [(FULL, 0.0)] + [(m, r) for m in self.methods for r in self.ratios]

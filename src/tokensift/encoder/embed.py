@@ -25,7 +25,8 @@ from tokensift.encoder.layout import find_layout
 from tokensift.encoder.methods.base import EncoderMethod
 from tokensift.encoder.patch import EncoderPatch
 from tokensift.encoder.schedule import Schedule
-from tokensift.errors import EmptyInputError, InputError, ModelError, ParameterError
+from tokensift.errors import EmptyInputError, InputError, ModelError
+from tokensift.inputs import whole_number
 from tokensift.methods import resolve
 
 Progress = Callable[[int, int], None]
@@ -103,14 +104,8 @@ def sentence_embeddings(
     :class:`EmptyInputError`.
     """
     check_texts(texts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(
-            f"batch_size must be a whole number of at least 1, got {batch_size!r}", option="batch_size"
-        )
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ParameterError(
-            f"max_length must be a whole number of at least 2, got {max_length!r}", option="max_length"
-        )
+    whole_number(batch_size, "batch_size")
+    whole_number(max_length, "max_length", low=2)
     if getattr(tokenizer, "pad_token", None) is None and min(batch_size, len(texts)) > 1:
         raise ModelError("the tokenizer has no padding token, so texts cannot be batched; set tokenizer.pad_token")
     lengths = _lengths(tokenizer, texts)

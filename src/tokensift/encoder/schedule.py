@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from tokensift.errors import ParameterError
+from tokensift.inputs import whole_number
 from tokensift.select import Budget
 
 
@@ -55,8 +56,8 @@ class Schedule:
                 or not all(isinstance(v, int | kind) and not isinstance(v, bool) for v in value)
             ):
                 raise ParameterError(f"{name} must be a list of numbers, got {value!r}", option=name)
-        if self.r is not None and (isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 0):
-            raise ParameterError(f"r (tokens removed per layer) must be a whole number >= 0, got {self.r}", option="r")
+        if self.r is not None:
+            whole_number(self.r, "r", low=0, label="r (tokens removed per layer)")
 
     def check(self, n_layers: int) -> None:
         """Raise :class:`ParameterError` for a schedule that does not fit a model with ``n_layers`` layers."""

@@ -24,6 +24,7 @@ from transformers import DynamicCache
 from tokensift.bench import FULL, BenchConfig, Benchmark, RowStore, WorkItem
 from tokensift.bench.data import data_file
 from tokensift.errors import ParameterError
+from tokensift.inputs import whole_number
 from tokensift.kv.api import press_from
 from tokensift.kv.attach import CompressionStats, attached, probe_views
 from tokensift.kv.cache import MaskedLayer, RaggedLayer, tensor_bytes
@@ -348,13 +349,10 @@ class KVBenchmark(Benchmark):
         if wrong or not self.config.modes:
             raise ParameterError(f"--modes must be among {', '.join(MODES)}, got {','.join(wrong)}", option="modes")
         for name in ("length", "speed_length"):
-            value = getattr(self.config, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 16:
-                raise ParameterError(f"{name} must be a whole number of at least 16 tokens, got {value!r}", option=name)
+            whole_number(getattr(self.config, name), name, low=16)
         for name in ("speed_tokens", "fidelity_samples"):
-            value = getattr(self.config, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ParameterError(f"{name} must be a whole number >= 0, got {value!r}", option=name)
+            if getattr(self.config, name) is not None:
+                whole_number(getattr(self.config, name), name, low=0)
 
     def __init__(self, config: KVBenchConfig) -> None:
         super().__init__(config)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from tokensift.errors import MethodUnsupportedError, ParameterError
+from tokensift.inputs import whole_number
 from tokensift.kv.attach import Session, attached
 from tokensift.kv.cache import RaggedLayer, Segments
 from tokensift.kv.press import Press, ScorerPress
@@ -90,12 +91,8 @@ class DecodeBound:
             raise MethodUnsupportedError(
                 f"{self.press.spec} cannot score tokens online; decoding-time methods: {', '.join(online_methods())}"
             )
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ParameterError(f"evict every N steps needs a whole N >= 1, got {self.every!r}", option="every")
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
-            raise ParameterError(
-                f"max_cache_tokens must be a whole number, got {self.max_tokens!r}", option="max_cache_tokens"
-            )
+        whole_number(self.every, "every", label="every (evict every N steps)")
+        whole_number(self.max_tokens, "max_cache_tokens")
         protected = self.press.protect_first + self.press.protect_last
         if self.max_tokens - self.every < protected + 1:
             raise ParameterError(

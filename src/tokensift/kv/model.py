@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tokensift.errors import ContextTooLongError, InputError, ParameterError, UnsupportedArchitectureError
+from tokensift.errors import ContextTooLongError, InputError, UnsupportedArchitectureError
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
 """``config.model_type`` values the adapter is tested on (Gemma-3 multimodal checkpoints: their text model)."""
@@ -58,10 +58,3 @@ def check_ids(model: torch.nn.Module, ids: object, name: str, *, rows: int | Non
     if int(ids.min()) < 0 or (vocab is not None and int(ids.max()) >= vocab):
         raise InputError(f"{name} has token ids outside the model's vocabulary (0..{vocab - 1 if vocab else '?'})")
     return ids.long()
-
-
-def check_count(value: object, name: str, *, low: int = 1) -> int:
-    """A whole number of at least ``low``; :class:`ParameterError` naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ParameterError(f"{name} must be a whole number of at least {low}, got {value!r}", option=name)
-    return value

@@ -18,9 +18,10 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from tokensift.errors import InputError
+from tokensift.inputs import whole_number
 from tokensift.kv.attach import CompressionStats, PrefillPolicy, attached
 from tokensift.kv.cache import MaskedLayer, RaggedLayer
-from tokensift.kv.model import check_count, check_ids, check_length
+from tokensift.kv.model import check_ids, check_length
 from tokensift.kv.press import Press
 
 
@@ -96,7 +97,7 @@ def answer(
 ) -> Answer:
     """Greedy answer to ``question_ids [B, q]`` (rows share the context) from a copy of the context's cache."""
     question_ids = check_ids(model, question_ids, "question_ids")
-    check_count(max_new_tokens, "max_new_tokens")
+    whole_number(max_new_tokens, "max_new_tokens")
     check_length(model, context.length + question_ids.shape[1] + max_new_tokens)
     batch = question_ids.shape[0]
     cache = copy_cache(context.cache, batch)
