@@ -18,6 +18,7 @@ from tokensift.encoder import cli as encoder_cli
 from tokensift.errors import ParameterError, TokensiftError
 from tokensift.kv import cli as kv_cli
 from tokensift.report.progress import progress_bar
+from tokensift.serve import cli as serve_cli
 from tokensift.text import cli as text_cli
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(bench_app, name="bench")
 # Target sub-commands live next to their adapters (tokensift/<target>/cli.py, cheap to import) and are
 # attached here with one line each, e.g. app.add_typer(kv_cli.app, name="kv"); bench_app.command("kv")(kv_cli.bench)
 app.add_typer(kv_cli.app, name="kv")
+app.command("serve")(serve_cli.serve)
 bench_app.command("kv")(kv_cli.bench)
 app.command("compress")(text_cli.compress)
 bench_app.command("text")(text_cli.bench)

@@ -83,3 +83,22 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key.strip()] = value
     return options
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(value: str, name: str) -> int:
+    """A byte count such as ``1GiB``, ``512MiB``, ``2e9`` or ``1000000`` (at least 1)."""
+    import re
+
+    found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+    unit = found.group(2).lower() if found else ""
+    if found is None or unit not in _UNITS:
+        raise ParameterError(
+            f"--{name.replace('_', '-')} takes a size such as 1GiB or 512MiB, got {value!r}", option=name
+        )
+    count = int(float(found.group(1)) * _UNITS[unit])
+    if count < 1:
+        raise ParameterError(f"--{name.replace('_', '-')} must be at least 1 byte, got {value!r}", option=name)
+    return count

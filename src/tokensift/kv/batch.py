@@ -1,0 +1,235 @@
+"""Continuous batching over ragged caches: independent sequences decoded together, joining and leaving.
+
+A :class:`BatchLayer` holds one layer's cache for several unrelated sequences (requests of a server),
+each (row, KV head) with its own length: a compressed context keeps a different number of tokens per
+head, and requests joined at different times have different lengths. Storage is padded to the longest
+row with a validity mask, so a decoding step is one SDPA call for the whole batch; a new token is
+written at each (row, head)'s own end. Tokens are not kept in position order (rotary positions are
+already inside the keys, and attention is order-free), which is what lets ragged heads share one tensor.
+
+A row joins with :meth:`BatchLayer.add_row` (its own cache, from :func:`row_segments`) and leaves with
+:meth:`BatchLayer.keep_rows`, both between decoding steps. Sliding-window layers (Gemma-3's local
+layers) mask keys that left the window, by the absolute position stored per slot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers.cache_utils import CacheLayerMixin
+
+from tokensift.errors import InputError, ModelError
+from tokensift.kv.cache import _ATTACHED, RaggedLayer, tensor_bytes
+from tokensift.kv.model import text_config
+
+GROW = 64
+"""Slots added at a time when a row reaches the end of the padded storage."""
+
+
+def row_segments(layer: Any, length: int) -> tuple[list[Tensor], list[Tensor]]:
+    """Per KV head ``[L, D]`` keys and values of a one-row cache layer (ragged or an ordinary one) whose
+    sequence has consumed ``length`` positions."""
+    if isinstance(layer, RaggedLayer):
+        heads = int(layer.keys.shape[1])
+        pairs = [layer.segment(0, h) for h in range(heads)]
+        return [k for k, _ in pairs], [v for _, v in pairs]
+    keys, values = layer.keys, layer.values
+    if keys is None or keys.shape[0] != 1:
+        raise InputError("a cache joins a batch one row at a time")
+    return list(keys[0]), list(values[0])
+
+
+class BatchLayer(CacheLayerMixin):
+    """One layer's cache for a batch of independent sequences: padded ``[B, Hkv, C, D]`` storage, a
+    validity mask, each (row, head)'s length, and (sliding layers) each slot's absolute position."""
+
+    is_sliding = False
+    is_compileable = False
+    is_croppable = False
+    keys: Tensor
+    values: Tensor
+
+    def __init__(
+        self, heads: int, dim: int, value_dim: int, dtype: torch.dtype, device: torch.device, window: int | None = None
+    ) -> None:
+        super().__init__()
+        self.dtype, self.device, self.window = dtype, device, window
+        self.is_initialized = True
+        self.keys = torch.zeros(0, heads, 0, dim, dtype=dtype, device=device)
+        self.values = torch.zeros(0, heads, 0, value_dim, dtype=dtype, device=device)
+        self.valid = torch.zeros(0, heads, 0, dtype=torch.bool, device=device)
+        self.positions = torch.zeros(0, heads, 0, dtype=torch.long, device=device)
+        self.ends = torch.zeros(0, heads, dtype=torch.long, device=device)
+        """``[B, Hkv]`` slots used per (row, head)."""
+        self.next_position = torch.zeros(0, dtype=torch.long, device=device)
+        """``[B]`` the position the row's next token takes."""
+
+    @property
+    def rows(self) -> int:
+        return int(self.keys.shape[0])
+
+    @property
+    def capacity(self) -> int:
+        return int(self.keys.shape[2])
+
+    def _grow(self, capacity: int) -> None:
+        extra = capacity - self.capacity
+        if extra <= 0:
+            return
+        pad = (0, 0, 0, extra)
+        self.keys = torch.nn.functional.pad(self.keys, pad)
+        self.values = torch.nn.functional.pad(self.values, pad)
+        self.valid = torch.nn.functional.pad(self.valid, (0, extra))
+        self.positions = torch.nn.functional.pad(self.positions, (0, extra))
+
+    def add_row(self, keys: list[Tensor], values: list[Tensor], length: int) -> None:
+        """Append a sequence: per KV head ``[L_h, D]`` keys and values, ``length`` positions consumed so far
+        (the last ``L_h`` positions for a sliding layer)."""
+        if len(keys) != self.keys.shape[1] or len(values) != len(keys):
+            raise InputError(f"a row needs {self.keys.shape[1]} KV heads, got {len(keys)}")
+        longest = max(int(k.shape[0]) for k in keys)
+        self._grow(max(self.capacity, longest + 1))
+        heads, cap = self.keys.shape[1], self.capacity
+        row_k = self.keys.new_zeros(1, heads, cap, self.keys.shape[3])
+        row_v = self.values.new_zeros(1, heads, cap, self.values.shape[3])
+        row_valid = torch.zeros(1, heads, cap, dtype=torch.bool, device=self.device)
+        row_pos = torch.zeros(1, heads, cap, dtype=torch.long, device=self.device)
+        for h, (k, v) in enumerate(zip(keys, values, strict=True)):
+            n = int(k.shape[0])
+            row_k[0, h, :n], row_v[0, h, :n], row_valid[0, h, :n] = k, v, True
+            row_pos[0, h, :n] = torch.arange(length - n, length, device=self.device)
+        self.keys = torch.cat([self.keys, row_k])
+        self.values = torch.cat([self.values, row_v])
+        self.valid = torch.cat([self.valid, row_valid])
+        self.positions = torch.cat([self.positions, row_pos])
+        ends = torch.tensor([[int(k.shape[0]) for k in keys]], device=self.device)
+        self.ends = torch.cat([self.ends, ends])
+        self.next_position = torch.cat([self.next_position, torch.tensor([length], device=self.device)])
+
+    def keep_rows(self, rows: list[int]) -> None:
+        """Keep only ``rows`` (in that order); the padded storage shrinks to the longest kept row."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        self.ends, self.next_position = self.ends[index], self.next_position[index]
+        longest = int(self.ends.max()) if rows else 0
+        self.keys, self.values = self.keys[index, :, :longest], self.values[index, :, :longest]
+        self.valid, self.positions = self.valid[index, :, :longest], self.positions[index, :, :longest]
+
+    # --- what transformers asks of a layer ------------------------------------------------------------------
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        return None
+
+    def update(
+        self, key_states: Tensor, value_states: Tensor, *args: object, **kwargs: object
+    ) -> tuple[Tensor, Tensor]:
+        """Write each row's one new token at the end of each of its heads."""
+        if not _ATTACHED[0]:
+            raise ModelError("a batch cache can only be decoded inside tokensift.kv.attach.attached(...)")
+        if key_states.shape[2] != 1 or key_states.shape[0] != self.rows:
+            raise InputError(
+                f"a batch cache decodes one token per row ({self.rows} rows), got {tuple(key_states.shape[:3])}"
+            )
+        if int(self.ends.max()) >= self.capacity:
+            self._grow(self.capacity + GROW)
+        slot = self.ends[:, :, None]
+        self.keys.scatter_(2, slot[..., None].expand(-1, -1, 1, self.keys.shape[3]), key_states)
+        self.values.scatter_(2, slot[..., None].expand(-1, -1, 1, self.values.shape[3]), value_states)
+        self.valid.scatter_(2, slot, True)
+        self.positions.scatter_(2, slot, self.next_position[:, None, None].expand(-1, self.keys.shape[1], 1))
+        self.ends += 1
+        self.next_position += 1
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length: int | Tensor) -> tuple[int, int]:
+        q = query_length if isinstance(query_length, int) else int(query_length.shape[0])
+        return self.capacity + q, 0
+
+    def get_seq_length(self) -> int:
+        return int(self.ends.max()) if self.rows else 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def get_max_cache_shape(self) -> int:
+        return -1
+
+    def reset(self) -> None:
+        self.keep_rows([])
+
+    # --- ours -----------------------------------------------------------------------------------------------
+    def lengths(self) -> Tensor:
+        return self.ends.clone()
+
+    def nbytes(self) -> int:
+        """Bytes of the padded working storage (keys + values)."""
+        return tensor_bytes(self.keys) + tensor_bytes(self.values)
+
+    def attend(self, query: Tensor, scaling: float, *, need_weights: bool = False) -> tuple[Tensor, None]:
+        """Attention of each row's one query ``[B, H, 1, D]`` over its own valid slots; ``[B, 1, H, Dv]``."""
+        allowed = self.valid
+        if self.window is not None:
+            newest = (self.next_position - 1)[:, None, None]
+            allowed = allowed & (self.positions > newest - self.window)
+        group = query.shape[1] // self.keys.shape[1]
+        mask = allowed[:, :, None, :].repeat_interleave(group, dim=1)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, self.keys, self.values, attn_mask=mask, scale=scaling, enable_gqa=True
+        )
+        return out.transpose(1, 2).contiguous(), None
+
+
+class Batch:
+    """Independent sequences decoded together: each joins with its own one-row cache, leaves when done.
+
+    ``step`` feeds one token per row at the row's own next position and returns the logits ``[B, V]``;
+    rows are indexed in joining order (:meth:`leave` keeps the order of the rest).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        config = text_config(model)
+        types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+        window = getattr(config, "sliding_window", None)
+        self.cache: Any = DynamicCache(config=config)
+        self.windows = [window if kind == "sliding_attention" else None for kind in types]
+        self.cache.layers = []
+
+    @property
+    def rows(self) -> int:
+        return self.cache.layers[0].rows if self.cache.layers else 0
+
+    def join(self, cache: Any, length: int) -> int:
+        """Add a one-row cache of a sequence that has consumed ``length`` positions; returns its row."""
+        if not self.cache.layers:
+            for layer, window in zip(cache.layers, self.windows, strict=True):
+                keys, values = row_segments(layer, length)
+                first = keys[0]
+                self.cache.layers.append(
+                    BatchLayer(len(keys), first.shape[-1], values[0].shape[-1], first.dtype, first.device, window)
+                )
+        for mine, layer in zip(self.cache.layers, cache.layers, strict=True):
+            keys, values = row_segments(layer, length)
+            mine.add_row(keys, values, length)
+        return self.rows - 1
+
+    def leave(self, rows: list[int]) -> None:
+        """Drop ``rows`` (the others keep their order)."""
+        gone = set(rows)
+        kept = [r for r in range(self.rows) if r not in gone]
+        for layer in self.cache.layers:
+            layer.keep_rows(kept)
+
+    def nbytes(self) -> int:
+        return sum(layer.nbytes() for layer in self.cache.layers)
+
+    @torch.no_grad()
+    def step(self, tokens: Tensor) -> Tensor:
+        """Logits ``[B, V]`` after feeding ``tokens [B]`` (call inside ``attached(model, None)``)."""
+        if tokens.shape[0] != self.rows or not self.rows:
+            raise InputError(f"one token per row: {self.rows} rows, got {tokens.shape[0]} tokens")
+        positions = self.cache.layers[0].next_position[:, None].clone()
+        output = self.model(tokens[:, None], past_key_values=self.cache, position_ids=positions, use_cache=True)
+        return output.logits[:, -1]
