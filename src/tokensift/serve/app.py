@@ -11,6 +11,7 @@ only name the served model, and nothing in a request is read as a file path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -310,17 +311,16 @@ async def _watch(request: Request, engine: Engine, job: Job) -> tuple[str, Any] 
 
 def create_app(engine: Engine, prompts: Prompts) -> FastAPI:
     """The FastAPI application (the engine's thread starts and stops with it)."""
-    app = FastAPI(title="tokensift", version="0.1.0", docs_url=None, redoc_url=None)
-    metrics, name = engine.metrics, engine.store.model
 
-    @app.on_event("startup")
-    async def _start() -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not engine.thread.is_alive():
             engine.start()
-
-    @app.on_event("shutdown")
-    async def _stop() -> None:
+        yield
         engine.stop()
+
+    app = FastAPI(title="tokensift", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
+    metrics, name = engine.metrics, engine.store.model
 
     @app.middleware("http")
     async def _count(request: Request, call_next: Any) -> Response:

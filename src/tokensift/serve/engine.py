@@ -188,6 +188,8 @@ class Engine:
 
     def cancel(self, job: Job) -> None:
         """The client went away: the job leaves the queue or the batch before the next step."""
+        if not job.cancelled:
+            self.metrics.inc("tokensift_cancelled_total")
         job.cancelled = True
         with self.condition:
             self.condition.notify()
@@ -240,7 +242,6 @@ class Engine:
     def _drop_cancelled(self) -> None:
         gone = [i for i, job in enumerate(self.running) if job.cancelled]
         if gone:
-            self.metrics.inc("tokensift_cancelled_total", len(gone))
             self.batch.leave(gone)
             self.running = [job for job in self.running if not job.cancelled]
 

@@ -36,6 +36,10 @@ HELP = {
 }
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 class Metrics:
     """A tiny thread-safe registry; :meth:`render` gives the Prometheus text."""
 
@@ -85,13 +89,13 @@ class Metrics:
                 seen.add(name)
                 lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} counter"]
             label_text = ",".join(f'{k}="{v}"' for k, v in labels)
-            lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+            lines.append(f"{name}{{{label_text}}} {_number(value)}" if label_text else f"{name} {_number(value)}")
         for name, value in gauges:
-            lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+            lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
         for name, counts in histograms:
             lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} histogram"]
             for bound, count in zip(BUCKETS, counts, strict=False):
-                lines.append(f'{name}_bucket{{le="{bound:g}"}} {count:g}')
-            lines.append(f'{name}_bucket{{le="+Inf"}} {counts[len(BUCKETS)]:g}')
-            lines += [f"{name}_sum {counts[-2]:g}", f"{name}_count {counts[-1]:g}"]
+                lines.append(f'{name}_bucket{{le="{bound:g}"}} {_number(count)}')
+            lines.append(f'{name}_bucket{{le="+Inf"}} {_number(counts[len(BUCKETS)])}')
+            lines += [f"{name}_sum {_number(counts[-2])}", f"{name}_count {_number(counts[-1])}"]
         return "\n".join(lines) + "\n"
