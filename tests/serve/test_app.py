@@ -70,7 +70,9 @@ def test_completions_and_stop_strings(server) -> None:
     cut = client.completions.create(model="tiny", prompt=TEXT, max_tokens=8, temperature=0, stop=[stop])
     assert cut.choices[0].finish_reason == "stop"
     assert cut.choices[0].text == text[: text.find(stop)]
-    streamed = client.completions.create(model="tiny", prompt=TEXT, max_tokens=8, temperature=0, stop=[stop], stream=True)
+    streamed = client.completions.create(
+        model="tiny", prompt=TEXT, max_tokens=8, temperature=0, stop=[stop], stream=True
+    )
     assert "".join(c.choices[0].text for c in streamed) == cut.choices[0].text
 
 
@@ -107,7 +109,9 @@ def test_contexts_are_created_listed_used_and_deleted(server) -> None:
     status, reply = call(server.url + "/v1/chat/completions", body)
     assert status == 200 and reply["tokensift"]["context_id"] == made["id"]
     loaded = server.built.loaded
-    context = compress_context(loaded.model, torch.tensor([_ids(loaded.tokenizer, TEXT)]), press_from("knorm", keep=0.5))
+    context = compress_context(
+        loaded.model, torch.tensor([_ids(loaded.tokenizer, TEXT)]), press_from("knorm", keep=0.5)
+    )
     alone = answer(loaded.model, context, torch.tensor([_ids(loaded.tokenizer, "\n\nthe cat ?\n")]), max_new_tokens=4)
     assert reply["choices"][0]["message"]["content"] == loaded.tokenizer.decode(alone.ids[0], skip_special_tokens=True)
     assert call(server.url + f"/v1/contexts/{made['id']}", method="DELETE")[0] == 200
