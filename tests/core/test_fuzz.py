@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import socket
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from tokensift.cli import main
 from tokensift.errors import TokensiftError
 from tokensift.methods import names
 
+BUSY: list[socket.socket] = []
 COUNTS: Counter[str] = Counter()
 """Generated inputs per fuzz test (printed at the end of the session by conftest)."""
 
@@ -76,6 +78,11 @@ def disk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["llama"] = root / "tiny-llama"
     tiny_llama(context=128).save_pretrained(paths["llama"])
     word_level_tokenizer().save_pretrained(paths["llama"])
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    BUSY.append(busy)  # held for the module: `serve` on this port must fail before serving
+    paths["busy"] = Path(str(busy.getsockname()[1]))
     paths["bert"] = root / "tiny-bert"
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS[2:]]), encoding="utf-8")
@@ -301,6 +308,32 @@ def other_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
     )
 
 
+@st.composite
+def serve_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    """``serve`` with generated flags; the port is one the fixture holds, so a fully valid command stops at
+    binding it (nothing is served)."""
+    argv = ["serve", "--port", draw(st.sampled_from(["{busy}", "{busy}", "{busy}", "x", "0", "70000", "-1"]))]
+    blame: tuple[str, ...] = ("port", "listen")
+    for flag, values in [
+        ("--memory", st.sampled_from(["1GiB", "512MiB", "abc", "0", "-1GiB", "1TB", "", "1.5e3kb"])),
+        ("--max-batch", COUNTS_TEXT),
+        ("--max-queue", COUNTS_TEXT),
+        ("--max-tokens", COUNTS_TEXT),
+        ("--temperature", FRACTIONS),
+        ("--kv-method", method_names("kv")),
+        ("--kv-ratio", FRACTIONS),
+        ("--prompt-method", method_names("text")),
+        ("--prompt-rate", FRACTIONS),
+        ("--model", st.sampled_from(["{llama}", "nope-model", "{bert}"])),
+        ("--host", st.sampled_from(["127.0.0.1", "256.1.1.1", "localhost"])),
+    ]:
+        if draw(st.booleans()):
+            argv += [flag, draw(values)]
+            blame += (flag[2:], flag[2:].replace("-", "_"))
+    blame += ("kv_method", "method", "budget", "ratio", "keep", "rate", "model", "host", "address")
+    return argv, blame
+
+
 def _fill(argv: list[str], disk: dict[str, Path]) -> list[str]:
     """Put the fixture's paths in place of ``{name}`` (generated text may hold braces of its own)."""
     filled = []
@@ -318,6 +351,8 @@ EXAMPLES = {
     "cli kv generate": 200,
     "cli bench": 160,
     "cli methods/models/demo/usage": 60,
+    "cli serve": 80,
+    "HTTP request bodies": 240,
     "build(target, name, **options)": 150,
     "kv.compress": 120,
     "kv.bounded": 60,
@@ -338,6 +373,7 @@ EXAMPLES = {
         ("kv generate", kv_args()),
         ("bench", bench_args()),
         ("methods/models/demo/usage", other_args()),
+        ("serve", serve_args()),
     ],
 )
 def test_cli_bad_input_gives_one_line_naming_the_option(disk, family, strategy):
@@ -599,3 +635,81 @@ def test_one_bad_argument_in_an_otherwise_good_call_is_a_typed_error(models):
         argument=st.integers(0, 50),
         value=st.one_of(VALUES, st.sampled_from([float("nan"), -1, 0, 10**30, "", "snapkv:knorm", [], {}, object()])),
     )
+
+
+# -- the server: generated request bodies ----------------------------------------------------------------------
+def _message() -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "system", "assistant", "tool", "x"]), "content": st.text(max_size=30)}
+        ),
+        st.fixed_dictionaries({"role": st.just("user"), "content": st.sampled_from([" ".join(WORDS[2:20]), "a\n\nb"])}),
+        st.fixed_dictionaries({"role": st.just("user"), "content": st.lists(VALUES, max_size=2)}),
+        VALUES,
+    )
+
+
+@st.composite
+def http_case(draw: st.DrawFn) -> tuple[str, Any]:
+    endpoint = draw(st.sampled_from(["chat/completions", "completions", "contexts"]))
+    ext: dict[str, Any] = {}
+    if draw(st.booleans()):
+        ext["kv"] = {
+            "method": draw(method_names("kv")),
+            draw(st.sampled_from(["ratio", "keep", "keep_tokens"])): draw(VALUES),
+            "options": draw(
+                st.one_of(
+                    st.just({}), st.dictionaries(st.sampled_from(["window", "tokenizer", "x"]), VALUES, max_size=1)
+                )
+            ),
+        }
+    if draw(st.booleans()):
+        ext["prompt"] = {"method": draw(method_names("text")), "rate": draw(VALUES)}
+    if draw(st.booleans()):
+        ext["context_id"] = draw(st.one_of(st.text(max_size=8), VALUES))
+    body: dict[str, Any] = {"model": draw(st.sampled_from(["tiny", "tiny", "other", 3, None]))}
+    if endpoint == "chat/completions":
+        body["messages"] = draw(st.one_of(st.lists(_message(), max_size=3), VALUES))
+    elif endpoint == "completions":
+        body["prompt"] = draw(st.one_of(st.text(max_size=40), st.just(" ".join(WORDS[2:30])), VALUES))
+    else:
+        body[draw(st.sampled_from(["text", "messages"]))] = draw(st.one_of(st.text(max_size=40), VALUES))
+    for key in ("max_tokens", "temperature", "top_p", "stop", "n", "stream", "seed"):
+        if draw(st.booleans()):
+            body[key] = draw(st.one_of(VALUES, st.sampled_from([1, 2, 0.5, True, "x"])))
+    if ext:
+        body["tokensift" if endpoint != "contexts" or draw(st.booleans()) else "kv"] = (
+            ext if endpoint != "contexts" else ext.get("kv", ext)
+        )
+    if draw(st.integers(0, 9)) == 0:
+        return endpoint, draw(st.sampled_from([b"{", b"[]", b"null", b"\xff", b'{"model": "tiny"}']))
+    return endpoint, body
+
+
+def test_server_answers_every_bad_body_with_a_4xx(tmp_path_factory):
+    from types import SimpleNamespace
+
+    from tests.serve.helpers import call, running
+    from tokensift.serve import build
+
+    loaded = SimpleNamespace(
+        model=tiny_llama(context=128), tokenizer=word_level_tokenizer(), name="tiny", spec=None, path=Path(".")
+    )
+    server = build(loaded, store=tmp_path_factory.mktemp("store"), max_tokens=4)
+    statuses: Counter[int] = Counter()
+    with running(server.app) as url:
+
+        def body(case: tuple[str, Any]) -> None:
+            endpoint, payload = case
+            raw = payload if isinstance(payload, bytes) else None
+            status, reply = call(f"{url}/v1/{endpoint}", None if raw else payload, raw=raw)
+            statuses[status] += 1
+            assert status in (200, 400, 404, 410, 413, 422, 429), (case, status, reply)
+            if status != 200:
+                assert isinstance(reply, dict) and set(reply["error"]) == {"message", "type", "param", "code"}, reply
+                assert reply["error"]["message"] and "Traceback" not in reply["error"]["message"]
+            elif isinstance(reply, dict):
+                assert reply.get("object") in ("chat.completion", "text_completion", "tokensift.context"), reply
+
+        explore("HTTP request bodies", body, case=http_case())
+    assert statuses[200] and statuses[400] and statuses[422], statuses

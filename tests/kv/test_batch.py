@@ -58,7 +58,7 @@ def test_batched_rows_equal_each_row_alone(method: str | None) -> None:
         logits = batch.step(torch.tensor([steps[0][2], steps[1][1], steps[2][1]]))
         for row in range(3):
             got[row].append(logits[row])
-        batch.leave([1])
+        assert batch.leave([1]) == [0, 2]  # the last row moved into the gap
         logits = batch.step(torch.tensor([steps[0][3], steps[2][2]]))
         got[0].append(logits[0])
         got[2].append(logits[1])
@@ -101,6 +101,20 @@ def test_sliding_window_layers_mask_old_positions() -> None:
     assert batch.cache.layers[0].window == 8 and batch.cache.layers[1].window is None
     for a, b in zip(got, expected[1:], strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_rows_leave_and_join_without_copying_the_others() -> None:
+    layer = BatchLayer(1, 2, 2, torch.float32, torch.device("cpu"))
+    for i in range(4):
+        layer.add_row([torch.full((i + 1, 2), float(i))], [torch.full((i + 1, 2), float(i))], i + 1)
+    storage = layer._keys.data_ptr()
+    assert layer.remove_rows([0, 2]) == [3, 1]
+    assert layer._keys.data_ptr() == storage  # no copy of the batch
+    assert layer.ends[:, 0].tolist() == [4, 2] and layer.next_position.tolist() == [4, 2]
+    assert layer.keys[0, 0, :4, 0].tolist() == [3.0] * 4 and layer.valid[1, 0].tolist()[:3] == [True, True, False]
+    layer.add_row([torch.full((1, 2), 9.0)], [torch.full((1, 2), 9.0)], 1)
+    assert layer._keys.data_ptr() == storage and layer.rows == 3
+    assert layer.remove_rows([0, 1, 2]) == [] and layer.nbytes() == 0
 
 
 def test_misuse_is_a_typed_error() -> None:

@@ -8,7 +8,8 @@ written at each (row, head)'s own end. Tokens are not kept in position order (ro
 already inside the keys, and attention is order-free), which is what lets ragged heads share one tensor.
 
 A row joins with :meth:`BatchLayer.add_row` (its own cache, from :func:`row_segments`) and leaves with
-:meth:`BatchLayer.keep_rows`, both between decoding steps. Sliding-window layers (Gemma-3's local
+:meth:`BatchLayer.remove_rows` (the last row moves into its place), both between decoding steps; neither
+copies the other rows. Sliding-window layers (Gemma-3's local
 layers) mask keys that left the window, by the absolute position stored per slot.
 """
 
@@ -42,8 +43,13 @@ def row_segments(layer: Any, length: int) -> tuple[list[Tensor], list[Tensor]]:
 
 
 class BatchLayer(CacheLayerMixin):
-    """One layer's cache for a batch of independent sequences: padded ``[B, Hkv, C, D]`` storage, a
-    validity mask, each (row, head)'s length, and (sliding layers) each slot's absolute position."""
+    """One layer's cache for a batch of independent sequences: padded ``[rows, Hkv, C, D]`` storage, a
+    validity mask, each (row, head)'s length, and (sliding layers) each slot's absolute position.
+
+    Storage is allocated with room to spare (rows and slots grow geometrically), so a row joins by writing
+    its own tensors and leaves by moving the last row into its place: no step copies the whole batch
+    except an occasional growth. ``keys``/``values`` are views of the active rows.
+    """
 
     is_sliding = False
     is_compileable = False
@@ -57,64 +63,96 @@ class BatchLayer(CacheLayerMixin):
         super().__init__()
         self.dtype, self.device, self.window = dtype, device, window
         self.is_initialized = True
-        self.keys = torch.zeros(0, heads, 0, dim, dtype=dtype, device=device)
-        self.values = torch.zeros(0, heads, 0, value_dim, dtype=dtype, device=device)
-        self.valid = torch.zeros(0, heads, 0, dtype=torch.bool, device=device)
-        self.positions = torch.zeros(0, heads, 0, dtype=torch.long, device=device)
-        self.ends = torch.zeros(0, heads, dtype=torch.long, device=device)
-        """``[B, Hkv]`` slots used per (row, head)."""
-        self.next_position = torch.zeros(0, dtype=torch.long, device=device)
-        """``[B]`` the position the row's next token takes."""
+        self.n = 0
+        """Active rows (the first ``n`` of the storage)."""
+        self._keys = torch.zeros(0, heads, 0, dim, dtype=dtype, device=device)
+        self._values = torch.zeros(0, heads, 0, value_dim, dtype=dtype, device=device)
+        self._valid = torch.zeros(0, heads, 0, dtype=torch.bool, device=device)
+        self._positions = torch.zeros(0, heads, 0, dtype=torch.long, device=device)
+        self._ends = torch.zeros(0, heads, dtype=torch.long, device=device)
+        self._next = torch.zeros(0, dtype=torch.long, device=device)
+        self._views()
+
+    def _views(self) -> None:
+        n = self.n
+        self.keys, self.values = self._keys[:n], self._values[:n]
+        self.valid, self.positions = self._valid[:n], self._positions[:n]
+        self.ends, self.next_position = self._ends[:n], self._next[:n]
+        """``[B, Hkv]`` slots used per (row, head); ``[B]`` the position each row's next token takes."""
 
     @property
     def rows(self) -> int:
-        return int(self.keys.shape[0])
+        return self.n
 
     @property
     def capacity(self) -> int:
-        return int(self.keys.shape[2])
+        return int(self._keys.shape[2])
 
-    def _grow(self, capacity: int) -> None:
-        extra = capacity - self.capacity
-        if extra <= 0:
+    def _grow(self, rows: int, slots: int) -> None:
+        """Room for at least ``rows`` rows of ``slots`` slots (grown by half again, to amortise the copies)."""
+        have_rows, have_slots = int(self._keys.shape[0]), self.capacity
+        if rows <= have_rows and slots <= have_slots:
             return
-        pad = (0, 0, 0, extra)
-        self.keys = torch.nn.functional.pad(self.keys, pad)
-        self.values = torch.nn.functional.pad(self.values, pad)
-        self.valid = torch.nn.functional.pad(self.valid, (0, extra))
-        self.positions = torch.nn.functional.pad(self.positions, (0, extra))
+        rows = have_rows if rows <= have_rows else max(rows, have_rows + have_rows // 2)
+        slots = have_slots if slots <= have_slots else max(slots, have_slots + have_slots // 2)
+        extra_rows, extra_slots = rows - have_rows, slots - have_slots
+        pad = torch.nn.functional.pad
+        self._keys = pad(self._keys, (0, 0, 0, extra_slots, 0, 0, 0, extra_rows))
+        self._values = pad(self._values, (0, 0, 0, extra_slots, 0, 0, 0, extra_rows))
+        self._valid = pad(self._valid, (0, extra_slots, 0, 0, 0, extra_rows))
+        self._positions = pad(self._positions, (0, extra_slots, 0, 0, 0, extra_rows))
+        self._ends = pad(self._ends, (0, 0, 0, extra_rows))
+        self._next = pad(self._next, (0, extra_rows))
+        self._views()
 
     def add_row(self, keys: list[Tensor], values: list[Tensor], length: int) -> None:
         """Append a sequence: per KV head ``[L_h, D]`` keys and values, ``length`` positions consumed so far
         (the last ``L_h`` positions for a sliding layer)."""
-        if len(keys) != self.keys.shape[1] or len(values) != len(keys):
-            raise InputError(f"a row needs {self.keys.shape[1]} KV heads, got {len(keys)}")
+        if len(keys) != self._keys.shape[1] or len(values) != len(keys):
+            raise InputError(f"a row needs {self._keys.shape[1]} KV heads, got {len(keys)}")
         longest = max(int(k.shape[0]) for k in keys)
-        self._grow(max(self.capacity, longest + 1))
-        heads, cap = self.keys.shape[1], self.capacity
-        row_k = self.keys.new_zeros(1, heads, cap, self.keys.shape[3])
-        row_v = self.values.new_zeros(1, heads, cap, self.values.shape[3])
-        row_valid = torch.zeros(1, heads, cap, dtype=torch.bool, device=self.device)
-        row_pos = torch.zeros(1, heads, cap, dtype=torch.long, device=self.device)
+        self._grow(self.n + 1, longest + GROW)
+        row = self.n
+        self._valid[row] = False
         for h, (k, v) in enumerate(zip(keys, values, strict=True)):
             n = int(k.shape[0])
-            row_k[0, h, :n], row_v[0, h, :n], row_valid[0, h, :n] = k, v, True
-            row_pos[0, h, :n] = torch.arange(length - n, length, device=self.device)
-        self.keys = torch.cat([self.keys, row_k])
-        self.values = torch.cat([self.values, row_v])
-        self.valid = torch.cat([self.valid, row_valid])
-        self.positions = torch.cat([self.positions, row_pos])
-        ends = torch.tensor([[int(k.shape[0]) for k in keys]], device=self.device)
-        self.ends = torch.cat([self.ends, ends])
-        self.next_position = torch.cat([self.next_position, torch.tensor([length], device=self.device)])
+            self._keys[row, h, :n], self._values[row, h, :n], self._valid[row, h, :n] = k, v, True
+            self._positions[row, h, :n] = torch.arange(length - n, length, device=self.device)
+            self._ends[row, h] = n
+        self._next[row] = length
+        self.n += 1
+        self._views()
 
-    def keep_rows(self, rows: list[int]) -> None:
-        """Keep only ``rows`` (in that order); the padded storage shrinks to the longest kept row."""
-        index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        self.ends, self.next_position = self.ends[index], self.next_position[index]
-        longest = int(self.ends.max()) if rows else 0
-        self.keys, self.values = self.keys[index, :, :longest], self.values[index, :, :longest]
-        self.valid, self.positions = self.valid[index, :, :longest], self.positions[index, :, :longest]
+    def remove_rows(self, rows: list[int]) -> list[int]:
+        """Drop ``rows``: each is replaced by the current last row. Returns, for every row left, the index it
+        had before (the caller reorders its own per-row state the same way)."""
+        order = list(range(self.n))
+        for row in sorted(set(rows), reverse=True):
+            last = self.n - 1
+            if row != last:
+                self._move(last, row)
+                order[row] = order[last]
+            order.pop()
+            self.n -= 1
+        if self.n == 0:  # an empty batch gives its memory back
+            self._grow_to_nothing()
+        self._views()
+        return order
+
+    def _move(self, source: int, target: int) -> None:
+        used = int(self._ends[source].max())
+        self._keys[target, :, :used] = self._keys[source, :, :used]
+        self._values[target, :, :used] = self._values[source, :, :used]
+        self._valid[target] = self._valid[source]
+        self._positions[target, :, :used] = self._positions[source, :, :used]
+        self._ends[target], self._next[target] = self._ends[source], self._next[source]
+
+    def _grow_to_nothing(self) -> None:
+        heads = int(self._keys.shape[1])
+        self._keys = self._keys.new_zeros(0, heads, 0, self._keys.shape[3])
+        self._values = self._values.new_zeros(0, heads, 0, self._values.shape[3])
+        self._valid, self._positions = self._valid.new_zeros(0, heads, 0), self._positions.new_zeros(0, heads, 0)
+        self._ends, self._next = self._ends.new_zeros(0, heads), self._next.new_zeros(0)
 
     # --- what transformers asks of a layer ------------------------------------------------------------------
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
@@ -131,7 +169,7 @@ class BatchLayer(CacheLayerMixin):
                 f"a batch cache decodes one token per row ({self.rows} rows), got {tuple(key_states.shape[:3])}"
             )
         if int(self.ends.max()) >= self.capacity:
-            self._grow(self.capacity + GROW)
+            self._grow(self.n, self.capacity + GROW)
         slot = self.ends[:, :, None]
         self.keys.scatter_(2, slot[..., None].expand(-1, -1, 1, self.keys.shape[3]), key_states)
         self.values.scatter_(2, slot[..., None].expand(-1, -1, 1, self.values.shape[3]), value_states)
@@ -155,26 +193,27 @@ class BatchLayer(CacheLayerMixin):
         return -1
 
     def reset(self) -> None:
-        self.keep_rows([])
+        self.remove_rows(list(range(self.n)))
 
     # --- ours -----------------------------------------------------------------------------------------------
     def lengths(self) -> Tensor:
         return self.ends.clone()
 
     def nbytes(self) -> int:
-        """Bytes of the padded working storage (keys + values)."""
-        return tensor_bytes(self.keys) + tensor_bytes(self.values)
+        """Bytes of the padded working storage (keys + values, spare room included)."""
+        return tensor_bytes(self._keys) + tensor_bytes(self._values)
 
     def attend(self, query: Tensor, scaling: float, *, need_weights: bool = False) -> tuple[Tensor, None]:
         """Attention of each row's one query ``[B, H, 1, D]`` over its own valid slots; ``[B, 1, H, Dv]``."""
-        allowed = self.valid
+        used = int(self.ends.max())  # slots past every row's end hold nothing
+        allowed = self.valid[:, :, :used]
         if self.window is not None:
             newest = (self.next_position - 1)[:, None, None]
-            allowed = allowed & (self.positions > newest - self.window)
+            allowed = allowed & (self.positions[:, :, :used] > newest - self.window)
         group = query.shape[1] // self.keys.shape[1]
         mask = allowed[:, :, None, :].repeat_interleave(group, dim=1)
         out = torch.nn.functional.scaled_dot_product_attention(
-            query, self.keys, self.values, attn_mask=mask, scale=scaling, enable_gqa=True
+            query, self.keys[:, :, :used], self.values[:, :, :used], attn_mask=mask, scale=scaling, enable_gqa=True
         )
         return out.transpose(1, 2).contiguous(), None
 
@@ -182,8 +221,8 @@ class BatchLayer(CacheLayerMixin):
 class Batch:
     """Independent sequences decoded together: each joins with its own one-row cache, leaves when done.
 
-    ``step`` feeds one token per row at the row's own next position and returns the logits ``[B, V]``;
-    rows are indexed in joining order (:meth:`leave` keeps the order of the rest).
+    ``step`` feeds one token per row at the row's own next position and returns the logits ``[B, V]``; a
+    row joins at the end, and :meth:`leave` says where the remaining rows went.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -215,12 +254,13 @@ class Batch:
             mine.add_row(keys, values, length)
         return self.rows - 1
 
-    def leave(self, rows: list[int]) -> None:
-        """Drop ``rows`` (the others keep their order)."""
-        gone = set(rows)
-        kept = [r for r in range(self.rows) if r not in gone]
+    def leave(self, rows: list[int]) -> list[int]:
+        """Drop ``rows``; each is replaced by the last row. Returns the old index of every row left, in its new
+        order (reorder per-row state the same way: ``state = [state[i] for i in order]``)."""
+        order = list(range(self.rows))
         for layer in self.cache.layers:
-            layer.keep_rows(kept)
+            order = layer.remove_rows(rows)
+        return order
 
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.cache.layers)

@@ -147,8 +147,15 @@ def error_from(exc: BaseException) -> JSONResponse:
 class Prompts:
     """Turns request bodies into :class:`Prompt` objects (chat template, stored contexts, defaults)."""
 
-    def __init__(self, engine: Engine, names: set[str], kv_default: KVOptions | None, prompt_default: PromptOptions |
-                 None, max_tokens: int, temperature: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: Engine,
+        names: set[str],
+        kv_default: KVOptions | None,
+        prompt_default: PromptOptions | None,
+        max_tokens: int,
+        temperature: float,
+    ) -> None:
         self.engine, self.tokenizer, self.names = engine, engine.tokenizer, names
         self.kv_default, self.prompt_default = kv_default, prompt_default
         self.max_tokens, self.temperature = max_tokens, temperature
@@ -200,9 +207,10 @@ class Prompts:
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise ParameterError("stop takes up to 4 non-empty strings", option="stop")
-        wanted = body.max_completion_tokens or body.max_tokens or self.max_tokens
+        asked = body.max_completion_tokens or body.max_tokens
         temperature = self.temperature if body.temperature is None else body.temperature
-        return Sampling(wanted, temperature, 1.0 if body.top_p is None else body.top_p, stops, body.seed)
+        top_p = 1.0 if body.top_p is None else body.top_p
+        return Sampling(asked or self.max_tokens, temperature, top_p, stops, body.seed, explicit=asked is not None)
 
     def _split(self, text: str, kv: KVSpec | None) -> tuple[str, str, int, str]:
         """(document, rest, split, question) of a user text: the document is what precedes its last blank line."""
@@ -247,8 +255,9 @@ class Prompts:
         document, rest, split, question = self._split(text, kv)
         return Prompt("", document, rest, split, kv=kv, prompt=prompt, question=question)
 
-    def _after_context(self, ext: Extension, *, messages: list[dict[str, str]] | None = None,
-                       text: str | None = None) -> Prompt:  # fmt: skip
+    def _after_context(
+        self, ext: Extension, *, messages: list[dict[str, str]] | None = None, text: str | None = None
+    ) -> Prompt:
         """The tail that continues a stored context (its head is the context's rendered text)."""
         assert ext.context_id is not None
         if ext.kv is not None or ext.prompt is not None:
@@ -354,8 +363,8 @@ def create_app(engine: Engine, prompts: Prompts) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         waiting, running = engine.depth
-        return {"status": "ok" if engine.thread.is_alive() else "stopped", "model": name,
-                "waiting": waiting, "running": running}  # fmt: skip
+        status = "ok" if engine.thread.is_alive() else "stopped"
+        return {"status": status, "model": name, "waiting": waiting, "running": running}
 
     @app.get("/metrics")
     async def metrics_text() -> PlainTextResponse:
@@ -467,8 +476,9 @@ def _usage(job: Job) -> dict[str, int]:
     }
 
 
-async def _events(engine: Engine, job: Job, first: tuple[str, Any], ident: str, created: int, model: str, chat: bool,
-                  usage: bool) -> AsyncIterator[str]:  # fmt: skip
+async def _events(
+    engine: Engine, job: Job, first: tuple[str, Any], ident: str, created: int, model: str, chat: bool, usage: bool
+) -> AsyncIterator[str]:
     """Server-sent events of one streamed request; a client that goes away cancels the job."""
 
     def chunk(delta: str | None, finish: str | None, role: bool = False) -> str:
@@ -479,8 +489,8 @@ async def _events(engine: Engine, job: Job, first: tuple[str, Any], ident: str, 
             choice: dict[str, Any] = {"index": 0, "delta": payload, "finish_reason": finish, "logprobs": None}
         else:
             choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-        body = {"id": ident, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
-                "model": model, "choices": [choice]}  # fmt: skip
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice]}
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     try:

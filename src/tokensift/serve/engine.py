@@ -72,6 +72,8 @@ class Sampling:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    explicit: bool = True
+    """``max_tokens`` was asked for (otherwise it is the server's default, cut to the positions left)."""
 
 
 @dataclass
@@ -242,8 +244,8 @@ class Engine:
     def _drop_cancelled(self) -> None:
         gone = [i for i, job in enumerate(self.running) if job.cancelled]
         if gone:
-            self.batch.leave(gone)
-            self.running = [job for job in self.running if not job.cancelled]
+            order = self.batch.leave(gone)
+            self.running = [self.running[i] for i in order]
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids) if text else []
@@ -267,7 +269,9 @@ class Engine:
             context = CompressedContext(stored.cache, stored.info.tokens, CompressionStats(), 0.0, stored.last_logits)
             job.info.update(context_id=work.context_id, cache_bytes_context=stored.nbytes)
         elif work.kv is not None and head_ids:
-            self._check_length(len(head_ids) + len(tail_ids) + job.sampling.max_tokens)
+            self._check_length(
+                len(head_ids) + len(tail_ids) + (job.sampling.max_tokens if job.sampling.explicit else 1)
+            )
             press = work.kv.press(self.tokenizer)
             context = compress_context(self.model, torch.tensor([head_ids]), press)
             stats = context.stats
@@ -281,6 +285,8 @@ class Engine:
         else:
             tail_ids, context = head_ids + tail_ids, None
         total = (context.length if context else 0) + len(tail_ids)
+        if not job.sampling.explicit and self.positions:
+            job.sampling.max_tokens = max(1, min(job.sampling.max_tokens, self.positions - total))
         self._check_length(total + job.sampling.max_tokens)
         if context is None:
             cache, logits = self._prefill(tail_ids)
@@ -430,9 +436,8 @@ class Engine:
             else:
                 job.pending = token
         if finished:
-            self.batch.leave(finished)
-            gone = set(finished)
-            self.running = [job for row, job in enumerate(self.running) if row not in gone]
+            order = self.batch.leave(finished)
+            self.running = [self.running[i] for i in order]
 
 
 def _hold_back(text: str, stops: list[str]) -> str:
