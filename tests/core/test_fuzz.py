@@ -649,40 +649,50 @@ def _message() -> st.SearchStrategy[Any]:
     )
 
 
+GOOD_BODIES = {
+    "chat/completions": {"model": "tiny", "messages": [{"role": "user", "content": " ".join(WORDS[2:20])}]},
+    "completions": {"model": "tiny", "prompt": " ".join(WORDS[2:20]) + "\n\nthe cat ?"},
+    "contexts": {"text": " ".join(WORDS[2:20])},
+}
+
+
 @st.composite
 def http_case(draw: st.DrawFn) -> tuple[str, Any]:
-    endpoint = draw(st.sampled_from(["chat/completions", "completions", "contexts"]))
-    ext: dict[str, Any] = {}
-    if draw(st.booleans()):
-        ext["kv"] = {
-            "method": draw(method_names("kv")),
-            draw(st.sampled_from(["ratio", "keep", "keep_tokens"])): draw(VALUES),
-            "options": draw(
-                st.one_of(
-                    st.just({}), st.dictionaries(st.sampled_from(["window", "tokenizer", "x"]), VALUES, max_size=1)
-                )
-            ),
-        }
-    if draw(st.booleans()):
-        ext["prompt"] = {"method": draw(method_names("text")), "rate": draw(VALUES)}
-    if draw(st.booleans()):
-        ext["context_id"] = draw(st.one_of(st.text(max_size=8), VALUES))
-    body: dict[str, Any] = {"model": draw(st.sampled_from(["tiny", "tiny", "other", 3, None]))}
-    if endpoint == "chat/completions":
-        body["messages"] = draw(st.one_of(st.lists(_message(), max_size=3), VALUES))
-    elif endpoint == "completions":
-        body["prompt"] = draw(st.one_of(st.text(max_size=40), st.just(" ".join(WORDS[2:30])), VALUES))
-    else:
-        body[draw(st.sampled_from(["text", "messages"]))] = draw(st.one_of(st.text(max_size=40), VALUES))
-    for key in ("max_tokens", "temperature", "top_p", "stop", "n", "stream", "seed"):
-        if draw(st.booleans()):
-            body[key] = draw(st.one_of(VALUES, st.sampled_from([1, 2, 0.5, True, "x"])))
-    if ext:
-        body["tokensift" if endpoint != "contexts" or draw(st.booleans()) else "kv"] = (
-            ext if endpoint != "contexts" else ext.get("kv", ext)
-        )
+    """A good body for an endpoint with up to three fields replaced or added by generated values."""
+    endpoint = draw(st.sampled_from(list(GOOD_BODIES)))
     if draw(st.integers(0, 9)) == 0:
         return endpoint, draw(st.sampled_from([b"{", b"[]", b"null", b"\xff", b'{"model": "tiny"}']))
+    body: dict[str, Any] = json.loads(json.dumps(GOOD_BODIES[endpoint]))
+    ext: dict[str, Any] = {}
+    if draw(st.booleans()):
+        ext["kv"] = {"method": draw(method_names("kv"))}
+        if draw(st.booleans()):
+            ext["kv"][draw(st.sampled_from(["ratio", "keep", "keep_tokens", "query_aware"]))] = draw(VALUES)
+        if draw(st.booleans()):
+            ext["kv"]["options"] = draw(st.dictionaries(st.sampled_from(["window", "tokenizer", "x"]), VALUES))
+    if endpoint != "contexts" and draw(st.booleans()):
+        ext["prompt"] = {"method": draw(method_names("text")), "rate": draw(VALUES)}
+    if endpoint != "contexts" and draw(st.booleans()):
+        ext["context_id"] = draw(st.one_of(st.text(max_size=8), VALUES))
+    if ext:
+        body["kv" if endpoint == "contexts" and "kv" in ext and draw(st.booleans()) else "tokensift"] = (
+            ext["kv"] if endpoint == "contexts" and draw(st.booleans()) and "kv" in ext else ext
+        )
+    fields = {
+        "model": st.sampled_from(["tiny", "other", 3, None]),
+        "messages": st.one_of(st.lists(_message(), max_size=3), VALUES),
+        "prompt": st.one_of(st.text(max_size=40), st.lists(st.text(max_size=5), max_size=2), VALUES),
+        "text": st.one_of(st.text(max_size=40), VALUES),
+        "max_tokens": st.one_of(VALUES, st.sampled_from([1, 2, 500])),
+        "temperature": st.one_of(VALUES, st.sampled_from([0, 0.7, 3])),
+        "top_p": st.one_of(VALUES, st.sampled_from([0.5, 0])),
+        "stop": st.one_of(VALUES, st.lists(st.text(max_size=3), max_size=5)),
+        "n": st.one_of(VALUES, st.sampled_from([1, 2])),
+        "stream": st.one_of(st.booleans(), VALUES),
+        "seed": VALUES,
+    }
+    for name in draw(st.lists(st.sampled_from(sorted(fields)), max_size=3, unique=True)):
+        body[name] = draw(fields[name])
     return endpoint, body
 
 
@@ -690,7 +700,7 @@ def test_server_answers_every_bad_body_with_a_4xx(tmp_path_factory):
     from types import SimpleNamespace
 
     from tests.serve.helpers import call, running
-    from tokensift.serve import build
+    from tokensift.serve.server import build
 
     loaded = SimpleNamespace(
         model=tiny_llama(context=128), tokenizer=word_level_tokenizer(), name="tiny", spec=None, path=Path(".")

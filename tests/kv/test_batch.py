@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Gemma3TextConfig, Gemma3ForCausalLM
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 from tests.conftest import tiny_llama
 from tokensift.errors import InputError, ModelError

@@ -17,7 +17,7 @@ from tests.conftest import tiny_llama, word_level_tokenizer
 from tests.serve.helpers import call, running
 from tokensift.kv.api import press_from
 from tokensift.kv.qa import answer, compress_context
-from tokensift.serve import build
+from tokensift.serve.server import build
 
 TEXT = "the cat sat on the mat and the dog ran to the house . the red cat sat on a big mat"
 
@@ -217,3 +217,33 @@ def test_a_damaged_context_answers_410_and_is_not_served(server) -> None:
     got, reply = call(server.url + "/v1/completions", body)
     assert got == 410 and "damaged" in reply["error"]["message"]
     assert call(server.url + f"/v1/contexts/{made['id']}", method="DELETE")[0] == 200
+
+
+def test_a_chat_prefix_context_continues_like_the_whole_chat(server) -> None:
+    prefix = [{"role": "user", "content": TEXT}, {"role": "assistant", "content": "the dog ran"}]
+    status, made = call(server.url + "/v1/contexts", {"messages": prefix})
+    assert status == 200 and made["kind"] == "messages" and made["method"] is None
+    question = [{"role": "user", "content": "the red cat ?"}]
+    common = {"model": "tiny", "max_tokens": 5, "temperature": 0}
+    _, cached = call(server.url + "/v1/chat/completions",
+                     {**common, "messages": question, "tokensift": {"context_id": made["id"]}})  # fmt: skip
+    _, whole = call(server.url + "/v1/chat/completions", {**common, "messages": prefix + question})
+    assert cached["choices"][0]["message"] == whole["choices"][0]["message"]
+    assert cached["usage"]["prompt_tokens"] == whole["usage"]["prompt_tokens"]
+
+
+def test_prompt_compression_shortens_the_document_and_keeps_the_question(server) -> None:
+    body = {"model": "tiny", "max_tokens": 3, "temperature": 0,
+            "messages": [{"role": "user", "content": TEXT + "\n\nthe cat ?"}],
+            "tokensift": {"prompt": {"method": "selective_context", "rate": 0.5}}}  # fmt: skip
+    status, reply = call(server.url + "/v1/chat/completions", body)
+    assert status == 200, reply
+    prompt = reply["tokensift"]["prompt"]
+    document_tokens = len(_ids(server.built.loaded.tokenizer, TEXT))
+    assert prompt["method"] == "selective_context" and prompt["tokens_before"] == document_tokens
+    assert prompt["tokens_after"] == document_tokens // 2
+    question_tokens = len(_ids(server.built.loaded.tokenizer, "\n\nthe cat ?\n"))
+    assert reply["usage"]["prompt_tokens"] == prompt["tokens_after"] + question_tokens
+    body["tokensift"]["prompt"]["rate"] = 2.0
+    status, reply = call(server.url + "/v1/chat/completions", body)
+    assert status == 400 and "rate" in reply["error"]["message"]

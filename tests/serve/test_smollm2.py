@@ -19,8 +19,8 @@ import openai
 import pytest
 
 from tests.serve.helpers import call, free_port, running, start_cli
-from tokensift.serve import build
 from tokensift.serve.load import ask, load_test
+from tokensift.serve.server import build
 
 pytestmark = pytest.mark.model
 
@@ -113,10 +113,19 @@ def test_eight_concurrent_clients_get_what_each_gets_alone(tmp_path: Path) -> No
         steps = server.engine.metrics.value("tokensift_decode_steps_total")
         rows = server.engine.metrics.value("tokensift_decode_rows_total")
         report = load_test(url, "smollm2-135m", requests, clients=8, seconds=0.0, expected=alone)
-    assert report.requests == 8 and report.errors == 0 and report.unchecked == 0
-    assert report.mismatches == 0, [(o.key, o.answer, alone[o.key]) for o in report.outcomes]
-    assert {o.key for o in report.outcomes} == set(requests)
-    steps = server.engine.metrics.value("tokensift_decode_steps_total") - steps
-    rows = server.engine.metrics.value("tokensift_decode_rows_total") - rows
-    assert rows / steps > 2, "the concurrent requests were not decoded together"
-    print(SimpleNamespace(**report.summary()))
+        assert report.requests == 8 and report.errors == 0 and report.unchecked == 0
+        assert report.mismatches == 0, [(o.key, o.answer, alone[o.key]) for o in report.outcomes]
+        assert {o.key for o in report.outcomes} == set(requests)
+        steps = server.engine.metrics.value("tokensift_decode_steps_total") - steps
+        rows = server.engine.metrics.value("tokensift_decode_rows_total") - rows
+        assert rows / steps > 2, "the concurrent requests were not decoded together"
+        # a bounded load test, full cache against compressed: 4 clients for 5 s each, every answer checked
+        status, full = call(url + "/v1/contexts", {"text": DOC})
+        assert status == 200 and full["bytes_stored"] == full["bytes_full"] > made["bytes_stored"]
+        for label, context in (("compressed", made), ("full", full)):
+            asked = (("code", QUESTION), ("bread", "What did the baker sell?"))
+            load = {f"{label}-{key}": _chat(q, context["id"]) for key, q in asked}
+            expected = {key: ask(client, "smollm2-135m", body)[0] for key, body in load.items()}
+            bounded = load_test(url, "smollm2-135m", load, clients=4, seconds=5.0, expected=expected)
+            assert bounded.errors == 0 and bounded.mismatches == 0 and bounded.requests >= 4
+            print(label, SimpleNamespace(**bounded.summary()))

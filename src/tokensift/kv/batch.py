@@ -58,10 +58,19 @@ class BatchLayer(CacheLayerMixin):
     values: Tensor
 
     def __init__(
-        self, heads: int, dim: int, value_dim: int, dtype: torch.dtype, device: torch.device, window: int | None = None
+        self,
+        heads: int,
+        dim: int,
+        value_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        window: int | None = None,
+        rows: int = 1,
     ) -> None:
         super().__init__()
         self.dtype, self.device, self.window = dtype, device, window
+        self.reserve = rows
+        """Rows to make room for when the first row joins (the batch size expected)."""
         self.is_initialized = True
         self.n = 0
         """Active rows (the first ``n`` of the storage)."""
@@ -111,7 +120,7 @@ class BatchLayer(CacheLayerMixin):
         if len(keys) != self._keys.shape[1] or len(values) != len(keys):
             raise InputError(f"a row needs {self._keys.shape[1]} KV heads, got {len(keys)}")
         longest = max(int(k.shape[0]) for k in keys)
-        self._grow(self.n + 1, longest + GROW)
+        self._grow(max(self.n + 1, self.reserve), longest + GROW)
         row = self.n
         self._valid[row] = False
         for h, (k, v) in enumerate(zip(keys, values, strict=True)):
@@ -221,14 +230,15 @@ class BatchLayer(CacheLayerMixin):
 class Batch:
     """Independent sequences decoded together: each joins with its own one-row cache, leaves when done.
 
-    ``step`` feeds one token per row at the row's own next position and returns the logits ``[B, V]``; a
-    row joins at the end, and :meth:`leave` says where the remaining rows went.
+    ``rows`` is the batch size to make room for at once (more rows still fit). ``step`` feeds one token
+    per row at the row's own next position and returns the logits ``[B, V]``; a row joins at the end, and
+    :meth:`leave` says where the remaining rows went.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, rows: int = 1) -> None:
         from transformers import DynamicCache
 
-        self.model = model
+        self.model, self.reserve = model, rows
         config = text_config(model)
         types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
         window = getattr(config, "sliding_window", None)
@@ -247,7 +257,9 @@ class Batch:
                 keys, values = row_segments(layer, length)
                 first = keys[0]
                 self.cache.layers.append(
-                    BatchLayer(len(keys), first.shape[-1], values[0].shape[-1], first.dtype, first.device, window)
+                    BatchLayer(
+                        len(keys), first.shape[-1], values[0].shape[-1], first.dtype, first.device, window, self.reserve
+                    )
                 )
         for mine, layer in zip(self.cache.layers, cache.layers, strict=True):
             keys, values = row_segments(layer, length)

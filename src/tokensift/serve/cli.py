@@ -62,7 +62,7 @@ def serve(
     import uvicorn
 
     from tokensift.models import load_model
-    from tokensift.serve import build
+    from tokensift.serve.server import build
 
     with err.status(f"loading {model} …"):
         loaded = load_model(model, cache_dir=cache_dir)

@@ -161,7 +161,7 @@ class Engine:
         self.stop_ids = {eos} if isinstance(eos, int) else set(eos or [])
         self.waiting: deque[Job] = deque()
         self.running: list[Job] = []
-        self.batch = Batch(self.model)
+        self.batch = Batch(self.model, max_batch)
         self.condition = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="tokensift-engine", daemon=True)
@@ -222,7 +222,7 @@ class Engine:
                     log.exception("decoding step failed")
                     for job in list(self.running):
                         self._fail(job, exc)
-                    self.running, self.batch = [], Batch(self.model)
+                    self.running, self.batch = [], Batch(self.model, self.max_batch)
             self.metrics.set("tokensift_queue_depth", len(self.waiting))
             self.metrics.set("tokensift_running_requests", len(self.running))
             self.metrics.set("tokensift_batch_bytes", self.batch.nbytes() if self.running else 0)
