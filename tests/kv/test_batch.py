@@ -126,3 +126,20 @@ def test_misuse_is_a_typed_error() -> None:
         layer.update(torch.zeros(1, 2, 2, 4), torch.zeros(1, 2, 2, 4))
     with pytest.raises(InputError):
         layer.add_row([torch.zeros(3, 4)], [torch.zeros(3, 4)], 3)
+
+
+def test_leading_ids_are_the_tokenizers_own_bos_unless_the_text_has_it() -> None:
+    from tokenizers.processors import TemplateProcessing
+
+    from tests.conftest import word_level_tokenizer
+    from tokensift.kv.tasks import Sample, leading_ids, split_prompt
+
+    plain = word_level_tokenizer()
+    assert leading_ids(plain, "the cat") == []
+    marked = word_level_tokenizer()
+    marked.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    assert leading_ids(marked, "the cat") == [1]
+    assert leading_ids(marked, "<s> the cat") == []
+    head, tail = split_prompt(marked, Sample("qa", "x", "the cat sat", question="the dog ?"), query_aware=False)
+    assert head == [1, *marked("the cat sat", add_special_tokens=False).input_ids]
+    assert tail == marked("\n\nthe dog ?\n", add_special_tokens=False).input_ids

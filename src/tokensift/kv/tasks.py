@@ -198,11 +198,25 @@ def build(task: str, data: Path, tokenizer: Any, index: int, seed: int, length: 
     raise ParameterError(f"unknown kv task {task!r}; tasks: {', '.join(TASKS)}")
 
 
+def leading_ids(tokenizer: Any, text: str) -> list[int]:
+    """The special tokens ``tokenizer`` puts before a text by default (Gemma's ``<bos>``; none for SmolLM2),
+    unless ``text`` already starts with them (a chat template that writes them itself)."""
+    plain = list(tokenizer("a", add_special_tokens=False).input_ids)
+    marked = list(tokenizer("a", add_special_tokens=True).input_ids)
+    if not plain or marked[len(marked) - len(plain) :] != plain:
+        return []
+    prefix = marked[: len(marked) - len(plain)]
+    if prefix and text.startswith(tokenizer.decode(prefix)):
+        return []
+    return prefix
+
+
 def split_prompt(tokenizer: Any, sample: Sample, query_aware: bool) -> tuple[list[int], list[int]]:
     """Token ids of the part to compress and of the part fed afterwards.
 
     The prompt is the model's chat template (when it has one) around ``context + question``, then the
-    answer prefix. Query-agnostic: only the context is compressed; query-aware: context and question.
+    answer prefix, after the tokenizer's leading special tokens (:func:`leading_ids`). Query-agnostic: only
+    the context is compressed; query-aware: context and question.
     """
     if sample.task == "fidelity":
         ids = tokenizer(sample.context, add_special_tokens=False).input_ids
@@ -217,9 +231,9 @@ def split_prompt(tokenizer: Any, sample: Sample, query_aware: bool) -> tuple[lis
     rendered += sample.answer_prefix
     anchor = user if query_aware else sample.context
     cut = rendered.index(anchor) + len(anchor)
-    head = tokenizer(rendered[:cut], add_special_tokens=False).input_ids
+    head = leading_ids(tokenizer, rendered) + list(tokenizer(rendered[:cut], add_special_tokens=False).input_ids)
     tail = tokenizer(rendered[cut:], add_special_tokens=False).input_ids
-    return list(head), list(tail)
+    return head, list(tail)
 
 
 def _normalize(text: str) -> str:

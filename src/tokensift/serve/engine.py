@@ -30,6 +30,7 @@ from tokensift.kv.batch import Batch
 from tokensift.kv.cache import cache_bytes
 from tokensift.kv.model import text_config
 from tokensift.kv.qa import CompressedContext, compress_context, continue_from, copy_cache
+from tokensift.kv.tasks import leading_ids
 from tokensift.serve.metrics import Metrics
 from tokensift.serve.store import ContextInfo, ContextStore, new_id
 
@@ -247,8 +248,12 @@ class Engine:
             order = self.batch.leave(gone)
             self.running = [self.running[i] for i in order]
 
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids) if text else []
+    def _ids(self, text: str, first: bool = False) -> list[int]:
+        """Token ids of ``text``; the ``first`` piece of a sequence gets the tokenizer's leading special tokens."""
+        if not text:
+            return []
+        lead = leading_ids(self.tokenizer, text) if first else []
+        return lead + list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def _check_length(self, n: int) -> None:
         if self.positions and n > self.positions:
@@ -262,7 +267,8 @@ class Engine:
         assert job.sampling is not None
         if work.prompt is not None:
             work = self._shorten(job, work)
-        head_ids, tail_ids = self._ids(work.head), self._ids(work.tail)
+        head_ids = self._ids(work.head, first=True)
+        tail_ids = self._ids(work.tail, first=not head_ids and work.context_id is None)
         started = time.perf_counter()
         if work.context_id is not None:
             stored = self.store.get(work.context_id)
@@ -341,7 +347,7 @@ class Engine:
         )
 
     def _create_context(self, job: Job, work: ContextRequest) -> None:
-        ids = self._ids(work.head)
+        ids = self._ids(work.head, first=True)
         if not ids:
             raise InputError("the context is empty")
         self._check_length(len(ids))
