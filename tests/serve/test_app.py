@@ -145,6 +145,9 @@ def test_contexts_are_created_listed_used_and_deleted(server) -> None:
         ("contexts", {"text": "a", "messages": [{"role": "user", "content": "a"}]}, 400, "either"),
         ("contexts", {"text": "  "}, 400, "empty"),
         ("completions", {"model": "tiny", "prompt": ""}, 400, "empty"),
+        ("completions", {"model": "tiny", "prompt": "a", "logprobs": 2}, 400, "logprobs"),
+        ("chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "a"}], "logprobs": True}, 400,
+         "logprobs"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_openai_errors(server, path: str, body: dict, status: int, words: str) -> None:

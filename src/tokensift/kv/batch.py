@@ -219,11 +219,15 @@ class BatchLayer(CacheLayerMixin):
         if self.window is not None:
             newest = (self.next_position - 1)[:, None, None]
             allowed = allowed & (self.positions[:, :, :used] > newest - self.window)
-        group = query.shape[1] // self.keys.shape[1]
-        mask = allowed[:, :, None, :].repeat_interleave(group, dim=1)
+        batch, heads, _, dim = query.shape
+        kv_heads = self.keys.shape[1]
+        # the query heads that share a KV head become that head's query rows: keys and values are read once
+        # (no GQA expansion), and each row's mask covers all of them
+        grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
         out = torch.nn.functional.scaled_dot_product_attention(
-            query, self.keys[:, :, :used], self.values[:, :, :used], attn_mask=mask, scale=scaling, enable_gqa=True
+            grouped, self.keys[:, :, :used], self.values[:, :, :used], attn_mask=allowed[:, :, None, :], scale=scaling
         )
+        out = out.reshape(batch, heads, 1, out.shape[-1])
         return out.transpose(1, 2).contiguous(), None
 
 

@@ -93,6 +93,8 @@ class Sampled(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     seed: int | None = None
+    logprobs: bool | int | None = None
+    echo: bool = False
     tokensift: Extension | None = None
 
 
@@ -204,6 +206,8 @@ class Prompts:
     def sampling(self, body: Sampled) -> Sampling:
         if body.n != 1:
             raise ParameterError(f"n must be 1 (one choice per request), got {body.n}", option="n")
+        if body.logprobs not in (None, False, 0) or body.echo:
+            raise ParameterError("logprobs and echo are not supported by this server", option="logprobs")
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise ParameterError("stop takes up to 4 non-empty strings", option="stop")
