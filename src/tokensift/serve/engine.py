@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -461,9 +462,5 @@ def _hold_back(text: str, stops: list[str]) -> str:
 def _untouched_bytes(cache: Any, stats: CompressionStats) -> int:
     """Bytes of the layers compression left alone (sliding-window layers)."""
     compressed = {r.layer for r in stats.layers}
-    return cache_bytes(_Only(cache, [i for i in range(len(cache.layers)) if i not in compressed]))
-
-
-class _Only:
-    def __init__(self, cache: Any, keep: list[int]) -> None:
-        self.layers = [cache.layers[i] for i in keep]
+    untouched = [layer for i, layer in enumerate(cache.layers) if i not in compressed]
+    return cache_bytes(SimpleNamespace(layers=untouched))
