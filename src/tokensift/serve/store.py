@@ -16,7 +16,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -260,7 +259,3 @@ class ContextStore:
     def close(self) -> None:
         with self.lock:
             self.db.close()
-
-
-def now() -> float:
-    return time.time()
