@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokensift.errors import ContextTooLongError, InputError, MethodUnsupportedError, ParameterError, TokensiftError
+from tokensift.errors import ContextTooLongError, InputError, ParameterError, TokensiftError
 from tokensift.serve.engine import ContextRequest, Engine, Job, KVSpec, OverloadedError, Prompt, PromptSpec, Sampling
 from tokensift.serve.store import ContextDamagedError, ContextNotFoundError
 
@@ -50,8 +50,9 @@ class Message(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
-class KVOptions(BaseModel):
-    """KV-cache compression: a registered KV method or composition and one budget."""
+class MethodOptions(BaseModel):
+    """A registered method (or composition), its own options and one budget (``ratio``, ``keep`` or
+    ``keep_tokens``)."""
 
     model_config = ConfigDict(extra="forbid")
     method: str
@@ -59,19 +60,25 @@ class KVOptions(BaseModel):
     keep: float | None = None
     keep_tokens: int | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def budget(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "keep": self.keep, "keep_tokens": self.keep_tokens}
+
+
+class KVOptions(MethodOptions):
+    """KV-cache compression of the prefill; ``query_aware`` compresses the question too."""
+
     query_aware: bool = False
 
 
-class PromptOptions(BaseModel):
-    """Prompt compression of the document part (before the question's blank line) with a text method."""
+class PromptOptions(MethodOptions):
+    """Prompt compression of the document part (before the question's blank line) with a text method;
+    ``rate`` is LLMLingua's name for ``keep``."""
 
-    model_config = ConfigDict(extra="forbid")
-    method: str
-    ratio: float | None = None
-    keep: float | None = None
-    keep_tokens: int | None = None
     rate: float | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+
+    def budget(self) -> dict[str, Any]:
+        return {**super().budget(), "rate": self.rate}
 
 
 class Extension(BaseModel):
@@ -130,7 +137,7 @@ def status_of(exc: BaseException) -> tuple[int, str, str]:
         return 413, "invalid_request_error", "context_length_exceeded"
     if isinstance(exc, ContextDamagedError):
         return 410, "context_damaged", "context_damaged"
-    if isinstance(exc, InputError | MethodUnsupportedError | TokensiftError):
+    if isinstance(exc, TokensiftError):
         return 400, "invalid_request_error", "invalid_value"
     return 500, "server_error", "internal_error"
 
@@ -180,7 +187,7 @@ class Prompts:
             raise ParameterError("kv options cannot name a tokenizer or a press", option="options")
         from tokensift.kv.api import press_from
 
-        budget: dict[str, Any] = {"ratio": options.ratio, "keep": options.keep, "keep_tokens": options.keep_tokens}
+        budget = options.budget()
         if all(v is None for v in budget.values()):
             budget["ratio"] = 0.5
         press_from(options.method, **budget, **options.options)  # unknown method or bad budget: 400 now
@@ -193,12 +200,7 @@ class Prompts:
         from tokensift.methods import resolve
         from tokensift.text.api import make_budget
 
-        budget: dict[str, Any] = {
-            "ratio": options.ratio,
-            "keep": options.keep,
-            "keep_tokens": options.keep_tokens,
-            "rate": options.rate,
-        }
+        budget = options.budget()
         make_budget(**budget)
         resolve("text", options.method, **options.options)
         return PromptSpec(options.method, budget, dict(options.options))
