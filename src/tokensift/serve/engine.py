@@ -24,22 +24,18 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from tokensift.errors import ContextTooLongError, InputError, TokensiftError
+from tokensift.errors import InputError, OverloadedError, TokensiftError
 from tokensift.kv.api import press_from
 from tokensift.kv.attach import CompressionStats, attached
 from tokensift.kv.batch import Batch
 from tokensift.kv.cache import cache_bytes
-from tokensift.kv.model import text_config
+from tokensift.kv.model import check_length, text_config
 from tokensift.kv.qa import CompressedContext, compress_context, continue_from, copy_cache
 from tokensift.kv.tasks import leading_ids
 from tokensift.serve.metrics import Metrics
 from tokensift.serve.store import ContextInfo, ContextStore, new_id
 
 log = logging.getLogger("tokensift.serve")
-
-
-class OverloadedError(TokensiftError):
-    """The request queue is full (HTTP 429)."""
 
 
 @dataclass
@@ -256,10 +252,6 @@ class Engine:
         lead = leading_ids(self.tokenizer, text) if first else []
         return lead + list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
-    def _check_length(self, n: int) -> None:
-        if self.positions and n > self.positions:
-            raise ContextTooLongError(f"{n} tokens exceed the model's {self.positions} positions")
-
     def _admit(self, job: Job) -> None:
         work = job.work
         if isinstance(work, ContextRequest):
@@ -276,8 +268,8 @@ class Engine:
             context = CompressedContext(stored.cache, stored.info.tokens, CompressionStats(), 0.0, stored.last_logits)
             job.info.update(context_id=work.context_id, cache_bytes_context=stored.nbytes)
         elif work.kv is not None and head_ids:
-            self._check_length(
-                len(head_ids) + len(tail_ids) + (job.sampling.max_tokens if job.sampling.explicit else 1)
+            check_length(
+                self.model, len(head_ids) + len(tail_ids) + (job.sampling.max_tokens if job.sampling.explicit else 1)
             )
             press = work.kv.press(self.tokenizer)
             context = compress_context(self.model, torch.tensor([head_ids]), press)
@@ -294,7 +286,7 @@ class Engine:
         total = (context.length if context else 0) + len(tail_ids)
         if not job.sampling.explicit and self.positions:
             job.sampling.max_tokens = max(1, min(job.sampling.max_tokens, self.positions - total))
-        self._check_length(total + job.sampling.max_tokens)
+        check_length(self.model, total + job.sampling.max_tokens)
         if context is None:
             cache, logits = self._prefill(tail_ids)
         else:
@@ -351,7 +343,7 @@ class Engine:
         ids = self._ids(work.head, first=True)
         if not ids:
             raise InputError("the context is empty")
-        self._check_length(len(ids))
+        check_length(self.model, len(ids))
         started = time.perf_counter()
         if work.kv is not None:
             context = compress_context(self.model, torch.tensor([ids]), work.kv.press(self.tokenizer))

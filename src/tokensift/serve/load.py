@@ -8,7 +8,6 @@ Reports throughput (generated tokens per second of wall time), latency and time 
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -144,7 +143,3 @@ def load_test(
         ttft_p95=_percentile([o.first_token_seconds for o in good], 0.95),
         outcomes=outcomes,
     )
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")

@@ -28,22 +28,11 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import Tensor
 
-from tokensift.errors import TokensiftError
+from tokensift.errors import ContextDamagedError, ContextNotFoundError
 from tokensift.kv.batch import row_segments
 from tokensift.kv.cache import RaggedLayer, cache_bytes
 
 FORMAT = "tokensift-context-1"
-
-
-class ContextNotFoundError(TokensiftError, KeyError):
-    """No context with that id (for this model)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class ContextDamagedError(TokensiftError):
-    """A stored context file no longer matches its index (truncated, altered or unreadable)."""
 
 
 @dataclass
