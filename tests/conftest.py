@@ -11,7 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 WORDS = [
     "<unk>",
@@ -77,6 +77,24 @@ def tiny_llama(
         pad_token_id=0,
     )
     return LlamaForCausalLM(config).eval()
+
+
+def tiny_gemma3(*, window: int = 8, seed: int = 0) -> Gemma3ForCausalLM:
+    """A two-layer Gemma-3 text model: a sliding-window layer (``window`` positions) then a global one."""
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=window,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=128,
+    )
+    return Gemma3ForCausalLM(config).eval()
 
 
 @pytest.fixture

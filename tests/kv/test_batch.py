@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-from tests.conftest import tiny_llama
+from tests.conftest import tiny_gemma3, tiny_llama
 from tokensift.errors import InputError, ModelError
 from tokensift.kv.api import press_from
 from tokensift.kv.attach import attached
@@ -82,13 +81,7 @@ def test_ragged_heads_keep_their_own_lengths() -> None:
 
 
 def test_sliding_window_layers_mask_old_positions() -> None:
-    config = Gemma3TextConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=128,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = Gemma3ForCausalLM(config).eval()
+    model = tiny_gemma3(window=8)
     ids = torch.randint(2, 64, (1, 20))
     context = compress_context(model, ids, press_from("snapkv", ratio=0.0))
     expected = _alone(model, context, [3], [4, 5, 6])

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import DynamicCache, Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import DynamicCache
 
-from tests.conftest import tiny_llama
+from tests.conftest import tiny_gemma3, tiny_llama
+from tokensift.errors import ContextDamagedError, ContextNotFoundError
 from tokensift.kv.api import press_from
 from tokensift.kv.cache import cache_bytes
 from tokensift.kv.qa import compress_context, continue_from
-from tokensift.serve.store import ContextDamagedError, ContextInfo, ContextNotFoundError, ContextStore, new_id
+from tokensift.serve.store import ContextInfo, ContextStore, new_id
 
 
 def _store(folder: Path, model, memory: int = 2**30) -> ContextStore:
@@ -52,13 +53,8 @@ def test_round_trip_through_disk_gives_the_same_logits(tmp_path: Path) -> None:
 
 
 def test_sliding_window_layers_round_trip(tmp_path: Path) -> None:
-    config = Gemma3TextConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=128,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = Gemma3ForCausalLM(config).eval()
+    model = tiny_gemma3(window=8)
+    config = model.config
     store = ContextStore(tmp_path, "tiny", 2**30, lambda: DynamicCache(config=config))
     info, context = _add(store, model, 2, method="snapkv")
     back = _store(tmp_path, model).get(info.id)
