@@ -398,14 +398,21 @@ def create_app(engine: Engine, prompts: Prompts) -> FastAPI:
         prompts.check_model(model_id)
         return model_card()
 
+    async def started(request: Request, job: Job) -> tuple[str, Any] | Response:
+        """Queue ``job`` and wait for its first event; a response instead when it failed or the client left."""
+        engine.submit(job)
+        event = await _watch(request, engine, job)
+        if event is None:
+            return Response(status_code=499)
+        if event[0] == "error":
+            return error_from(event[1])
+        return event
+
     async def run(request: Request, prompt: Prompt, sampling: Sampling, body: Sampled, chat: bool) -> Response:
         job = Job(prompt, sampling, asyncio.get_running_loop())
-        engine.submit(job)
-        first = await _watch(request, engine, job)
-        if first is None:
-            return Response(status_code=499)
-        if first[0] == "error":
-            return error_from(first[1])
+        first = await started(request, job)
+        if isinstance(first, Response):
+            return first
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         if body.stream:
@@ -452,14 +459,8 @@ def create_app(engine: Engine, prompts: Prompts) -> FastAPI:
 
     @app.post("/v1/contexts")
     async def create_context(body: ContextCreate, request: Request) -> Response:
-        job = Job(prompts.context(body), None, asyncio.get_running_loop())
-        engine.submit(job)
-        event = await _watch(request, engine, job)
-        if event is None:
-            return Response(status_code=499)
-        if event[0] == "error":
-            return error_from(event[1])
-        return JSONResponse(event[1])
+        event = await started(request, Job(prompts.context(body), None, asyncio.get_running_loop()))
+        return event if isinstance(event, Response) else JSONResponse(event[1])
 
     @app.get("/v1/contexts")
     async def list_contexts() -> dict[str, Any]:
