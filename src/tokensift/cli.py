@@ -20,6 +20,7 @@ from tokensift.kv import cli as kv_cli
 from tokensift.report.progress import progress_bar
 from tokensift.serve import cli as serve_cli
 from tokensift.text import cli as text_cli
+from tokensift.training import cli as training_cli
 
 app = typer.Typer(
     name="tokensift",
@@ -45,6 +46,9 @@ bench_app.command("text")(text_cli.bench)
 app.command("embed")(encoder_cli.embed)
 app.command("merges")(encoder_cli.merges)
 bench_app.command("encoder")(encoder_cli.bench)
+app.command("score-data")(training_cli.score_data)
+app.command("train")(training_cli.train)
+bench_app.command("training")(training_cli.bench)
 
 
 def _load(model: str, cache_dir: Path | None) -> Any:

@@ -41,6 +41,14 @@ class InvalidJSONError(InputError):
     """JSON mode was asked for but the input is not valid JSON."""
 
 
+class BadRowError(InputError):
+    """A line of a JSONL data file is not a usable example; ``line`` is its 1-based line number."""
+
+    def __init__(self, message: str, *, line: int) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
 class BudgetError(InputError):
     """The budget cannot be met: e.g. the protected spans alone need more tokens than it allows."""
 

@@ -45,11 +45,13 @@ def read_text(path: str | os.PathLike[str], *, allow_empty: bool = False) -> str
     return text
 
 
-def whole_number(value: object, name: str, *, low: int = 1, label: str | None = None) -> int:
-    """``value`` if it is a whole number (not a bool) of at least ``low``; else a :class:`ParameterError` naming
-    ``name`` (the message says ``label`` when given)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+def whole_number(value: object, name: str, *, low: int = 1, high: int | None = None, label: str | None = None) -> int:
+    """``value`` if it is a whole number (not a bool) from ``low`` (to ``high``); else a :class:`ParameterError`
+    naming ``name`` (the message says ``label`` when given)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bound = ">= 0" if low == 0 else f"of at least {low}"
+        if high is not None:
+            bound = f"from {low} to {high:,}"
         raise ParameterError(f"{label or name} must be a whole number {bound}, got {value!r}", option=name)
     return value
 

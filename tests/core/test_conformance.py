@@ -101,10 +101,53 @@ def encoder_kept(ctx: Any, name: str, k: int) -> tuple[int, int]:
     return int(patch.last.valid.sum()), k * batch["input_ids"].shape[0]
 
 
+def _training_batch() -> tuple[Any, Any, Any]:
+    from tokensift.training.stats import IGNORE
+
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 16, 64, generator=generator)
+    labels = torch.randint(2, 64, (2, 16), generator=generator)
+    labels[:, :3] = IGNORE
+    reference = torch.rand(2, 15, generator=generator)
+    return logits, labels, reference
+
+
+def training_exact(ctx: Any, name: str) -> tuple[Any, Any]:
+    """A loss policy at ratio 0 is the full loss; a data scorer counting every token is plain IFD."""
+    from tokensift.training.loss import SelectiveLoss, full_loss
+
+    if not accepts("training", name, "ratio"):
+        conditional, alone = torch.rand(12, generator=torch.Generator().manual_seed(4)), torch.rand(12)
+        everything = {"token_keep": 1.0} if accepts("training", name, "token_keep") else {}
+        plain = build("training", "ifd").score(conditional, alone).value
+        return torch.tensor(plain), torch.tensor(build("training", name, **everything).score(conditional, alone).value)
+    logits, labels, reference = _training_batch()
+    loss = SelectiveLoss(build("training", name, ratio=0.0), reference=lambda labels, **batch: reference)
+    return full_loss(logits, labels), loss(logits, labels, input_ids=labels)
+
+
+def training_kept(ctx: Any, name: str, k: int) -> tuple[int, int]:
+    """Tokens whose loss is kept (or, for a data scorer, response tokens it counts) against the budget."""
+    from tokensift.training.stats import token_stats
+
+    if not accepts("training", name, "ratio"):
+        n = 24
+        conditional, alone = torch.rand(n, generator=torch.Generator().manual_seed(5)), torch.rand(n)
+        if accepts("training", name, "token_keep"):
+            return len(build("training", name, token_keep=k / n).score(conditional, alone).tokens), k
+        return len(build("training", name).score(conditional, alone).tokens), n
+    logits, labels, reference = _training_batch()
+    stats = token_stats(logits, labels, reference)
+    chosen = build("training", name, keep_tokens=k)
+    expected = int(stats.valid.sum()) if name == "none" else k  # the full loss keeps every token by definition
+    return int(chosen.select(stats).sum()), expected
+
+
 HARNESSES = {
     "kv": Harness(kv_exact, kv_kept),
     "text": Harness(text_exact, text_kept),
     "encoder": Harness(encoder_exact, encoder_kept),
+    "training": Harness(training_exact, training_kept),
 }
 
 

@@ -63,6 +63,11 @@ def disk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "json": json.dumps([{"role": "user", "content": sentence}]),
         "badjson": "[{oops",
         "docs": json.dumps([sentence, "the dog ran"]),
+        "rows": "\n".join(
+            json.dumps({"prompt": " ".join(WORDS[2 + i : 8 + i]), "response": " ".join(WORDS[9 + i : 14 + i])})
+            for i in range(5)
+        ),
+        "badrow": json.dumps({"prompt": "the cat"}) + "\n" + json.dumps({"prompt": "a", "response": "b"}),
     }
     paths = {}
     for key, text in files.items():
@@ -334,6 +339,55 @@ def serve_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
     return argv, blame
 
 
+TRAINING_FILES = ["rows", "rows", "badrow", *FILES]
+
+
+@st.composite
+def training_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    """``score-data`` and ``train`` on JSONL rows, bad rows and every problem file, with generated flags."""
+    file = draw(st.sampled_from(TRAINING_FILES))
+    blame: tuple[str, ...] = ("line",) if file not in ("rows", "empty", "blank", "bytes", "missing", "folder") else ()
+    small = st.sampled_from(["0", "-1", "x", "", "1.5", "1", "2", "99999999999999999999"])
+    if draw(st.booleans()):
+        argv = ["score-data", f"{{{file}}}", "--model", "{llama}"]
+        flags = [
+            ("--method", method_names("training")),
+            ("--keep", FRACTIONS),
+            ("--keep-rows", COUNTS_TEXT),
+            ("--batch-size", small),
+            ("--max-tokens", COUNTS_TEXT),
+            ("--top", small),
+            ("--out", st.sampled_from(["{folder}/kept.jsonl", "{folder}", "{rows}"])),
+            ("--option", OPTIONS),
+        ]
+    else:
+        argv = ["train", f"{{{file}}}", "--model", "{llama}", "--steps", draw(small)]
+        blame += ("steps",)
+        flags = [
+            ("--policy", method_names("training")),
+            ("--keep", FRACTIONS),
+            ("--ratio", FRACTIONS),
+            ("--batch-size", small),
+            ("--lr", FRACTIONS),
+            ("--backward", st.sampled_from(["exact", "sparse", "half", ""])),
+            ("--max-tokens", COUNTS_TEXT),
+            ("--eval", st.sampled_from(["{rows}", "{badrow}", "{missing}", "{empty}"])),
+            ("--option", OPTIONS),
+        ]
+    for flag, values in flags:
+        if draw(st.booleans()):
+            value = draw(values)
+            argv += [flag, value]
+            blame += (flag[2:], flag[2:].replace("-", "_"), "budget", "option")
+            if flag == "--eval":
+                blame += ("line", "empty", "not found")
+            if flag == "--option" or flag == "--method" or flag == "--policy":
+                blame += ("method", "policy", "scorer", "reference", value.partition("=")[0] or "=")
+            if flag == "--out" and "rows" in value:
+                blame += ("input",)
+    return argv, blame
+
+
 def _fill(argv: list[str], disk: dict[str, Path]) -> list[str]:
     """Put the fixture's paths in place of ``{name}`` (generated text may hold braces of its own)."""
     filled = []
@@ -352,6 +406,7 @@ EXAMPLES = {
     "cli bench": 160,
     "cli methods/models/demo/usage": 60,
     "cli serve": 80,
+    "cli score-data / train": 120,
     "HTTP request bodies": 240,
     "build(target, name, **options)": 150,
     "kv.compress": 120,
@@ -374,6 +429,7 @@ EXAMPLES = {
         ("bench", bench_args()),
         ("methods/models/demo/usage", other_args()),
         ("serve", serve_args()),
+        ("score-data / train", training_args()),
     ],
 )
 def test_cli_bad_input_gives_one_line_naming_the_option(disk, family, strategy):

@@ -7,7 +7,10 @@ from pathlib import Path
 from tests.core.test_fuzz import EXAMPLES
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-FACES = {"tokensift", "tokensift.kv", "tokensift.text", "tokensift.encoder", "tokensift.methods", "tokensift.models"}
+FACES = {
+    "tokensift", "tokensift.kv", "tokensift.text", "tokensift.encoder", "tokensift.training", "tokensift.methods",
+    "tokensift.models",
+}  # fmt: skip
 CLIENTS = {"openai", "json", "urllib.request"}
 """What the serving example may import besides the faces: the official client and the standard library."""
 

@@ -1,0 +1,287 @@
+"""``tokensift bench training``: selective-loss fine-tunes and data selection on the shared benchmark skeleton.
+
+Both tasks fine-tune the model on GSM8K train (chat format, loss on the solution) from the same starting
+weights with the same example order, and judge it on the first ``--samples`` GSM8K test problems: mean
+log-probability per token of the reference solution (headline) and, with ``--answers N``, exact match of the
+final number of greedy answers to the first N. One row per fine-tune.
+
+* ``selective``: the full loss (``full``: every token, exact backward) against each policy at each budget
+  (``--ratios`` = fraction of tokens *not* back-propagated), trained with sparse backward: the cost columns
+  are the tokens whose loss was kept, the positions back-propagated and the seconds spent in forward,
+  backward and optimizer — measured, in one process, so the ratios are comparable. Rho-1's reference model
+  is the starting model fine-tuned with the full loss for ``--reference-steps`` on problems no run trains
+  on (its own row, ``reference``), as the paper trains its reference on data set apart.
+* ``data_selection``: ``--pool`` training problems scored by ``score-data``'s scorer (``sifd``); one epoch
+  over the top ``--data-keep`` of them (``top``), over a random subset of the same size (``random``), and
+  over the whole pool (``all``: more steps, the same epoch), each with the full loss.
+
+Training problems longer than ``--max-tokens`` (template included) are left out of the pool (counted in the
+report) so a CPU step stays bounded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from tokensift.bench import FULL, BenchConfig, Benchmark, WorkItem
+from tokensift.bench import data as files
+from tokensift.errors import ParameterError
+from tokensift.inputs import whole_number
+from tokensift.select import Budget
+from tokensift.training.examples import Example, encode_example, parse_row
+from tokensift.training.finetune import TrainResult, evaluate, finetune
+
+QUALITY = {"selective": "logprob", "data_selection": "logprob"}
+REFERENCE = "reference"
+"""Row of Rho-1's reference model: the starting model fine-tuned with the full loss on problems set apart."""
+COST = ("tokens_selected", "backward_positions", "backward_s", "wall_s", "accuracy")
+SUBSETS = ("top", "random", "all")
+
+
+@dataclass
+class TrainingBenchConfig(BenchConfig):
+    """``tokensift bench training``: the shared fields (``samples`` = held-out test problems) plus the run's size."""
+
+    steps: int = 40
+    batch_size: int = 4
+    lr: float = 5e-5
+    max_tokens: int = 320
+    answers: int = 0
+    pool: int = 400
+    data_keep: float = 0.3
+    scorer: str = "sifd"
+    reference_steps: int = 40
+    """Full-loss steps that train Rho-1's reference model on problems none of the runs trains on."""
+
+
+class TrainingBenchmark(Benchmark):
+    """Selective loss and data selection on GSM8K with the embedded instruct model."""
+
+    target = "training"
+    heading = "Training: token-selective loss and data selection"
+    config_class = TrainingBenchConfig
+    quality = QUALITY
+    cost = COST
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {
+        "selective": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
+        "data_selection": ("gsm8k/train.jsonl",),
+    }
+    default_model = "smollm2-135m"
+    default_tasks = ("selective", "data_selection")
+    default_ratios = (0.4, 0.7)
+    default_samples = 100
+    config: TrainingBenchConfig
+
+    def registered(self) -> list[str]:
+        """The loss policies the grid compares by default (``none`` is the ``full`` row; ``entropy_topk`` opt-in)."""
+        return ["rho1", "eslm", "random"]
+
+    def check(self) -> None:
+        super().check()
+        from tokensift.methods import build
+        from tokensift.training.methods.base import TokenPolicy
+        from tokensift.training.methods.data import DataScorer
+
+        for method in self.methods:
+            if not isinstance(build("training", method), TokenPolicy):
+                raise ParameterError(f"{method} is not a loss policy", option="methods")
+        if not isinstance(build("training", self.config.scorer), DataScorer):
+            raise ParameterError(f"{self.config.scorer} is not a data scorer", option="scorer")
+        for name in ("steps", "batch_size", "pool", "reference_steps"):
+            whole_number(getattr(self.config, name), name, low=1)
+        whole_number(self.config.max_tokens, "max_tokens", low=8)
+        whole_number(self.config.answers, "answers", low=0)
+        Budget(keep=self.config.data_keep)
+
+    # -- data --------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        assert self.data is not None
+        tokenizer = self.loaded.tokenizer
+        rows = files.gsm8k(self.data, "train")
+        order = list(range(len(rows)))
+        random.Random(self.config.seed).shuffle(order)
+        self.train: list[Example] = []
+        self.too_long = 0
+        for index in order:
+            example = parse_row(rows[index], index + 1)
+            if len(encode_example(tokenizer, example).ids) <= self.config.max_tokens:
+                self.train.append(example)
+            else:
+                self.too_long += 1
+        tests = files.gsm8k(self.data, "test")[: self.samples]
+        self.test = [parse_row(row, i + 1) for i, row in enumerate(tests)]
+        reserved = self.config.reference_steps * self.config.batch_size
+        used = max(self.config.steps * self.config.batch_size, self.config.pool)
+        if reserved + used > len(self.train):
+            raise ParameterError(
+                f"{len(self.train)} training problems fit --max-tokens; the runs need {used}, the reference {reserved}",
+                option="pool",
+            )
+        self.reference_train = self.train[-reserved:]
+        self.start = copy.deepcopy(self.loaded.model.state_dict())
+        self.reference: Any = None
+
+    def plan(self) -> list[WorkItem]:
+        from tokensift.methods import build
+
+        items = []
+        if "selective" in self.tasks:
+            items.append(WorkItem("selective · full", ("selective", FULL, 0.0)))
+            if any(build("training", m).needs_reference for m in self.methods):
+                items.append(WorkItem("selective · reference model", ("selective", REFERENCE, 0.0)))
+            for method in self.methods:
+                for ratio in self.ratios:
+                    items.append(WorkItem(f"selective · {method} @ {1 - ratio:.0%}", ("selective", method, ratio)))
+        if "data_selection" in self.tasks:
+            for subset in SUBSETS:
+                items.append(WorkItem(f"data_selection · {subset}", ("data_selection", subset, 0.0)))
+        return items
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def _fresh(self) -> None:
+        self.loaded.model.load_state_dict(self.start)
+
+    def _row(self, task: str, method: str, ratio: float, result: TrainResult, **extra: Any) -> dict[str, Any]:
+        evaluation = evaluate(self.loaded.model, self.loaded.tokenizer, self.test, answers=self.config.answers)
+        counts = result.counts
+        return {
+            **self.key(task, "-", method, ratio, f"seed{self.config.seed}"),
+            "logprob": evaluation.logprob,
+            "eval_tokens": evaluation.tokens,
+            "eval_examples": evaluation.examples,
+            "accuracy": evaluation.accuracy,
+            "answered": evaluation.answered,
+            "steps": result.steps,
+            "tokens_labelled": counts.labelled,
+            "tokens_selected": counts.selected,
+            "kept_fraction": counts.selected_fraction,
+            "backward_positions": counts.backward,
+            "forward_s": result.forward_s,
+            "backward_s": result.backward_s,
+            "optimizer_s": result.optimizer_s,
+            "wall_s": result.wall_s,
+            "losses": result.losses,
+            "excluded_too_long": self.too_long,
+            **extra,
+        }
+
+    def run_item(self, item: WorkItem) -> None:
+        task, method, ratio = item.args
+        key = self.key(task, "-", method, ratio, f"seed{self.config.seed}")
+        if self.has(**key):
+            return
+        self._fresh()
+        row = self._selective(method, ratio) if task == "selective" else self._data_selection(method)
+        self.store.append(row)
+
+    def _train(self, examples: Sequence[Example], policy: Any, steps: int, backward: str) -> TrainResult:
+        return finetune(
+            self.loaded.model,
+            self.loaded.tokenizer,
+            examples,
+            policy,
+            steps=steps,
+            batch_size=self.config.batch_size,
+            lr=self.config.lr,
+            seed=self.config.seed,
+            backward=backward,  # type: ignore[arg-type]
+            reference=self.reference,
+            max_tokens=self.config.max_tokens,
+        )
+
+    def _selective(self, method: str, ratio: float) -> dict[str, Any]:
+        from tokensift.methods import build
+
+        if method == REFERENCE:
+            return self._train_reference()
+        if method == FULL:
+            policy, backward = build("training", "none"), "exact"
+        else:
+            policy, backward = build("training", method, ratio=ratio), "sparse"
+        if policy.needs_reference and self.reference is None:
+            self._train_reference()
+            self._fresh()
+        result = self._train(self.train, policy, self.config.steps, backward)
+        return self._row("selective", method, ratio, result, backward=backward)
+
+    def _train_reference(self) -> dict[str, Any]:
+        """Rho-1's reference: the paper trains it on curated data; here on GSM8K problems no run trains on
+        (the last ones of the shuffled pool), full loss. Kept frozen; its per-token losses are remembered."""
+        from tokensift.methods import build
+        from tokensift.training.reference import Reference
+
+        self._fresh()
+        result = self._train(self.reference_train, build("training", "none"), self.config.reference_steps, "exact")
+        row = self._row("selective", REFERENCE, 0.0, result, backward="exact")
+        self.reference = Reference(copy.deepcopy(self.loaded.model).eval())
+        return row
+
+    def _data_selection(self, subset: str) -> dict[str, Any]:
+        from tokensift.methods import build
+
+        pool = self.train[: self.config.pool]
+        count = Budget(keep=self.config.data_keep).tokens(len(pool))
+        if subset == "all":
+            chosen, scoring_s = pool, 0.0
+        elif subset == "random":
+            chosen, scoring_s = random.Random(self.config.seed + 1).sample(pool, count), 0.0
+        else:
+            ranked, scoring_s = self._ranked(pool)
+            chosen = [pool[i] for i in ranked[:count]]
+        steps = math.ceil(len(chosen) / self.config.batch_size)
+        result = self._train(chosen, build("training", "none"), steps, "exact")
+        return self._row("data_selection", subset, 0.0, result, rows=len(chosen), scoring_s=scoring_s)
+
+    def _ranked(self, pool: Sequence[Example]) -> tuple[list[int], float]:
+        """Pool indices best-first by the scorer (scores kept next to the rows, so a re-run reads them)."""
+        from tokensift.methods import build
+        from tokensift.training.datascore import response_losses
+        from tokensift.training.examples import encode_unconditional, pad_id
+
+        cache = self.config.out / f"pool_scores_{self.config.scorer}.json"
+        if cache.exists():
+            stored = json.loads(cache.read_text())
+            if stored["pool"] == len(pool):
+                return stored["ranked"], stored["seconds"]
+        scorer = build("training", self.config.scorer)
+        tokenizer = self.loaded.tokenizer
+        pad = pad_id(tokenizer)
+        start, values = time.perf_counter(), []
+        for begin in range(0, len(pool), 8):
+            chunk = pool[begin : begin + 8]
+            encoded = [encode_example(tokenizer, e) for e in chunk] + [
+                encode_unconditional(tokenizer, e) for e in chunk
+            ]
+            losses = response_losses(self.loaded.model, encoded, pad)
+            for cond, uncond in zip(losses[: len(chunk)], losses[len(chunk) :], strict=True):
+                values.append(scorer.score(cond, uncond).value)
+        seconds = time.perf_counter() - start
+        ranked = sorted(range(len(pool)), key=lambda i: (-values[i], i))
+        cache.write_text(json.dumps({"pool": len(pool), "ranked": ranked, "scores": values, "seconds": seconds}))
+        return ranked, seconds
+
+    # -- report ------------------------------------------------------------------------------------------
+    def notes(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        c = self.config
+        found = [
+            f"{c.steps} steps × batch {c.batch_size} (selective), AdamW lr {c.lr:g}; held-out: the first "
+            f"{self.samples} GSM8K test problems; training problems over {c.max_tokens} tokens left out"
+            + (f" ({rows[0]['excluded_too_long']:,})" if rows else "")
+        ]
+        found.append(
+            "logprob = mean log-probability per token of the reference solution (nats, higher is better); "
+            "backward_s and wall_s are measured seconds in one process on this machine's CPU"
+        )
+        return found
+
+    def sections(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        from tokensift.training.report import training_sections
+
+        return training_sections(self, rows)

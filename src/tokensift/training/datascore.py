@@ -1,0 +1,182 @@
+"""Token-level data scoring of an instruction-tuning file: score every row, rank, keep the top fraction.
+
+:func:`score_file` streams a JSONL file (:mod:`tokensift.training.examples`), runs the scoring model twice
+per row in batches (the response after its instruction, and after an empty user turn), hands the two
+per-token loss vectors to a registered data scorer (``sifd``, ``ifd``) and keeps only what ranking needs in
+memory (line number, score, IFD, a few informative tokens), so a file of any length fits. :func:`keep_lines`
+picks the top rows; :func:`copy_lines` writes them to a new file byte for byte, in file order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tokensift.errors import BadRowError, EmptyInputError, ParameterError
+from tokensift.inputs import whole_number
+from tokensift.select import Budget
+from tokensift.training.examples import (
+    Encoded,
+    Line,
+    check_file,
+    encode_example,
+    encode_unconditional,
+    pad_id,
+    read_lines,
+)
+from tokensift.training.finetune import collate
+from tokensift.training.methods.data import DataScorer
+from tokensift.training.stats import token_losses
+
+Progress = Callable[[int], None]
+"""``progress(rows_done)`` after each batch."""
+SHOWN_TOKENS = 8
+"""Informative tokens remembered per row (the most informative first) for display and ``--scores``."""
+
+
+@dataclass
+class RowScore:
+    """One scored row: its line number, score (higher = keep), plain IFD, token counts and informative tokens."""
+
+    line: int
+    score: float
+    ifd: float
+    response_tokens: int
+    informative_tokens: int
+    informative: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ScoreReport:
+    """Every scored row, every skipped line (with its error) and the time it took."""
+
+    path: Path
+    method: str
+    scores: list[RowScore] = field(default_factory=list)
+    skipped: list[BadRowError] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def ranked(self) -> list[RowScore]:
+        """Best first; equal scores in file order."""
+        return sorted(self.scores, key=lambda r: (-r.score, r.line))
+
+
+def count_lines(path: Path) -> int:
+    """Non-blank lines of a file (for the progress bar), read in blocks."""
+    check_file(path)
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _batches(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
+    batch: list[Line] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def response_losses(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: int) -> list[Tensor]:
+    """Per response token, the loss given what precedes it, for each encoded example (one batched forward)."""
+    ids, mask, labels = collate(encoded, pad_id)
+    losses, _ = token_losses(model(input_ids=ids, attention_mask=mask, use_cache=False).logits, labels)
+    found = []
+    for row, example in enumerate(encoded):
+        start = len(example.prompt) - 1
+        found.append(losses[row, start : start + len(example.response)])
+    return found
+
+
+def score_file(
+    loaded: Any,
+    path: Path,
+    scorer: DataScorer,
+    *,
+    batch_size: int = 8,
+    max_tokens: int = 2048,
+    skip_bad: bool = False,
+    progress: Progress | None = None,
+) -> ScoreReport:
+    """Score every row of ``path`` with ``scorer`` (see the module doc); a bad row raises unless ``skip_bad``.
+
+    A row whose instruction and response need more than ``max_tokens`` tokens is a bad row (never cut).
+    """
+    whole_number(batch_size, "batch_size", low=1)
+    whole_number(max_tokens, "max_tokens", low=2)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    pad = pad_id(tokenizer)
+    report = ScoreReport(path, scorer.name)
+    start, done = time.perf_counter(), 0
+    for batch in _batches(read_lines(path), batch_size):
+        ready: list[tuple[int, Encoded, Encoded]] = []
+        for line in batch:
+            error = line.error
+            if line.example is not None:
+                conditional = encode_example(tokenizer, line.example)
+                if len(conditional.ids) > max_tokens:
+                    error = BadRowError(
+                        f"{len(conditional.ids)} tokens, more than --max-tokens {max_tokens}", line=line.number
+                    )
+                else:
+                    ready.append((line.number, conditional, encode_unconditional(tokenizer, line.example)))
+            if error is not None:
+                if not skip_bad:
+                    raise error
+                report.skipped.append(error)
+        if ready:
+            losses = response_losses(model, [c for _, c, _ in ready] + [u for _, _, u in ready], pad)
+            half = len(ready)
+            for (number, conditional, _), cond, uncond in zip(ready, losses[:half], losses[half:], strict=True):
+                scored = scorer.score(cond, uncond)
+                delta = (uncond - cond).abs()
+                shown = sorted(scored.tokens, key=lambda t: -float(delta[t]))[:SHOWN_TOKENS]
+                words = [tokenizer.decode([conditional.response[t]]) for t in shown]
+                report.scores.append(
+                    RowScore(number, scored.value, scored.ifd, int(cond.numel()), len(scored.tokens), words)
+                )
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+    report.seconds = time.perf_counter() - start
+    if not report.scores and not report.skipped:
+        raise EmptyInputError(f"{path} is empty: no rows")
+    return report
+
+
+def keep_lines(report: ScoreReport, budget: Budget) -> set[int]:
+    """The line numbers of the top rows under ``budget`` (a fraction of the scored rows, or a row count)."""
+    if not report.scores:
+        return set()
+    n = len(report.scores)
+    if budget.keep_tokens is not None and budget.keep_tokens > n:
+        raise ParameterError(f"--keep-rows {budget.keep_tokens} is more than the {n} rows scored", option="keep_rows")
+    count = budget.tokens(n)
+    return {row.line for row in report.ranked()[:count]}
+
+
+def copy_lines(source: Path, target: Path, lines: set[int]) -> int:
+    """Copy the chosen lines of ``source`` to ``target`` unchanged, in file order; returns how many."""
+    if target.resolve() == source.resolve():
+        raise ParameterError("--out must not be the input file", option="out")
+    written = 0
+    tmp = target.with_name(target.name + ".part")
+    with source.open("rb") as reader, tmp.open("wb") as writer:
+        for number, raw in enumerate(reader, start=1):
+            if number in lines:
+                writer.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                written += 1
+    tmp.replace(target)
+    return written

@@ -1,0 +1,167 @@
+"""The training benchmark's own report sections: the headline tables, the targets checked, and its plots
+(held-out log-prob against tokens back-propagated and against wall time, and the training-loss curves)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+FULL = "full"
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.2%}"
+
+
+def _by(rows: Sequence[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["task"] == task and not r.get("error")]
+
+
+def selective_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str, Any] | None]:
+    """Markdown lines of the selective grid against the full-loss row (``None`` when there is no full row)."""
+    found = _by(rows, "selective")
+    full = next((r for r in found if r["method"] == FULL), None)
+    if full is None:
+        return [], None
+    lines = [
+        "| method | tokens trained | held-out logprob | vs full | accuracy | positions back-propagated "
+        "| backward s | backward ÷ full | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(found, key=lambda r: (r["method"] != FULL, -r["kept_fraction"], r["method"])):
+        accuracy = "–" if r.get("accuracy") is None else f"{r['accuracy']:.1%} of {r['answered']}"
+        lines.append(
+            f"| {r['method']} | {r['kept_fraction']:.0%} | {r['logprob']:.4f} | "
+            f"{_pct((r['logprob'] - full['logprob']) / abs(full['logprob']))} | {accuracy} | "
+            f"{r['backward_positions']:,} | {r['backward_s']:.1f} | {r['backward_s'] / full['backward_s']:.2f} | "
+            f"{r['wall_s']:.1f} |"
+        )
+    return lines, full
+
+
+def targets(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[str]:
+    """The issue's selective-loss target at 30 % kept, checked on the rows (met or not, with the numbers)."""
+    found = _by(rows, "selective")
+    at30 = [r for r in found if abs(float(r["ratio"]) - 0.7) < 1e-9]
+    random_row = next((r for r in at30 if r["method"] == "random"), None)
+    lines = []
+    for r in at30:
+        if r["method"] not in ("rho1", "eslm"):
+            continue
+        gap = (full["logprob"] - r["logprob"]) / abs(full["logprob"])
+        speed = full["backward_s"] / r["backward_s"]
+        beats = random_row is not None and r["logprob"] > random_row["logprob"]
+        met = gap <= 0.02 and speed >= 1.5 and beats
+        lines.append(
+            f"- {r['method']} at 30 %: logprob {gap:+.2%} below full (target ≤ 2 %), backward {speed:.2f}× less "
+            f"(target ≥ 1.5×), {'beats' if beats else 'does not beat'} random at 30 %"
+            + (f" ({random_row['logprob']:.4f})" if random_row else "")
+            + f" → **{'met' if met else 'not met'}**"
+        )
+    return lines
+
+
+def data_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    found = _by(rows, "data_selection")
+    if not found:
+        return []
+    lines = [
+        "| subset | rows | steps | held-out logprob | accuracy | scoring s | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("top", "random", "all"):
+        r = next((x for x in found if x["method"] == name), None)
+        if r is None:
+            continue
+        accuracy = "–" if r.get("accuracy") is None else f"{r['accuracy']:.1%} of {r['answered']}"
+        lines.append(
+            f"| {name} | {r['rows']} | {r['steps']} | {r['logprob']:.4f} | {accuracy} | {r['scoring_s']:.0f} | "
+            f"{r['wall_s']:.0f} |"
+        )
+    top = next((x for x in found if x["method"] == "top"), None)
+    rand = next((x for x in found if x["method"] == "random"), None)
+    if top and rand:
+        verdict = "beats" if top["logprob"] > rand["logprob"] else "does **not** beat"
+        lines += [
+            "",
+            f"Top {top['rows']} by score {verdict} a random {rand['rows']} on held-out logprob "
+            f"({top['logprob']:.4f} vs {rand['logprob']:.4f}).",
+        ]
+    return lines
+
+
+def plots(rows: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+    """Held-out logprob against positions back-propagated and against wall seconds; loss curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = _by(rows, "selective")
+    if not found:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    palette = plt.get_cmap("tab10")
+    methods = sorted({r["method"] for r in found})
+    for ax, field, label in (
+        (axes[0], "backward_positions", "positions back-propagated"),
+        (axes[1], "wall_s", "wall seconds"),
+    ):
+        for i, method in enumerate(methods):
+            points = sorted((r[field], r["logprob"]) for r in found if r["method"] == method)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=palette(i), label=method)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("held-out logprob / token")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path = folder / "selective_logprob_vs_cost.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    made.append(path)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, r in enumerate(sorted(found, key=lambda r: (r["method"], r["ratio"]))):
+        losses = r.get("losses") or []
+        ax.plot(
+            range(1, len(losses) + 1), losses, color=palette(i % 10), label=f"{r['method']} {r['kept_fraction']:.0%}"
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (selected tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = folder / "selective_loss_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    made.append(path)
+    return made
+
+
+def training_sections(bench: Any, rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    table, full = selective_table(rows)
+    if table:
+        lines += ["", "## Selective loss (GSM8K fine-tune)", "", *table]
+        checked = targets(rows, full) if full else []
+        if checked:
+            lines += [
+                "",
+                "Target: at 30 % of tokens back-propagated, within 2 % of the full run's held-out logprob, "
+                "≥ 1.5× less backward time, better than random:",
+                "",
+                *checked,
+            ]
+    data = data_table(rows)
+    if data:
+        lines += ["", "## Data selection (score-data)", "", *data]
+    results = bench.config.results
+    folder = bench.config.out if results is None else results.parent / results.stem
+    made = plots(rows, folder / "plots")
+    if made:
+        lines += ["", "## Training plots", ""] + [
+            f"![{p.stem}]({'plots' if results is None else folder.name + '/plots'}/{p.name})" for p in made
+        ]
+    return lines
