@@ -39,27 +39,32 @@ def test_bench_training_runs_the_grid_and_writes_its_report(monkeypatch, capsys,
     args = [
         "bench", "training", "--out", out, "-m", model_dir, "--data-dir", data_dir, "--methods", "rho1,eslm,random",
         "--ratios", "0.7", "--samples", "4", "--steps", "2", "--batch-size", "2", "--pool", "10",
-        "--reference-steps", "2", "--lr", "0.01",
+        "--reference-steps", "2", "--lr", "0.01", "--backward", "sparse,exact",
     ]  # fmt: skip
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
-    cells = {(r["task"], r["method"], r["ratio"]) for r in rows}
+    cells = {(r["task"], r["mode"], r["method"], r["ratio"]) for r in rows}
+    policies = {("selective", mode, m, 0.7) for mode in ("sparse", "exact") for m in ("rho1", "eslm", "random")}
     assert cells == {
-        ("selective", "full", 0.0), ("selective", "reference", 0.0), ("selective", "rho1", 0.7),
-        ("selective", "eslm", 0.7), ("selective", "random", 0.7), ("data_selection", "top", 0.0),
-        ("data_selection", "random", 0.0), ("data_selection", "all", 0.0),
+        ("selective", "exact", "full", 0.0), ("selective", "exact", "reference", 0.0), *policies,
+        *{("data_selection", "-", subset, 0.0) for subset in ("top", "random", "all")},
     }  # fmt: skip
-    by = {(r["task"], r["method"]): r for r in rows}
-    full, eslm = by[("selective", "full")], by[("selective", "eslm")]
+    by = {(r["task"], r["mode"], r["method"]): r for r in rows}
+    full, eslm = by[("selective", "exact", "full")], by[("selective", "sparse", "eslm")]
     assert full["kept_fraction"] == 1.0 and full["backward_positions"] > full["tokens_selected"]
     assert eslm["backward_positions"] == eslm["tokens_selected"] < 0.35 * eslm["tokens_labelled"]
-    assert by[("data_selection", "top")]["rows"] == by[("data_selection", "random")]["rows"] == 3
-    assert by[("data_selection", "all")]["rows"] == 10 and by[("data_selection", "all")]["steps"] == 5
+    masked = by[("selective", "exact", "eslm")]
+    assert (
+        masked["tokens_selected"] == eslm["tokens_selected"]
+        and masked["backward_positions"] == full["backward_positions"]
+    )
+    assert by[("data_selection", "-", "top")]["rows"] == by[("data_selection", "-", "random")]["rows"] == 3
+    assert by[("data_selection", "-", "all")]["rows"] == 10 and by[("data_selection", "-", "all")]["steps"] == 5
     assert all(r["eval_examples"] == 4 and r["logprob"] < 0 for r in rows)
     report = (out / "report.md").read_text()
     assert "## Selective loss (GSM8K fine-tune)" in report and "## Data selection (score-data)" in report
-    assert "rho1 at 30 %" in report and "eslm at 30 %" in report
+    assert "rho1 at 30 % (sparse backward)" in report and "eslm at 30 % (exact backward)" in report
     assert (out / "plots" / "selective_logprob_vs_cost.png").exists()
     # resuming computes nothing new; --report-only rewrites the page from the rows
     code, _, err = run(monkeypatch, capsys, *args)

@@ -6,7 +6,9 @@ log-probability per token of the reference solution (headline) and, with ``--ans
 final number of greedy answers to the first N. One row per fine-tune.
 
 * ``selective``: the full loss (``full``: every token, exact backward) against each policy at each budget
-  (``--ratios`` = fraction of tokens *not* back-propagated), trained with sparse backward: the cost columns
+  (``--ratios`` = fraction of tokens whose loss is dropped), trained with each ``--backward`` mode (the row's
+  ``mode``): ``sparse`` back-propagates the selected tokens only, ``exact`` masks the loss of a full backward
+  (the papers' objective, for comparison); the cost columns
   are the tokens whose loss was kept, the positions back-propagated and the seconds spent in forward,
   backward and optimizer — measured, in one process, so the ratios are comparable. Rho-1's reference model
   is the starting model fine-tuned with the full loss for ``--reference-steps`` on problems no run trains
@@ -58,6 +60,8 @@ class TrainingBenchConfig(BenchConfig):
     data_keep: float = 0.3
     scorer: str = "sifd"
     reference_steps: int = 40
+    backward: tuple[str, ...] = ("sparse",)
+    """Backward modes of the policies' runs: ``sparse`` (selected tokens only) and/or ``exact`` (masked loss)."""
     """Full-loss steps that train Rho-1's reference model on problems none of the runs trains on."""
 
 
@@ -99,6 +103,9 @@ class TrainingBenchmark(Benchmark):
         whole_number(self.config.max_tokens, "max_tokens", low=8)
         whole_number(self.config.answers, "answers", low=0)
         Budget(keep=self.config.data_keep)
+        unknown = [m for m in self.config.backward if m not in ("sparse", "exact")]
+        if unknown or not self.config.backward:
+            raise ParameterError(f"--backward takes sparse and/or exact, got {unknown or 'none'}", option="backward")
 
     # -- data --------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -133,26 +140,30 @@ class TrainingBenchmark(Benchmark):
 
         items = []
         if "selective" in self.tasks:
-            items.append(WorkItem("selective · full", ("selective", FULL, 0.0)))
+            items.append(WorkItem("selective · full", ("selective", "exact", FULL, 0.0)))
             if any(build("training", m).needs_reference for m in self.methods):
-                items.append(WorkItem("selective · reference model", ("selective", REFERENCE, 0.0)))
-            for method in self.methods:
-                for ratio in self.ratios:
-                    items.append(WorkItem(f"selective · {method} @ {1 - ratio:.0%}", ("selective", method, ratio)))
+                items.append(WorkItem("selective · reference model", ("selective", "exact", REFERENCE, 0.0)))
+            for mode in self.config.backward:
+                for method in self.methods:
+                    for ratio in self.ratios:
+                        label = f"selective · {method} @ {1 - ratio:.0%} · {mode}"
+                        items.append(WorkItem(label, ("selective", mode, method, ratio)))
         if "data_selection" in self.tasks:
             for subset in SUBSETS:
-                items.append(WorkItem(f"data_selection · {subset}", ("data_selection", subset, 0.0)))
+                items.append(WorkItem(f"data_selection · {subset}", ("data_selection", "-", subset, 0.0)))
         return items
 
     # -- runs --------------------------------------------------------------------------------------------
     def _fresh(self) -> None:
         self.loaded.model.load_state_dict(self.start)
 
-    def _row(self, task: str, method: str, ratio: float, result: TrainResult, **extra: Any) -> dict[str, Any]:
+    def _row(
+        self, task: str, mode: str, method: str, ratio: float, result: TrainResult, **extra: Any
+    ) -> dict[str, Any]:
         evaluation = evaluate(self.loaded.model, self.loaded.tokenizer, self.test, answers=self.config.answers)
         counts = result.counts
         return {
-            **self.key(task, "-", method, ratio, f"seed{self.config.seed}"),
+            **self.key(task, mode, method, ratio, f"seed{self.config.seed}"),
             "logprob": evaluation.logprob,
             "eval_tokens": evaluation.tokens,
             "eval_examples": evaluation.examples,
@@ -173,12 +184,12 @@ class TrainingBenchmark(Benchmark):
         }
 
     def run_item(self, item: WorkItem) -> None:
-        task, method, ratio = item.args
-        key = self.key(task, "-", method, ratio, f"seed{self.config.seed}")
+        task, mode, method, ratio = item.args
+        key = self.key(task, mode, method, ratio, f"seed{self.config.seed}")
         if self.has(**key):
             return
         self._fresh()
-        row = self._selective(method, ratio) if task == "selective" else self._data_selection(method)
+        row = self._selective(mode, method, ratio) if task == "selective" else self._data_selection(method)
         self.store.append(row)
 
     def _train(self, examples: Sequence[Example], policy: Any, steps: int, backward: str) -> TrainResult:
@@ -196,20 +207,17 @@ class TrainingBenchmark(Benchmark):
             max_tokens=self.config.max_tokens,
         )
 
-    def _selective(self, method: str, ratio: float) -> dict[str, Any]:
+    def _selective(self, mode: str, method: str, ratio: float) -> dict[str, Any]:
         from tokensift.methods import build
 
         if method == REFERENCE:
             return self._train_reference()
-        if method == FULL:
-            policy, backward = build("training", "none"), "exact"
-        else:
-            policy, backward = build("training", method, ratio=ratio), "sparse"
+        policy = build("training", "none") if method == FULL else build("training", method, ratio=ratio)
         if policy.needs_reference and self.reference is None:
             self._train_reference()
             self._fresh()
-        result = self._train(self.train, policy, self.config.steps, backward)
-        return self._row("selective", method, ratio, result, backward=backward)
+        result = self._train(self.train, policy, self.config.steps, mode)
+        return self._row("selective", mode, method, ratio, result)
 
     def _train_reference(self) -> dict[str, Any]:
         """Rho-1's reference: the paper trains it on curated data; here on GSM8K problems no run trains on
@@ -219,7 +227,7 @@ class TrainingBenchmark(Benchmark):
 
         self._fresh()
         result = self._train(self.reference_train, build("training", "none"), self.config.reference_steps, "exact")
-        row = self._row("selective", REFERENCE, 0.0, result, backward="exact")
+        row = self._row("selective", "exact", REFERENCE, 0.0, result)
         self.reference = Reference(copy.deepcopy(self.loaded.model).eval())
         return row
 
@@ -237,7 +245,7 @@ class TrainingBenchmark(Benchmark):
             chosen = [pool[i] for i in ranked[:count]]
         steps = math.ceil(len(chosen) / self.config.batch_size)
         result = self._train(chosen, build("training", "none"), steps, "exact")
-        return self._row("data_selection", subset, 0.0, result, rows=len(chosen), scoring_s=scoring_s)
+        return self._row("data_selection", "-", subset, 0.0, result, rows=len(chosen), scoring_s=scoring_s)
 
     def _ranked(self, pool: Sequence[Example]) -> tuple[list[int], float]:
         """Pool indices best-first by the scorer (scores kept next to the rows, so a re-run reads them)."""

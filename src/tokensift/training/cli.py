@@ -18,7 +18,7 @@ from rich.table import Table
 from tokensift import options
 from tokensift.bench import cli as bench_cli
 from tokensift.errors import ParameterError
-from tokensift.inputs import parse_options, whole_number
+from tokensift.inputs import parse_list, parse_options, whole_number
 from tokensift.report.progress import progress_bar
 
 out = Console()
@@ -275,6 +275,9 @@ def _bench_options(
     reference_steps: Annotated[
         int, typer.Option(help="Full-loss steps training Rho-1's reference on problems the runs do not see.")
     ] = 40,
+    backward: Annotated[
+        str, typer.Option(help="Backward modes of the policies' runs: sparse (selected tokens only), exact, or both.")
+    ] = "sparse",
 ) -> dict[str, Any]:
     """GSM8K fine-tunes of the embedded model: full loss vs selection policies at each budget (--ratios = fraction
     of tokens not back-propagated), and data selection (top vs random vs all); held-out log-prob of reference
@@ -289,6 +292,7 @@ def _bench_options(
         "data_keep": data_keep,
         "scorer": scorer,
         "reference_steps": reference_steps,
+        "backward": parse_list(backward, option="backward"),
     }
 
 
