@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Produces benchmarks/RESULTS-training.md: GSM8K fine-tunes of SmolLM2-135M-Instruct on the CPU — the full loss
+# against rho1 / eslm / random at 60 % and 30 % of tokens (sparse backward), the same at 30 % with the exact
+# masked loss, and data selection by score-data (top vs random vs all). Resumable: rerun to continue; rows in
+# benchmarks/out/training/rows.jsonl. STEPS, SAMPLES (held-out problems), ANSWERS (of those answered greedily)
+# and POOL (problems scored for data selection) set the size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+STEPS=${STEPS:-30}
+SAMPLES=${SAMPLES:-60}
+ANSWERS=${ANSWERS:-20}
+POOL=${POOL:-300}
+TOKENSIFT=${TOKENSIFT:-.venv/bin/tokensift}
+size=(--steps "$STEPS" --samples "$SAMPLES" --answers "$ANSWERS" --pool "$POOL" --reference-steps "$STEPS")
+run() { "$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" "$@"; }
+run --tasks selective --ratios 0.4,0.7 --backward sparse
+run --tasks selective --ratios 0.7 --backward exact
+run --tasks data_selection
+"$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" --ratios 0.4,0.7 --backward sparse,exact \
+  --results benchmarks/RESULTS-training.md --report-only \
+  --command "STEPS=$STEPS SAMPLES=$SAMPLES ANSWERS=$ANSWERS POOL=$POOL bash benchmarks/run-training.sh"
