@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import WORDS
 from tests.text.test_cli import run
+from tokensift.training.bench import TrainingBenchmark
 
 NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -37,7 +38,7 @@ def data_dir(tmp_path):
 def test_bench_training_runs_the_grid_and_writes_its_report(monkeypatch, capsys, tmp_path, data_dir, model_dir):
     out = tmp_path / "out"
     args = [
-        "bench", "training", "--out", out, "-m", model_dir, "--data-dir", data_dir, "--methods", "rho1,eslm,random",
+        "bench", "training", "--out", out, "-m", model_dir, "--data-dir", data_dir,
         "--ratios", "0.7", "--samples", "4", "--steps", "2", "--batch-size", "2", "--pool", "10",
         "--reference-steps", "2", "--lr", "0.01", "--backward", "sparse,exact",
     ]  # fmt: skip
@@ -45,7 +46,9 @@ def test_bench_training_runs_the_grid_and_writes_its_report(monkeypatch, capsys,
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     cells = {(r["task"], r["mode"], r["method"], r["ratio"]) for r in rows}
-    policies = {("selective", mode, m, 0.7) for mode in ("sparse", "exact") for m in ("rho1", "eslm", "random")}
+    default = TrainingBenchmark.registered(None)  # type: ignore[arg-type]
+    assert "none" not in default and "entropy_topk" not in default and {"rho1", "eslm"} <= set(default)
+    policies = {("selective", mode, m, 0.7) for mode in ("sparse", "exact") for m in default}
     assert cells == {
         ("selective", "exact", "full", 0.0), ("selective", "exact", "reference", 0.0), *policies,
         *{("data_selection", "-", subset, 0.0) for subset in ("top", "random", "all")},

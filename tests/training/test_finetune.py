@@ -40,7 +40,9 @@ def test_order_covers_every_example_once_per_epoch():
     assert sorted(flat[:5]) == [0, 1, 2, 3, 4] and len(flat) == 10
 
 
-@pytest.mark.parametrize(("policy", "backward"), [("none", "exact"), ("eslm", "sparse"), ("rho1", "sparse")])
+@pytest.mark.parametrize(
+    ("policy", "backward"), [("none", "exact"), ("eslm", "sparse"), ("rho1", "sparse"), ("eslm", "response")]
+)
 def test_finetune_lowers_the_training_loss_and_counts_tokens(policy, backward):
     model, tokenizer = tiny_llama(), word_level_tokenizer()
     before = evaluate(model, tokenizer, TRAIN)
@@ -56,6 +58,8 @@ def test_finetune_lowers_the_training_loss_and_counts_tokens(policy, backward):
     assert result.counts.selected == 12 * (18 if policy == "none" else 9)
     if backward == "sparse":
         assert result.counts.backward == result.counts.selected
+    elif backward == "response":
+        assert result.counts.backward == result.counts.labelled
     else:
         assert result.counts.backward == 12 * 32  # every position of every row: 14 prompt + 18 response words
     assert result.backward_s > 0 and len(result.losses) == 12

@@ -6,11 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokensift.errors import ParameterError
-from tokensift.methods import build, names
+from tokensift.methods import build, list_methods, names
 from tokensift.training.methods.base import TokenPolicy
+from tokensift.training.methods.data import DataScorer
 from tokensift.training.stats import IGNORE, TokenStats, token_stats
 
-POLICIES = ["eslm", "entropy_topk", "random", "rho1"]
+POLICIES = [m.name for m in list_methods("training") if issubclass(m.cls, TokenPolicy) and m.name != "none"]
 
 
 def stats_of(loss, valid=None, entropy=None, reference=None):
@@ -22,7 +23,9 @@ def stats_of(loss, valid=None, entropy=None, reference=None):
 
 
 def test_training_target_lists_policies_and_scorers():
-    assert names("training") == ["entropy_topk", "eslm", "ifd", "none", "random", "rho1", "sifd"]
+    scorers = {m.name for m in list_methods("training") if issubclass(m.cls, DataScorer)}
+    assert set(POLICIES) | {"none"} | scorers == set(names("training"))
+    assert {"rho1", "eslm"} <= set(POLICIES) and "random" in POLICIES and {"ifd", "sifd"} <= scorers
     assert all(isinstance(build("training", n), TokenPolicy) for n in ["none", *POLICIES])
 
 

@@ -57,7 +57,7 @@ def test_selected_tokens_loss_equals_the_full_models_loss_on_them(name, policy):
     assert step.selected == round(0.3 * int(valid.sum())) == int(step.mask.sum())
     assert not bool((step.mask & ~valid).any())
     expected = float(losses[step.mask].mean())
-    assert abs(float(step.loss) - expected) < 1e-5
+    assert abs(float(step.loss.detach()) - expected) < 1e-5
     masked = SelectiveLoss(build("training", policy, keep=0.3))
     with torch.no_grad():
         value = masked(model(input_ids=ids, attention_mask=mask), labels)
@@ -87,3 +87,27 @@ def test_select_positions_pads_each_row_with_its_last_selection():
     positions, real = select_positions(mask)
     assert positions.tolist() == [[1, 3], [0, 0], [0, 0]]
     assert real.tolist() == [[True, True], [False, False], [True, False]]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_labelled_context_keeps_every_gradient_path_through_the_response(name):
+    """With every token labelled, recomputing all labelled positions (the loss still on 30 %) is the exact
+    gradient of the masked loss; on a prompt-plus-response batch it back-propagates the response only."""
+    model = MODELS[name]()
+    ids = torch.randint(2, 64, (2, 10), generator=torch.Generator().manual_seed(2))
+    policy = build("training", "eslm", keep=0.3)
+    masked = SelectiveLoss(policy)
+    masked(model(input_ids=ids), ids).backward()
+    expected = grads(model)
+    model.zero_grad()
+    step = sparse_step(model, ids, ids, policy, context="labelled")
+    step.loss.backward()
+    assert torch.equal(step.mask, masked.last_mask) and step.backward_positions == 18 and step.selected == 5
+    for key, value in grads(model).items():
+        torch.testing.assert_close(value, expected[key], atol=1e-6, rtol=1e-4)
+    ids, mask, labels = batch()
+    step = sparse_step(model, ids, labels, policy, attention_mask=mask, context="labelled")
+    with torch.no_grad():
+        losses, valid = token_losses(model(input_ids=ids, attention_mask=mask).logits, labels)
+    assert step.backward_positions == int(valid.sum()) and step.selected == round(0.3 * int(valid.sum()))
+    assert abs(float(step.loss.detach()) - float(losses[step.mask].mean())) < 1e-5

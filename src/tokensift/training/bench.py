@@ -7,8 +7,8 @@ final number of greedy answers to the first N. One row per fine-tune.
 
 * ``selective``: the full loss (``full``: every token, exact backward) against each policy at each budget
   (``--ratios`` = fraction of tokens whose loss is dropped), trained with each ``--backward`` mode (the row's
-  ``mode``): ``sparse`` back-propagates the selected tokens only, ``exact`` masks the loss of a full backward
-  (the papers' objective, for comparison); the cost columns
+  ``mode``): ``sparse`` back-propagates the selected tokens only, ``response`` every response token (the
+  prompt constant), ``exact`` masks the loss of a full backward (the papers' objective); the cost columns
   are the tokens whose loss was kept, the positions back-propagated and the seconds spent in forward,
   backward and optimizer — measured, in one process, so the ratios are comparable. Rho-1's reference model
   is the starting model fine-tuned with the full loss for ``--reference-steps`` on problems no run trains
@@ -61,7 +61,8 @@ class TrainingBenchConfig(BenchConfig):
     scorer: str = "sifd"
     reference_steps: int = 40
     backward: tuple[str, ...] = ("sparse",)
-    """Backward modes of the policies' runs: ``sparse`` (selected tokens only) and/or ``exact`` (masked loss)."""
+    """Backward modes of the policies' runs: ``sparse`` (selected tokens only), ``response`` (every response
+    token, prompt constant) and/or ``exact`` (masked loss)."""
     """Full-loss steps that train Rho-1's reference model on problems none of the runs trains on."""
 
 
@@ -84,8 +85,11 @@ class TrainingBenchmark(Benchmark):
     config: TrainingBenchConfig
 
     def registered(self) -> list[str]:
-        """The loss policies the grid compares by default (``none`` is the ``full`` row; ``entropy_topk`` opt-in)."""
-        return ["rho1", "eslm", "random"]
+        """The loss policies the grid compares by default: those that say so (``in_default_bench``)."""
+        from tokensift.methods import list_methods
+        from tokensift.training.methods.base import TokenPolicy
+
+        return [m.name for m in list_methods("training") if issubclass(m.cls, TokenPolicy) and m.cls.in_default_bench]
 
     def check(self) -> None:
         super().check()
@@ -103,9 +107,11 @@ class TrainingBenchmark(Benchmark):
         whole_number(self.config.max_tokens, "max_tokens", low=8)
         whole_number(self.config.answers, "answers", low=0)
         Budget(keep=self.config.data_keep)
-        unknown = [m for m in self.config.backward if m not in ("sparse", "exact")]
+        from tokensift.training.finetune import BACKWARDS
+
+        unknown = [m for m in self.config.backward if m not in BACKWARDS]
         if unknown or not self.config.backward:
-            raise ParameterError(f"--backward takes sparse and/or exact, got {unknown or 'none'}", option="backward")
+            raise ParameterError(f"--backward takes {', '.join(BACKWARDS)}, got {unknown or 'none'}", option="backward")
 
     # -- data --------------------------------------------------------------------------------------------
     def setup(self) -> None:

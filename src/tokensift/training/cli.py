@@ -144,7 +144,11 @@ def train(
     ratio: options.Ratio = None,
     option: options.Option = None,
     backward: Annotated[
-        str, typer.Option(help="exact: full backward, loss masked; sparse: backward over the selected tokens only.")
+        str,
+        typer.Option(
+            help="sparse: backward over the selected tokens only; response: over every response token (prompt "
+            "constant); exact: full backward, loss masked."
+        ),
     ] = "sparse",
     reference: Annotated[
         str | None, typer.Option(help="Reference model for rho1 (default: the starting model, frozen).")
@@ -166,19 +170,19 @@ def train(
 ) -> None:
     """Fine-tune a causal LM on the CPU with a token-selective loss; report tokens back-propagated and time spent.
 
-    The policy picks which tokens' loss is trained (rho1, eslm, entropy_topk, random; none = all). With
+    The policy picks which tokens' loss is trained (`tokensift methods --target training`; none = all). With
     --backward sparse the unselected tokens are constant context, so backward costs follow the selection."""
     from tokensift.methods import build
     from tokensift.training.examples import load_examples
-    from tokensift.training.finetune import evaluate, finetune
+    from tokensift.training.finetune import BACKWARDS, evaluate, finetune
     from tokensift.training.methods.base import TokenPolicy
     from tokensift.training.reference import Reference
 
     built = build("training", policy, keep=keep, ratio=ratio, **parse_options(option))
     if not isinstance(built, TokenPolicy):
         raise ParameterError(f"{policy} is a data scorer, not a loss policy", option="policy")
-    if backward not in ("exact", "sparse"):
-        raise ParameterError(f"--backward must be exact or sparse, got {backward!r}", option="backward")
+    if backward not in BACKWARDS:
+        raise ParameterError(f"--backward must be one of {', '.join(BACKWARDS)}, got {backward!r}", option="backward")
     whole_number(steps, "steps", low=1, high=MAX_STEPS)
     whole_number(batch_size, "batch_size", low=1, high=MAX_BATCH)
     whole_number(eval_samples, "eval_samples", low=1)
@@ -276,7 +280,7 @@ def _bench_options(
         int, typer.Option(help="Full-loss steps training Rho-1's reference on problems the runs do not see.")
     ] = 40,
     backward: Annotated[
-        str, typer.Option(help="Backward modes of the policies' runs: sparse (selected tokens only), exact, or both.")
+        str, typer.Option(help="Backward modes of the policies' runs, comma-separated: sparse, response, exact.")
     ] = "sparse",
 ) -> dict[str, Any]:
     """GSM8K fine-tunes of the embedded model: full loss vs selection policies at each budget (--ratios = fraction

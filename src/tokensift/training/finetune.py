@@ -25,10 +25,13 @@ from tokensift.inputs import whole_number
 from tokensift.training.examples import Encoded, Example, encode_example, pad_id
 from tokensift.training.loss import Counts, SelectiveLoss
 from tokensift.training.methods.base import TokenPolicy
-from tokensift.training.sparse import sparse_step
+from tokensift.training.sparse import Context, sparse_step
 from tokensift.training.stats import IGNORE, token_losses
 
-Backward = Literal["exact", "sparse"]
+Backward = Literal["exact", "sparse", "response"]
+"""``exact``: full forward and backward, the loss masked; ``sparse``: gradients through the selected tokens
+only; ``response``: through every labelled (response) token, the loss still on the selection."""
+BACKWARDS: tuple[str, ...] = ("exact", "sparse", "response")
 StepProgress = Callable[[int, int, float], None]
 """``progress(step, steps, loss)`` after each optimizer step."""
 
@@ -111,8 +114,8 @@ def finetune(
     whole_number(batch_size, "batch_size", low=1)
     if not examples:
         raise ParameterError("no training examples", option="examples")
-    if backward not in ("exact", "sparse"):
-        raise ParameterError(f"backward must be 'exact' or 'sparse', got {backward!r}", option="backward")
+    if backward not in BACKWARDS:
+        raise ParameterError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}", option="backward")
     if policy.needs_reference and reference is None:
         raise ParameterError(f"{policy.name} needs a reference model", option="reference")
     encoded = encode_all(tokenizer, examples, max_tokens)
@@ -126,9 +129,13 @@ def finetune(
         for step, batch in enumerate(order(len(encoded), steps, batch_size, seed), start=1):
             ids, mask, labels = collate([encoded[i] for i in batch], pad)
             start = time.perf_counter()
-            if backward == "sparse":
-                done = sparse_step(model, ids, labels, policy, attention_mask=mask, reference=reference)
-                loss, labelled, selected, positions = done.loss, done.stats.count, done.selected, done.selected
+            if backward != "exact":
+                context: Context = "selected" if backward == "sparse" else "labelled"
+                done = sparse_step(
+                    model, ids, labels, policy, attention_mask=mask, reference=reference, context=context
+                )
+                loss, labelled, selected = done.loss, done.stats.count, done.selected
+                positions = done.backward_positions
             else:
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
                 loss = loss_fn(logits, labels, input_ids=ids, attention_mask=mask)

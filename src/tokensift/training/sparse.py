@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -30,6 +30,9 @@ from tokensift.kv.model import text_config
 from tokensift.training.loss import masked_mean
 from tokensift.training.methods.base import TokenPolicy
 from tokensift.training.stats import TokenStats, token_stats
+
+Context = Literal["selected", "labelled"]
+"""Which positions carry gradients in pass 2: the selected tokens only, or every labelled token."""
 
 
 @dataclass
@@ -41,6 +44,8 @@ class SparseStep:
     mask: Tensor
     positions: Tensor
     """``[B, k]`` the input positions recomputed with gradients (padded rows repeat a position)."""
+    recomputed: Tensor
+    """``[B, T-1]`` the positions that carry gradients: the selection, or every labelled one (``context``)."""
 
     @property
     def selected(self) -> int:
@@ -48,8 +53,8 @@ class SparseStep:
 
     @property
     def backward_positions(self) -> int:
-        """Positions that carry gradients in pass 2 (the selected tokens, padding excluded)."""
-        return self.selected
+        """Positions that carry gradients in pass 2 (padding excluded)."""
+        return int(self.recomputed.sum())
 
 
 def select_positions(mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,12 +88,15 @@ def sparse_step(
     *,
     attention_mask: Tensor | None = None,
     reference: Callable[..., Tensor] | None = None,
+    context: Context = "selected",
 ) -> SparseStep:
     """Select with ``policy`` and return the selected tokens' mean loss, computed over them alone (see above).
 
     ``labels`` follow transformers (``-100`` = not trained); ``attention_mask`` marks real tokens (right
     padding). ``reference(labels, input_ids=..., attention_mask=...)`` gives a reference model's per-token
-    loss for a policy that needs one.
+    loss for a policy that needs one. ``context="labelled"`` recomputes every labelled position with gradients
+    (the loss still only on the selection): only the prompt is constant context, so more of the exact gradient
+    survives at the cost of back-propagating the whole response.
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -109,7 +117,9 @@ def sparse_step(
     stats = token_stats(logits, labels, ref)
     del logits
     mask = policy.select(stats)
-    positions, real = select_positions(mask)
+    recomputed = mask | stats.valid if context == "labelled" else mask
+    positions, real = select_positions(recomputed)
+    counted = real & mask.gather(1, positions)
     windows = _windows(model)
     length = input_ids.shape[1]
     key_positions = torch.arange(length)
@@ -135,8 +145,8 @@ def sparse_step(
             input_ids=input_ids.gather(1, positions), position_ids=positions, use_cache=False
         ).logits
     targets = labels.gather(1, positions + 1)
-    targets = torch.where(real, targets, torch.zeros_like(targets))
+    targets = torch.where(counted, targets, torch.zeros_like(targets))
     losses = torch.nn.functional.cross_entropy(
         selected_logits.reshape(-1, selected_logits.shape[-1]).float(), targets.reshape(-1), reduction="none"
     ).view(targets.shape)
-    return SparseStep(masked_mean(losses, real), stats, mask, positions)
+    return SparseStep(masked_mean(losses, counted), stats, mask, positions, recomputed)

@@ -30,6 +30,8 @@ class TokenPolicy(ABC):
     needs_reference: ClassVar[bool] = False
     """Whether :meth:`scores` reads ``stats.reference`` (a reference model's per-token loss)."""
     default_keep: ClassVar[float] = 0.6
+    in_default_bench: ClassVar[bool] = True
+    """Whether ``bench training`` runs it when no ``--methods`` are given (``none`` is the ``full`` row anyway)."""
 
     ratio: float | None
     keep: float | None

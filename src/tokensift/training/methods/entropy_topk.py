@@ -31,6 +31,7 @@ class EntropyTopK(TokenPolicy):
     )
     summary: ClassVar[str] = "keep the tokens with the highest predictive entropy"
     default_keep: ClassVar[float] = 0.2
+    in_default_bench: ClassVar[bool] = False  # a reinforcement-learning selection; run it with --methods
 
     ratio: float | None = None
     keep: float | None = None

@@ -20,6 +20,7 @@ class NoSelection(TokenPolicy):
 
     name: ClassVar[str] = "none"
     summary: ClassVar[str] = "train on every labelled token (full loss, baseline)"
+    in_default_bench: ClassVar[bool] = False  # the benchmark's ``full`` row
 
     ratio: float | None = None
     keep: float | None = None
