@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Produces benchmarks/RESULTS-training.md: GSM8K fine-tunes of SmolLM2-135M-Instruct on the CPU — the full loss
-# against rho1 / eslm / random at 60 % and 30 % of tokens (sparse backward), the same at 30 % with the exact
-# masked loss, and data selection by score-data (top vs random vs all). Resumable: rerun to continue; rows in
+# against the default policies at 60 % and 30 % of tokens (sparse backward), the same at 30 % with the exact
+# masked loss and with the whole response back-propagated, and data selection by score-data (top vs random vs all). Resumable: rerun to continue; rows in
 # benchmarks/out/training/rows.jsonl. STEPS, SAMPLES (held-out problems), ANSWERS (of those answered greedily)
 # and POOL (problems scored for data selection) set the size.
 set -euo pipefail
@@ -16,7 +16,8 @@ size=(--steps "$STEPS" --samples "$SAMPLES" --answers "$ANSWERS" --pool "$POOL" 
 run() { "$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" "$@"; }
 run --tasks selective --ratios 0.4,0.7 --backward sparse
 run --tasks selective --ratios 0.7 --backward exact
+run --tasks selective --ratios 0.7 --backward response
 run --tasks data_selection
-"$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" --ratios 0.4,0.7 --backward sparse,exact \
+"$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" --ratios 0.4,0.7 --backward sparse,response,exact \
   --results benchmarks/RESULTS-training.md --report-only \
   --command "STEPS=$STEPS SAMPLES=$SAMPLES ANSWERS=$ANSWERS POOL=$POOL bash benchmarks/run-training.sh"
