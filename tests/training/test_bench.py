@@ -69,6 +69,7 @@ def test_bench_training_runs_the_grid_and_writes_its_report(monkeypatch, capsys,
     assert "## Selective loss (GSM8K fine-tune)" in report and "## Data selection (score-data)" in report
     assert "rho1 at 30 % (sparse backward)" in report and "eslm at 30 % (exact backward)" in report
     assert (out / "plots" / "selective_logprob_vs_cost.png").exists()
+    assert (out / "reference-2steps-seed0.pt").exists()  # a resumed run reads Rho-1's reference, not retrains it
     # resuming computes nothing new; --report-only rewrites the page from the rows
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 0 and len((out / "rows.jsonl").read_text().splitlines()) == len(rows)

@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from tokensift.bench import FULL, BenchConfig, Benchmark, WorkItem
@@ -220,14 +221,17 @@ class TrainingBenchmark(Benchmark):
             return self._train_reference()
         policy = build("training", "none") if method == FULL else build("training", method, ratio=ratio)
         if policy.needs_reference and self.reference is None:
-            self._train_reference()
+            self._load_reference()
             self._fresh()
         result = self._train(self.train, policy, self.config.steps, mode)
         return self._row("selective", mode, method, ratio, result)
 
     def _train_reference(self) -> dict[str, Any]:
         """Rho-1's reference: the paper trains it on curated data; here on GSM8K problems no run trains on
-        (the last ones of the shuffled pool), full loss. Kept frozen; its per-token losses are remembered."""
+        (the last ones of the shuffled pool), full loss. Kept frozen (its per-token losses are remembered) and
+        saved next to the rows, so a resumed run reads it instead of training it again."""
+        import torch
+
         from tokensift.methods import build
         from tokensift.training.reference import Reference
 
@@ -235,7 +239,23 @@ class TrainingBenchmark(Benchmark):
         result = self._train(self.reference_train, build("training", "none"), self.config.reference_steps, "exact")
         row = self._row("selective", "exact", REFERENCE, 0.0, result)
         self.reference = Reference(copy.deepcopy(self.loaded.model).eval())
+        torch.save(self.loaded.model.state_dict(), self._reference_file())
         return row
+
+    def _reference_file(self) -> Path:
+        return self.config.out / f"reference-{self.config.reference_steps}steps-seed{self.config.seed}.pt"
+
+    def _load_reference(self) -> None:
+        """The reference trained before (saved), or a new one."""
+        import torch
+
+        from tokensift.training.reference import Reference
+
+        if not self._reference_file().exists():
+            self._train_reference()
+            return
+        self.loaded.model.load_state_dict(torch.load(self._reference_file(), weights_only=True))
+        self.reference = Reference(copy.deepcopy(self.loaded.model).eval())
 
     def _data_selection(self, subset: str) -> dict[str, Any]:
         from tokensift.methods import build
