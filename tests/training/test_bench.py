@@ -50,7 +50,8 @@ def test_bench_training_runs_the_grid_and_writes_its_report(monkeypatch, capsys,
     assert "none" not in default and "entropy_topk" not in default and {"rho1", "eslm"} <= set(default)
     policies = {("selective", mode, m, 0.7) for mode in ("sparse", "exact") for m in default}
     assert cells == {
-        ("selective", "exact", "full", 0.0), ("selective", "exact", "reference", 0.0), *policies,
+        ("selective", "exact", "start", 0.0), ("selective", "exact", "full", 0.0),
+        ("selective", "exact", "reference", 0.0), *policies,
         *{("data_selection", "-", subset, 0.0) for subset in ("top", "random", "all")},
     }  # fmt: skip
     by = {(r["task"], r["mode"], r["method"]): r for r in rows}
@@ -69,6 +70,9 @@ def test_bench_training_runs_the_grid_and_writes_its_report(monkeypatch, capsys,
     assert "## Selective loss (GSM8K fine-tune)" in report and "## Data selection (score-data)" in report
     assert "rho1 at 30 % (sparse backward)" in report and "eslm at 30 % (exact backward)" in report
     assert (out / "plots" / "selective_logprob_vs_cost.png").exists()
+    start = by[("selective", "exact", "start")]
+    assert start["steps"] == 0 and start["tokens_selected"] == 0 and start["logprob"] < full["logprob"]
+    assert "share of full's gain" in report and "| start | exact | 0% |" in report
     assert (out / "reference-2steps-seed0.pt").exists()  # a resumed run reads Rho-1's reference, not retrains it
     # resuming computes nothing new; --report-only rewrites the page from the rows
     code, _, err = run(monkeypatch, capsys, *args)

@@ -40,8 +40,11 @@ from tokensift.inputs import whole_number
 from tokensift.select import Budget
 from tokensift.training.examples import Example, encode_example, parse_row
 from tokensift.training.finetune import TrainResult, evaluate, finetune
+from tokensift.training.loss import Counts
 
 QUALITY = {"selective": "logprob", "data_selection": "logprob"}
+START = "start"
+"""Row of the starting model, not trained: the held-out figures every run improves on."""
 REFERENCE = "reference"
 """Row of Rho-1's reference model: the starting model fine-tuned with the full loss on problems set apart."""
 COST = ("tokens_selected", "backward_positions", "backward_s", "wall_s", "accuracy")
@@ -147,6 +150,7 @@ class TrainingBenchmark(Benchmark):
 
         items = []
         if "selective" in self.tasks:
+            items.append(WorkItem("selective · starting model", ("selective", "exact", START, 0.0)))
             items.append(WorkItem("selective · full", ("selective", "exact", FULL, 0.0)))
             if any(build("training", m).needs_reference for m in self.methods):
                 items.append(WorkItem("selective · reference model", ("selective", "exact", REFERENCE, 0.0)))
@@ -219,6 +223,8 @@ class TrainingBenchmark(Benchmark):
 
         if method == REFERENCE:
             return self._train_reference()
+        if method == START:
+            return self._row("selective", mode, method, ratio, TrainResult(0, Counts()))
         policy = build("training", "none") if method == FULL else build("training", method, ratio=ratio)
         if policy.needs_reference and self.reference is None:
             self._load_reference()

@@ -8,6 +8,14 @@ from pathlib import Path
 from typing import Any
 
 FULL = "full"
+START = "start"
+
+
+def _share(row: dict[str, Any], start: dict[str, Any] | None, full: dict[str, Any]) -> str:
+    """How much of the full run's held-out log-prob gain over the starting model a run kept."""
+    if start is None or full["logprob"] == start["logprob"]:
+        return "–"
+    return f"{(row['logprob'] - start['logprob']) / (full['logprob'] - start['logprob']):.0%}"
 
 
 def _pct(value: float) -> str:
@@ -24,16 +32,19 @@ def selective_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str
     full = next((r for r in found if r["method"] == FULL), None)
     if full is None:
         return [], None
+    start = next((r for r in found if r["method"] == START), None)
     lines = [
-        "| method | backward | tokens trained | held-out logprob | vs full | accuracy | positions back-propagated "
-        "| backward s | backward ÷ full | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | backward | tokens trained | held-out logprob | vs full | share of full's gain | accuracy "
+        "| positions back-propagated | backward s | backward ÷ full | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(found, key=lambda r: (r["method"] != FULL, -r["kept_fraction"], r["mode"], r["method"])):
+    order = {START: 0, FULL: 1}
+    for r in sorted(found, key=lambda r: (order.get(r["method"], 2), -r["kept_fraction"], r["mode"], r["method"])):
         accuracy = "–" if r.get("accuracy") is None else f"{r['accuracy']:.1%} of {r['answered']}"
         lines.append(
             f"| {r['method']} | {r['mode']} | {r['kept_fraction']:.0%} | {r['logprob']:.4f} | "
-            f"{_pct((r['logprob'] - full['logprob']) / abs(full['logprob']))} | {accuracy} | "
+            f"{_pct((r['logprob'] - full['logprob']) / abs(full['logprob']))} | {_share(r, start, full)} | "
+            f"{accuracy} | "
             f"{r['backward_positions']:,} | {r['backward_s']:.2f} | {r['backward_s'] / full['backward_s']:.2f} | "
             f"{r['wall_s']:.1f} |"
         )
