@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 STEPS=${STEPS:-30}
 SAMPLES=${SAMPLES:-60}
 ANSWERS=${ANSWERS:-20}
-POOL=${POOL:-300}
+POOL=${POOL:-200}
 TOKENSIFT=${TOKENSIFT:-.venv/bin/tokensift}
 size=(--steps "$STEPS" --samples "$SAMPLES" --answers "$ANSWERS" --pool "$POOL" --reference-steps "$STEPS")
 run() { "$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" "$@"; }
