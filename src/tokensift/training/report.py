@@ -56,7 +56,8 @@ def targets(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[str]:
     found = _by(rows, "selective")
     at30 = [r for r in found if abs(float(r["ratio"]) - 0.7) < 1e-9]
     lines = []
-    for r in sorted(at30, key=lambda r: (r["mode"] != "sparse", r["method"])):
+    modes = {"sparse": 0, "response": 1, "exact": 2}
+    for r in sorted(at30, key=lambda r: (modes.get(r["mode"], 3), r["method"])):
         if r["method"] not in ("rho1", "eslm"):
             continue
         random_row = next((x for x in at30 if x["method"] == "random" and x["mode"] == r["mode"]), None)
@@ -64,13 +65,15 @@ def targets(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[str]:
         speed = full["backward_s"] / r["backward_s"]
         beats = random_row is not None and r["logprob"] > random_row["logprob"]
         met = gap <= 0.02 and speed >= 1.5 and beats
+        if random_row is None:
+            versus = "no random run at 30 % in this mode"
+        else:
+            verdict = "beats" if beats else "does not beat"
+            versus = f"{verdict} random at 30 % ({random_row['logprob']:.4f}, {r['logprob']:.4f} here)"
         lines.append(
             f"- {r['method']} at 30 % ({r['mode']} backward): logprob {abs(gap):.2%} {'below' if gap > 0 else 'above'} "
             "full (target: at most 2 % below), "
-            f"backward {speed:.2f}× less "
-            f"(target ≥ 1.5×), {'beats' if beats else 'does not beat'} random at 30 %"
-            + (f" ({random_row['logprob']:.4f}, {r['logprob']:.4f} here)" if random_row else "")
-            + f" → **{'met' if met else 'not met'}**"
+            f"backward {speed:.2f}× less (target ≥ 1.5×), {versus}" + f" → **{'met' if met else 'not met'}**"
         )
     return lines
 
