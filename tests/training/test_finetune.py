@@ -8,7 +8,7 @@ from tokensift.errors import ParameterError
 from tokensift.methods import build
 from tokensift.training import Reference, evaluate, finetune
 from tokensift.training.examples import parse_row
-from tokensift.training.finetune import collate, final_number, order
+from tokensift.training.finetuning import collate, final_number, order
 
 TRAIN = [
     parse_row({"prompt": p, "response": r}, i)

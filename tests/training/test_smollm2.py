@@ -10,7 +10,7 @@ from tests.text.test_cli import run
 from tokensift.methods import build
 from tokensift.models import load_model
 from tokensift.training.examples import encode_example, parse_row
-from tokensift.training.finetune import collate
+from tokensift.training.finetuning import collate
 from tokensift.training.loss import full_loss
 from tokensift.training.sparse import sparse_step
 from tokensift.training.stats import token_losses

@@ -27,8 +27,8 @@ _FACE = {
     "token_stats": "tokensift.training.stats",
     "score_file": "tokensift.training.datascore",
     "keep_lines": "tokensift.training.datascore",
-    "finetune": "tokensift.training.finetune",
-    "evaluate": "tokensift.training.finetune",
+    "finetune": "tokensift.training.finetuning",
+    "evaluate": "tokensift.training.finetuning",
     "TokenPolicy": "tokensift.training.methods.base",
     "DataScorer": "tokensift.training.methods.data",
 }

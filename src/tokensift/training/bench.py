@@ -39,7 +39,7 @@ from tokensift.errors import ParameterError
 from tokensift.inputs import whole_number
 from tokensift.select import Budget
 from tokensift.training.examples import Example, encode_example, parse_row
-from tokensift.training.finetune import TrainResult, evaluate, finetune
+from tokensift.training.finetuning import TrainResult, evaluate, finetune
 from tokensift.training.loss import Counts
 
 QUALITY = {"selective": "logprob", "data_selection": "logprob"}
@@ -111,7 +111,7 @@ class TrainingBenchmark(Benchmark):
         whole_number(self.config.max_tokens, "max_tokens", low=8)
         whole_number(self.config.answers, "answers", low=0)
         Budget(keep=self.config.data_keep)
-        from tokensift.training.finetune import BACKWARDS
+        from tokensift.training.finetuning import BACKWARDS
 
         unknown = [m for m in self.config.backward if m not in BACKWARDS]
         if unknown or not self.config.backward:

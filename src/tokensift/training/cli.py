@@ -174,7 +174,7 @@ def train(
     --backward sparse the unselected tokens are constant context, so backward costs follow the selection."""
     from tokensift.methods import build
     from tokensift.training.examples import load_examples
-    from tokensift.training.finetune import BACKWARDS, evaluate, finetune
+    from tokensift.training.finetuning import BACKWARDS, evaluate, finetune
     from tokensift.training.methods.base import TokenPolicy
     from tokensift.training.reference import Reference
 

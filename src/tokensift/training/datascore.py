@@ -30,7 +30,7 @@ from tokensift.training.examples import (
     pad_id,
     read_lines,
 )
-from tokensift.training.finetune import collate
+from tokensift.training.finetuning import collate
 from tokensift.training.methods.data import DataScorer
 from tokensift.training.stats import token_losses
 
