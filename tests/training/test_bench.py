@@ -45,6 +45,11 @@ def test_bench_training_runs_the_grid_and_writes_its_report(monkeypatch, capsys,
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    speed = {(r["mode"], r["method"], r["ratio"]): r for r in rows if r["task"] == "speed"}
+    assert set(speed) == {("exact", "full", 0.0), ("sparse", "eslm", 0.7), ("exact", "eslm", 0.7)}
+    assert speed[("exact", "full", 0.0)]["backward_speedup"] == 1.0 and all(r["batches"] == 8 for r in speed.values())
+    assert speed[("sparse", "eslm", 0.7)]["backward_positions"] < speed[("exact", "eslm", 0.7)]["backward_positions"]
+    stored, rows = len(rows), [r for r in rows if r["task"] != "speed"]
     cells = {(r["task"], r["mode"], r["method"], r["ratio"]) for r in rows}
     default = TrainingBenchmark.registered(None)  # type: ignore[arg-type]
     assert "none" not in default and "entropy_topk" not in default and {"rho1", "eslm"} <= set(default)
@@ -72,11 +77,11 @@ def test_bench_training_runs_the_grid_and_writes_its_report(monkeypatch, capsys,
     assert (out / "plots" / "selective_logprob_vs_cost.png").exists()
     start = by[("selective", "exact", "start")]
     assert start["steps"] == 0 and start["tokens_selected"] == 0 and start["logprob"] < full["logprob"]
-    assert "share of full's gain" in report and "| start | exact | 0% |" in report
+    assert "share of full's gain" in report and "## Cost of one step" in report and "| start | exact | 0% |" in report
     assert (out / "reference-2steps-seed0.pt").exists()  # a resumed run reads Rho-1's reference, not retrains it
     # resuming computes nothing new; --report-only rewrites the page from the rows
     code, _, err = run(monkeypatch, capsys, *args)
-    assert code == 0 and len((out / "rows.jsonl").read_text().splitlines()) == len(rows)
+    assert code == 0 and len((out / "rows.jsonl").read_text().splitlines()) == stored
     code, _, err = run(monkeypatch, capsys, "bench", "training", "--out", out, "--report-only", "-m", model_dir)
     assert code == 0, err
 

@@ -42,7 +42,9 @@ from tokensift.training.examples import Example, encode_example, parse_row
 from tokensift.training.finetuning import TrainResult, evaluate, finetune
 from tokensift.training.loss import Counts
 
-QUALITY = {"selective": "logprob", "data_selection": "logprob"}
+QUALITY = {"selective": "logprob", "data_selection": "logprob", "speed": "backward_speedup"}
+SPEED_BATCHES = 8
+"""Batches timed per mode by the ``speed`` task (interleaved, medians reported)."""
 START = "start"
 """Row of the starting model, not trained: the held-out figures every run improves on."""
 REFERENCE = "reference"
@@ -79,11 +81,12 @@ class TrainingBenchmark(Benchmark):
     quality = QUALITY
     cost = COST
     needs: ClassVar[dict[str, tuple[str, ...]]] = {
+        "speed": ("gsm8k/train.jsonl",),
         "selective": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
         "data_selection": ("gsm8k/train.jsonl",),
     }
     default_model = "smollm2-135m"
-    default_tasks = ("selective", "data_selection")
+    default_tasks = ("speed", "selective", "data_selection")
     default_ratios = (0.4, 0.7)
     default_samples = 100
     config: TrainingBenchConfig
@@ -159,6 +162,8 @@ class TrainingBenchmark(Benchmark):
                     for ratio in self.ratios:
                         label = f"selective · {method} @ {1 - ratio:.0%} · {mode}"
                         items.append(WorkItem(label, ("selective", mode, method, ratio)))
+        if "speed" in self.tasks:
+            items.append(WorkItem("speed · every backward mode", ("speed", "-", "all", 0.0)))
         if "data_selection" in self.tasks:
             for subset in SUBSETS:
                 items.append(WorkItem(f"data_selection · {subset}", ("data_selection", "-", subset, 0.0)))
@@ -200,8 +205,77 @@ class TrainingBenchmark(Benchmark):
         if self.has(**key):
             return
         self._fresh()
+        if task == "speed":
+            if any(r["task"] == "speed" for r in self.store.rows()):
+                return
+            for row in self._speed():
+                self.store.append(row)
+            return
         row = self._selective(mode, method, ratio) if task == "selective" else self._data_selection(method)
         self.store.append(row)
+
+    def _speed(self) -> list[dict[str, Any]]:
+        """Forward and backward seconds of one training step per backward mode and budget, the modes taking
+        turns on the same batches so a busy machine slows them alike; medians over ``SPEED_BATCHES``. The
+        selection is ESLM's (a policy's choice does not change the cost; Rho-1 adds one reference forward
+        per new example)."""
+        import statistics
+
+        from tokensift.methods import build
+        from tokensift.training.examples import encode_example, pad_id
+        from tokensift.training.finetuning import collate
+        from tokensift.training.loss import SelectiveLoss, full_loss
+        from tokensift.training.sparse import Context, sparse_step
+
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        encoded = [encode_example(tokenizer, e) for e in self.train[: SPEED_BATCHES * self.config.batch_size]]
+        cells = [(FULL, "exact", 0.0)] + [
+            ("eslm", mode, ratio) for mode in self.config.backward for ratio in self.ratios
+        ]
+        times: dict[tuple[str, str, float], list[tuple[float, float, int]]] = {cell: [] for cell in cells}
+        policies = {cell: build("training", "eslm", ratio=cell[2]) for cell in cells if cell[0] != FULL}
+        model.train()
+        try:
+            for start in range(0, len(encoded), self.config.batch_size):
+                ids, mask, labels = collate(encoded[start : start + self.config.batch_size], pad_id(tokenizer))
+                for cell in cells:
+                    method, mode, ratio = cell
+                    began = time.perf_counter()
+                    if method == FULL or mode == "exact":
+                        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                        loss = (
+                            full_loss(logits, labels)
+                            if method == FULL
+                            else SelectiveLoss(policies[cell])(logits, labels)
+                        )
+                        positions = int(mask.sum())
+                    else:
+                        context: Context = "selected" if mode == "sparse" else "labelled"
+                        step = sparse_step(model, ids, labels, policies[cell], attention_mask=mask, context=context)
+                        loss, positions = step.loss, step.backward_positions
+                    forward = time.perf_counter()
+                    loss.backward()
+                    times[cell].append((forward - began, time.perf_counter() - forward, positions))
+                    model.zero_grad(set_to_none=True)
+        finally:
+            model.eval()
+        full_backward = statistics.median(t[1] for t in times[(FULL, "exact", 0.0)])
+        rows = []
+        for (method, mode, ratio), found in times.items():
+            backward = statistics.median(t[1] for t in found)
+            rows.append(
+                {
+                    **self.key("speed", mode, method, ratio, f"seed{self.config.seed}"),
+                    "forward_s": statistics.median(t[0] for t in found),
+                    "backward_s": backward,
+                    "step_s": statistics.median(t[0] + t[1] for t in found),
+                    "backward_positions": sum(t[2] for t in found),
+                    "backward_speedup": full_backward / backward,
+                    "kept_fraction": 1.0 - ratio,
+                    "batches": len(found),
+                }
+            )
+        return rows
 
     def _train(self, examples: Sequence[Example], policy: Any, steps: int, backward: str) -> TrainResult:
         return finetune(
