@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Produces benchmarks/RESULTS-training.md: GSM8K fine-tunes of SmolLM2-135M-Instruct on the CPU — the full loss
 # against the default policies at 60 % and 30 % of tokens (sparse backward), the same at 30 % with the exact
-# masked loss and with the whole response back-propagated, and data selection by score-data (top vs random vs all). Resumable: rerun to continue; rows in
+# masked loss and with the whole response back-propagated, the interleaved timing of one step per backward mode,
+# and data selection by score-data (top vs random vs all). Resumable: rerun to continue; rows in
 # benchmarks/out/training/rows.jsonl. STEPS, SAMPLES (held-out problems), ANSWERS (of those answered greedily)
 # and POOL (problems scored for data selection) set the size.
 set -euo pipefail
@@ -10,14 +11,15 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 STEPS=${STEPS:-30}
 SAMPLES=${SAMPLES:-60}
 ANSWERS=${ANSWERS:-20}
-POOL=${POOL:-200}
+POOL=${POOL:-120}
 TOKENSIFT=${TOKENSIFT:-.venv/bin/tokensift}
-size=(--steps "$STEPS" --samples "$SAMPLES" --answers "$ANSWERS" --pool "$POOL" --reference-steps "$STEPS")
+size=(--steps "$STEPS" --samples "$SAMPLES" --pool "$POOL" --reference-steps "$STEPS")
 run() { "$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" "$@"; }
-run --tasks selective --ratios 0.4,0.7 --backward sparse
-run --tasks selective --ratios 0.7 --backward exact
-run --tasks selective --ratios 0.7 --backward response
-run --tasks data_selection
-"$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" --ratios 0.4,0.7 --backward sparse,response,exact \
-  --results benchmarks/RESULTS-training.md --report-only \
+run --answers "$ANSWERS" --tasks selective --ratios 0.4,0.7 --backward sparse
+run --answers "$ANSWERS" --tasks selective --ratios 0.7 --backward exact
+run --answers "$ANSWERS" --tasks selective --ratios 0.7 --backward response
+run --tasks speed --ratios 0.7 --backward sparse,response,exact
+run --answers 0 --tasks data_selection  # greedy answers skipped here to fit the session; logprob only
+"$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" --answers "$ANSWERS" --ratios 0.4,0.7 \
+  --backward sparse,response,exact --results benchmarks/RESULTS-training.md --report-only \
   --command "STEPS=$STEPS SAMPLES=$SAMPLES ANSWERS=$ANSWERS POOL=$POOL bash benchmarks/run-training.sh"
