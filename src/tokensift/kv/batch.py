@@ -23,7 +23,7 @@ from transformers.cache_utils import CacheLayerMixin
 
 from tokensift.errors import InputError, ModelError
 from tokensift.kv.cache import _ATTACHED, RaggedLayer, tensor_bytes
-from tokensift.kv.model import text_config
+from tokensift.kv.model import layer_windows, text_config
 
 GROW = 64
 """Slots added at a time when a row reaches the end of the padded storage."""
@@ -244,10 +244,8 @@ class Batch:
 
         self.model, self.reserve = model, rows
         config = text_config(model)
-        types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-        window = getattr(config, "sliding_window", None)
         self.cache: Any = DynamicCache(config=config)
-        self.windows = [window if kind == "sliding_attention" else None for kind in types]
+        self.windows = layer_windows(model)
         self.cache.layers = []
 
     @property

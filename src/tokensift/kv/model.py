@@ -18,6 +18,14 @@ def text_config(model: torch.nn.Module) -> Any:
     return getattr(model.config, "text_config", None) or model.config
 
 
+def layer_windows(model: torch.nn.Module) -> list[int | None]:
+    """Per decoder layer, its sliding-window length (Gemma-3 local layers) or ``None`` for global attention."""
+    config = text_config(model)
+    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    window = getattr(config, "sliding_window", None)
+    return [window if kind == "sliding_attention" else None for kind in types]
+
+
 def check_supported(model: torch.nn.Module) -> None:
     """Raise :class:`UnsupportedArchitectureError` for a model the adapter is not built for."""
     kind = getattr(text_config(model), "model_type", None)

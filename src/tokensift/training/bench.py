@@ -356,8 +356,8 @@ class TrainingBenchmark(Benchmark):
     def _ranked(self, pool: Sequence[Example]) -> tuple[list[int], float]:
         """Pool indices best-first by the scorer (scores kept next to the rows, so a re-run reads them)."""
         from tokensift.methods import build
-        from tokensift.training.datascore import response_losses
-        from tokensift.training.examples import encode_unconditional, pad_id
+        from tokensift.training.datascore import score_examples
+        from tokensift.training.examples import encode_unconditional
 
         cache = self.config.out / f"pool_scores_{self.config.scorer}.json"
         if cache.exists():
@@ -366,16 +366,11 @@ class TrainingBenchmark(Benchmark):
                 return stored["ranked"], stored["seconds"]
         scorer = build("training", self.config.scorer)
         tokenizer = self.loaded.tokenizer
-        pad = pad_id(tokenizer)
         start, values = time.perf_counter(), []
         for begin in range(0, len(pool), 8):
             chunk = pool[begin : begin + 8]
-            encoded = [encode_example(tokenizer, e) for e in chunk] + [
-                encode_unconditional(tokenizer, e) for e in chunk
-            ]
-            losses = response_losses(self.loaded.model, encoded, pad)
-            for cond, uncond in zip(losses[: len(chunk)], losses[len(chunk) :], strict=True):
-                values.append(scorer.score(cond, uncond).value)
+            encoded = [(encode_example(tokenizer, e), encode_unconditional(tokenizer, e)) for e in chunk]
+            values += [scored.value for scored, _ in score_examples(self.loaded.model, tokenizer, encoded, scorer)]
         seconds = time.perf_counter() - start
         ranked = sorted(range(len(pool)), key=lambda i: (-values[i], i))
         cache.write_text(json.dumps({"pool": len(pool), "ranked": ranked, "scores": values, "seconds": seconds}))

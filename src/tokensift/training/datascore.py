@@ -31,7 +31,7 @@ from tokensift.training.examples import (
     read_lines,
 )
 from tokensift.training.finetuning import collate
-from tokensift.training.methods.data import DataScorer
+from tokensift.training.methods.data import DataScore, DataScorer
 from tokensift.training.stats import token_losses
 
 Progress = Callable[[int], None]
@@ -100,6 +100,15 @@ def response_losses(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: 
     return found
 
 
+def score_examples(
+    model: torch.nn.Module, tokenizer: Any, encoded: Sequence[tuple[Encoded, Encoded]], scorer: DataScorer
+) -> list[tuple[DataScore, Tensor]]:
+    """Each (conditional, unconditional) encoding scored in one batched forward; with each ``|delta loss|``."""
+    losses = response_losses(model, [c for c, _ in encoded] + [u for _, u in encoded], pad_id(tokenizer))
+    half = len(encoded)
+    return [(scorer.score(c, u), (u - c).abs()) for c, u in zip(losses[:half], losses[half:], strict=True)]
+
+
 def score_file(
     loaded: Any,
     path: Path,
@@ -117,7 +126,6 @@ def score_file(
     whole_number(batch_size, "batch_size", low=1)
     whole_number(max_tokens, "max_tokens", low=2)
     model, tokenizer = loaded.model, loaded.tokenizer
-    pad = pad_id(tokenizer)
     report = ScoreReport(path, scorer.name)
     start, done = time.perf_counter(), 0
     for batch in _batches(read_lines(path), batch_size):
@@ -137,15 +145,12 @@ def score_file(
                     raise error
                 report.skipped.append(error)
         if ready:
-            losses = response_losses(model, [c for _, c, _ in ready] + [u for _, _, u in ready], pad)
-            half = len(ready)
-            for (number, conditional, _), cond, uncond in zip(ready, losses[:half], losses[half:], strict=True):
-                scored = scorer.score(cond, uncond)
-                delta = (uncond - cond).abs()
+            scores = score_examples(model, tokenizer, [(c, u) for _, c, u in ready], scorer)
+            for (number, conditional, _), (scored, delta) in zip(ready, scores, strict=True):
                 shown = sorted(scored.tokens, key=lambda t: -float(delta[t]))[:SHOWN_TOKENS]
                 words = [tokenizer.decode([conditional.response[t]]) for t in shown]
                 report.scores.append(
-                    RowScore(number, scored.value, scored.ifd, int(cond.numel()), len(scored.tokens), words)
+                    RowScore(number, scored.value, scored.ifd, int(delta.numel()), len(scored.tokens), words)
                 )
         done += len(batch)
         if progress is not None:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from tokensift.hooks import AttentionCall, Route, layer_index, layer_modules, observe_attention
-from tokensift.kv.model import text_config
+from tokensift.kv.model import layer_windows
 from tokensift.training.loss import masked_mean
 from tokensift.training.methods.base import TokenPolicy
 from tokensift.training.stats import TokenStats, token_stats
@@ -73,13 +73,6 @@ def select_positions(mask: Tensor) -> tuple[Tensor, Tensor]:
     return positions, real
 
 
-def _windows(model: torch.nn.Module) -> list[int | None]:
-    config = text_config(model)
-    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    window = getattr(config, "sliding_window", None)
-    return [window if kind == "sliding_attention" else None for kind in types]
-
-
 def sparse_step(
     model: torch.nn.Module,
     input_ids: Tensor,
@@ -120,7 +113,7 @@ def sparse_step(
     recomputed = mask | stats.valid if context == "labelled" else mask
     positions, real = select_positions(recomputed)
     counted = real & mask.gather(1, positions)
-    windows = _windows(model)
+    windows = layer_windows(model)
     length = input_ids.shape[1]
     key_positions = torch.arange(length)
     allowed = (key_positions[None, None, :] <= positions[:, :, None]) & attention_mask[:, None, :].bool()
