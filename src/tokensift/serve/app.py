@@ -156,6 +156,21 @@ def error_from(exc: BaseException) -> JSONResponse:
 
 
 # --- prompts ----------------------------------------------------------------------------------------------------
+def render(tokenizer: Any, messages: list[dict[str, str]], generation: bool) -> str:
+    """``messages`` through the tokenizer's chat template (plain paragraphs without one)."""
+    if getattr(tokenizer, "chat_template", None):
+        text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        return text
+    return "\n\n".join(m["content"] for m in messages) + ("\n" if generation else "")
+
+
+def text_head(tokenizer: Any, text: str) -> str:
+    """The prompt a text context consumes: the chat template's user turn up to the end of ``text`` (questions
+    asked later continue it)."""
+    rendered = render(tokenizer, [{"role": "user", "content": text}], generation=True)
+    return rendered[: rendered.index(text) + len(text)]
+
+
 class Prompts:
     """Turns request bodies into :class:`Prompt` objects (chat template, stored contexts, defaults)."""
 
@@ -177,10 +192,7 @@ class Prompts:
             raise NotFoundError(f"model {name!r} is not served here; this server serves {sorted(self.names)[0]!r}")
 
     def render(self, messages: list[dict[str, str]], generation: bool) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            text: str = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
-            return text
-        return "\n\n".join(m["content"] for m in messages) + ("\n" if generation else "")
+        return render(self.tokenizer, messages, generation)
 
     def kv(self, options: KVOptions | None) -> KVSpec | None:
         options = options or self.kv_default
@@ -300,9 +312,7 @@ class Prompts:
         if body.text is not None:
             if not body.text.strip():
                 raise ParameterError("the context text is empty", option="text")
-            rendered = self.render([{"role": "user", "content": body.text}], generation=True)
-            head = rendered[: rendered.index(body.text) + len(body.text)]
-            return ContextRequest(head, "text", kv, {})
+            return ContextRequest(text_head(self.tokenizer, body.text), "text", kv, {})
         assert body.messages is not None
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         if not messages or not any(m["content"].strip() for m in messages):

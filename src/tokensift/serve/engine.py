@@ -246,11 +246,7 @@ class Engine:
             self.running = [self.running[i] for i in order]
 
     def _ids(self, text: str, first: bool = False) -> list[int]:
-        """Token ids of ``text``; the ``first`` piece of a sequence gets the tokenizer's leading special tokens."""
-        if not text:
-            return []
-        lead = leading_ids(self.tokenizer, text) if first else []
-        return lead + list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return token_ids(self.tokenizer, text, first)
 
     def _admit(self, job: Job) -> None:
         work = job.work
@@ -340,30 +336,8 @@ class Engine:
         )
 
     def _create_context(self, job: Job, work: ContextRequest) -> None:
-        ids = self._ids(work.head, first=True)
-        if not ids:
-            raise InputError("the context is empty")
-        check_length(self.model, len(ids))
-        started = time.perf_counter()
-        if work.kv is not None:
-            context = compress_context(self.model, torch.tensor([ids]), work.kv.press(self.tokenizer))
-            cache, logits = context.cache, context.last_logits
-            bytes_full = context.stats.bytes_before + _untouched_bytes(cache, context.stats)
-        else:
-            cache, logits = self._prefill(ids)
-            bytes_full = cache_bytes(cache)
-        seconds = time.perf_counter() - started
-        info = ContextInfo(
-            id=new_id(),
-            model=self.store.model,
-            kind=work.kind,
-            head_text=work.head,
-            tokens=len(ids),
-            method=work.kv.method if work.kv else None,
-            options=(work.kv.describe() if work.kv else {}) | work.source,
-            bytes_full=bytes_full,
-            bytes_stored=cache_bytes(cache),
-            created=time.time(),
+        info, cache, logits, seconds = make_context(
+            self.model, self.tokenizer, work.head, kind=work.kind, kv=work.kv, source=work.source, store=self.store
         )
         self.store.add(info, cache, logits)
         self.metrics.inc("tokensift_contexts_created_total")
@@ -456,3 +430,57 @@ def _untouched_bytes(cache: Any, stats: CompressionStats) -> int:
     compressed = {r.layer for r in stats.layers}
     untouched = [layer for i, layer in enumerate(cache.layers) if i not in compressed]
     return cache_bytes(SimpleNamespace(layers=untouched))
+
+
+def token_ids(tokenizer: Any, text: str, first: bool = False) -> list[int]:
+    """Token ids of ``text``; the ``first`` piece of a sequence gets the tokenizer's leading special tokens."""
+    if not text:
+        return []
+    lead = leading_ids(tokenizer, text) if first else []
+    return lead + list(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def make_context(
+    model: Any,
+    tokenizer: Any,
+    head: str,
+    *,
+    kind: str,
+    kv: KVSpec | None,
+    source: dict[str, Any],
+    store: ContextStore,
+    context_id: str | None = None,
+) -> tuple[ContextInfo, Any, Tensor, float]:
+    """Prefill ``head`` (compressed with ``kv`` when given) as a context for ``store``: its info (a new id unless
+    ``context_id``), one-row cache, the logits after it and the seconds it took. The server's ``/v1/contexts``
+    and ``tokensift batch kv-compress`` both make contexts here, so the server reads what the batch wrote."""
+    ids = token_ids(tokenizer, head, first=True)
+    if not ids:
+        raise InputError("the context is empty")
+    check_length(model, len(ids))
+    started = time.perf_counter()
+    if kv is not None:
+        context = compress_context(model, torch.tensor([ids]), kv.press(tokenizer))
+        cache, logits = context.cache, context.last_logits
+        bytes_full = context.stats.bytes_before + _untouched_bytes(cache, context.stats)
+    else:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=text_config(model))
+        with torch.no_grad(), attached(model, None):
+            logits = model(torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[:, -1]
+        bytes_full = cache_bytes(cache)
+    seconds = time.perf_counter() - started
+    info = ContextInfo(
+        id=context_id or new_id(),
+        model=store.model,
+        kind=kind,
+        head_text=head,
+        tokens=len(ids),
+        method=kv.method if kv else None,
+        options=(kv.describe() if kv else {}) | source,
+        bytes_full=bytes_full,
+        bytes_stored=cache_bytes(cache),
+        created=time.time(),
+    )
+    return info, cache, logits, seconds

@@ -5,7 +5,9 @@ one safetensors file per context (per layer and KV head its kept keys and values
 SQLite index (what it was made from, token and byte counts, the file's size and SHA-256). Memory holds
 the most recently used contexts up to ``memory_bytes``; the least recently used leave memory (they stay
 on disk) and are read back on demand. The index and files survive a restart or a killed server; a file
-whose size or checksum no longer matches its index row is reported as damaged and never served.
+whose size or checksum no longer matches its index row is reported as damaged and never served. Several
+servers (Ray Serve replicas, ``tokensift batch kv-compress`` workers) may share one folder: the index is the
+truth, so a context another server deleted is dropped from memory on its next use.
 """
 
 from __future__ import annotations
@@ -142,7 +144,9 @@ class ContextStore:
         """A function returning an empty cache for the model (the layer kinds to rebuild)."""
         self.memory: OrderedDict[str, StoredContext] = OrderedDict()
         self.lock = threading.RLock()
-        self.db = sqlite3.connect(self.folder / "index.sqlite", check_same_thread=False, isolation_level=None)
+        self.db = sqlite3.connect(
+            self.folder / "index.sqlite", check_same_thread=False, isolation_level=None, timeout=30.0
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS contexts (id TEXT PRIMARY KEY, model TEXT, info TEXT, "
@@ -186,10 +190,22 @@ class ContextStore:
             self._evict()
         return stored
 
-    def info(self, context_id: str) -> ContextInfo:
+    def _held(self, context_id: str) -> StoredContext | None:
+        """The context from memory if its index row still exists (servers sharing the folder may delete it)."""
         with self.lock:
-            if context_id in self.memory:
-                return self.memory[context_id].info
+            if context_id not in self.memory:
+                return None
+            if self.db.execute("SELECT 1 FROM contexts WHERE id = ?", (context_id,)).fetchone() is None:
+                del self.memory[context_id]
+                return None
+            self.memory.move_to_end(context_id)
+            return self.memory[context_id]
+
+    def info(self, context_id: str) -> ContextInfo:
+        held = self._held(context_id)
+        if held is not None:
+            return held.info
+        with self.lock:
             row = self.db.execute(
                 "SELECT info FROM contexts WHERE id = ? AND model = ?", (context_id, self.model)
             ).fetchone()
@@ -206,10 +222,9 @@ class ContextStore:
 
     def get(self, context_id: str) -> StoredContext:
         """The context, from memory or read back from disk (checked against its index row first)."""
-        with self.lock:
-            if context_id in self.memory:
-                self.memory.move_to_end(context_id)
-                return self.memory[context_id]
+        held = self._held(context_id)
+        if held is not None:
+            return held
         info = self.info(context_id)
         path = self._path(context_id)
         try:
