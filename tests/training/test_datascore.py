@@ -11,7 +11,7 @@ from tests.conftest import tiny_llama, word_level_tokenizer
 from tokensift.errors import BadRowError, ParameterError
 from tokensift.methods import build
 from tokensift.select import Budget
-from tokensift.training.datascore import copy_lines, keep_lines, response_losses, score_file
+from tokensift.training.datascore import _shared_prefix, copy_lines, keep_lines, response_losses, score_file
 from tokensift.training.examples import encode_example, parse_row
 from tokensift.training.stats import token_losses
 
@@ -39,12 +39,17 @@ def test_response_losses_are_the_models_losses_on_the_response_tokens():
         encode_example(tokenizer, parse_row({"prompt": p, "response": r}, 1))
         for p, r in [("the cat", "sat on the mat ."), ("a big red dog ran", "to the house")]
     ]
-    found = response_losses(model, encoded, 0)
+    assert_each_examples_own_losses(model, encoded, response_losses(model, encoded, 0))
+
+
+def assert_each_examples_own_losses(model, encoded, found):
+    """``found`` holds, per example, the model's loss on each response token of that example run alone."""
     for example, losses in zip(encoded, found, strict=True):
         ids = torch.tensor([example.ids])
         with torch.no_grad():
             alone, _ = token_losses(model(input_ids=ids).logits, ids)
         start = len(example.prompt) - 1
+        assert losses.shape == (len(example.response),)
         torch.testing.assert_close(losses, alone[0, start : start + len(example.response)], atol=1e-5, rtol=1e-5)
 
 
@@ -91,3 +96,18 @@ def test_keep_lines_takes_the_best_and_copy_lines_writes_them_unchanged_in_file_
         keep_lines(report, Budget(keep_tokens=9))
     with pytest.raises(ParameterError):
         copy_lines(path, path, kept)
+
+
+def test_response_losses_share_the_common_prefix_and_match_each_example_alone():
+    """Examples starting with the same tokens (a system turn) and responses scored after the same empty
+    prompt: the prefix is run once, and every loss is still the model's loss on that example alone."""
+    model, tokenizer = tiny_llama(), word_level_tokenizer()
+    system = "the big red dog ran to the house ."
+    pairs = [("the cat", "sat on the mat ."), ("a dog ran", "to the house"), ("one and two", "three")]
+    conditional = [
+        encode_example(tokenizer, parse_row({"prompt": f"{system} {p}", "response": r}, 1)) for p, r in pairs
+    ]
+    alone = [encode_example(tokenizer, parse_row({"prompt": system, "response": r}, 1)) for _, r in pairs]
+    encoded = conditional + alone
+    assert _shared_prefix(model, encoded) >= 8
+    assert_each_examples_own_losses(model, encoded, response_losses(model, encoded, 0))

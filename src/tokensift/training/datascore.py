@@ -90,14 +90,81 @@ def _batches(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
 
 @torch.no_grad()
 def response_losses(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: int) -> list[Tensor]:
-    """Per response token, the loss given what precedes it, for each encoded example (one batched forward)."""
-    ids, mask, labels = collate(encoded, pad_id)
-    losses, _ = token_losses(model(input_ids=ids, attention_mask=mask, use_cache=False).logits, labels)
-    found = []
-    for row, example in enumerate(encoded):
-        start = len(example.prompt) - 1
-        found.append(losses[row, start : start + len(example.response)])
+    """Per response token, the loss given what precedes it, for each encoded example (one batched forward).
+
+    The tokens every example of the batch starts with (a chat template's system turn; for the responses scored
+    alone, the whole empty prompt) are run once and their KV cache shared by the batch, and only the positions
+    that predict a response token go through the output layer: the same losses, a fraction of the work on
+    short rows (:func:`_shared_prefix` says when the model allows it).
+    """
+    if _shared_prefix(model, encoded) == 0:
+        ids, mask, labels = collate(encoded, pad_id)
+        losses, _ = token_losses(model(input_ids=ids, attention_mask=mask, use_cache=False).logits, labels)
+        return [losses[row, len(e.prompt) - 1 : len(e.prompt) - 1 + len(e.response)] for row, e in enumerate(encoded)]
+    found: list[Tensor] = [torch.empty(0)] * len(encoded)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, example in enumerate(encoded):  # the responses scored alone share their whole prompt
+        groups.setdefault(tuple(example.prompt), []).append(row)
+    together = [rows for rows in groups.values() if len(rows) > 1 and len(encoded) > len(rows)]
+    rest = [row for row in range(len(encoded)) if not any(row in rows for rows in together)]
+    for rows in [*together, rest]:
+        if rows:
+            for row, losses in zip(rows, _prefixed_losses(model, [encoded[r] for r in rows], pad_id), strict=True):
+                found[row] = losses
     return found
+
+
+def _shared_prefix(model: torch.nn.Module, encoded: Sequence[Encoded]) -> int:
+    """Tokens every example starts with, short of each prompt's last token (which predicts the response);
+    0 when the model's logits are not a plain linear head over its base model's output (soft-capped or scaled
+    logits) or the prefix is too short to pay for itself."""
+    config = getattr(model, "config", None)
+    find: Any = getattr(model, "get_output_embeddings", None)
+    head = find() if find is not None else None
+    plain = (
+        head is not None
+        and getattr(model, "base_model", None) is not None
+        and model.base_model is not model
+        and getattr(config, "final_logit_softcapping", None) is None
+        and getattr(config, "logit_scale", None) is None
+    )
+    if not plain:
+        return 0
+    first, limit = encoded[0].ids, min(len(e.prompt) for e in encoded) - 1
+    n = 0
+    while n < limit and all(e.ids[n] == first[n] for e in encoded):
+        n += 1
+    return n if n >= 4 else 0
+
+
+def _prefixed_losses(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: int) -> list[Tensor]:
+    """:func:`response_losses` of a group: the shared prefix prefilled once, the rest batched after it."""
+    from transformers import DynamicCache
+
+    from tokensift.kv.model import text_config
+
+    k = _shared_prefix(model, encoded) if len(encoded) > 1 else 0
+    base: Any = model.base_model
+    head: Any = model.get_output_embeddings()  # type: ignore[operator]
+    cache = None
+    if k:
+        cache = DynamicCache(config=text_config(model))
+        base(input_ids=torch.tensor([encoded[0].ids[:k]]), past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(len(encoded))
+    width = max(len(e.ids) for e in encoded) - k
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), k + width), dtype=torch.long)
+    for row, example in enumerate(encoded):
+        ids[row, : len(example.ids) - k] = torch.tensor(example.ids[k:])
+        mask[row, : len(example.ids)] = 1
+    hidden = base(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=k > 0).last_hidden_state
+    rows = [
+        hidden[row, len(e.prompt) - 1 - k : len(e.prompt) - 1 - k + len(e.response)] for row, e in enumerate(encoded)
+    ]
+    logits = head(torch.cat(rows)).float()  # one call: the head's weights are read once, not once per row
+    targets = torch.tensor([token for e in encoded for token in e.response])
+    losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    return list(losses.split([len(e.response) for e in encoded]))
 
 
 def score_examples(
