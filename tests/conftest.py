@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -112,6 +113,15 @@ def word_level_tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture
 def word_tokenizer() -> PreTrainedTokenizerFast:
     return word_level_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny local model folder (random Llama + word-level tokenizer) that ``load_model`` reads by path."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_llama().save_pretrained(folder)
+    word_level_tokenizer().save_pretrained(folder)
+    return folder
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
