@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tokensift import options
+from tokensift.batch import cli as batch_cli
 from tokensift.encoder import cli as encoder_cli
 from tokensift.errors import ParameterError, TokensiftError
 from tokensift.kv import cli as kv_cli
@@ -39,6 +40,7 @@ app.add_typer(bench_app, name="bench")
 # Target sub-commands live next to their adapters (tokensift/<target>/cli.py, cheap to import) and are
 # attached here with one line each, e.g. app.add_typer(kv_cli.app, name="kv"); bench_app.command("kv")(kv_cli.bench)
 app.add_typer(kv_cli.app, name="kv")
+app.add_typer(batch_cli.app, name="batch")
 app.command("serve")(serve_cli.serve)
 bench_app.command("kv")(kv_cli.bench)
 app.command("compress")(text_cli.compress)
