@@ -30,6 +30,13 @@ def serve(
     kv_keep: Annotated[float | None, typer.Option(help="Default KV --keep (fraction kept).")] = None,
     prompt_method: Annotated[str | None, typer.Option(help="Default prompt compression (e.g. llmlingua).")] = None,
     prompt_rate: Annotated[float | None, typer.Option(help="Default prompt compression rate (fraction kept).")] = None,
+    ray_replicas: Annotated[
+        int, typer.Option(help="Run N Ray Serve replicas of the server (0: this process); contexts shared on --store.")
+    ] = 0,
+    ray: Annotated[str, typer.Option(help="With --ray-replicas: auto (RAY_ADDRESS or a local Ray) or an address.")] = (
+        "auto"
+    ),
+    cpus_per_replica: Annotated[int, typer.Option(help="With --ray-replicas: CPUs (torch threads) each.")] = 1,
     cache_dir: options.CacheDir = None,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API with KV and prompt compression and a compressed
@@ -59,6 +66,11 @@ def serve(
             probe.bind((host, port))
         except OSError as exc:
             raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    whole_number(ray_replicas, "ray_replicas", low=0)
+    whole_number(cpus_per_replica, "cpus_per_replica", low=1)
+    if ray_replicas:
+        _replicas(model, host, port, ray_replicas, cpus_per_replica, ray, store, cache_dir, memory_bytes, locals())
+        return
     import uvicorn
 
     from tokensift.models import load_model
@@ -86,3 +98,51 @@ def serve(
         highlight=False,
     )
     uvicorn.run(server.app, host=host, port=port, log_level="warning")
+
+
+def _replicas(
+    model: str,
+    host: str,
+    port: int,
+    replicas: int,
+    cpus: int,
+    address: str,
+    store: Path | None,
+    cache_dir: Path | None,
+    memory_bytes: int,
+    given: dict[str, Any],
+) -> None:
+    """``serve --ray-replicas N``: the server as Ray Serve replicas sharing one context store folder."""
+    try:
+        import ray.serve  # noqa: F401
+    except ImportError:
+        from tokensift.errors import ParameterError
+
+        raise ParameterError(
+            "--ray-replicas needs Ray Serve: pip install 'tokensift[scale]'", option="ray_replicas"
+        ) from None
+    from tokensift.models import cache_root
+    from tokensift.serve.replicas import run
+
+    folder = (store if store is not None else cache_root(cache_dir) / "contexts").resolve()
+    settings = {
+        "store": str(folder),
+        "memory_bytes": memory_bytes,
+        **{k: given[k] for k in ("max_batch", "max_queue", "max_tokens", "temperature", "kv", "prompt")},
+        "aliases": (model,),
+    }
+    err.print(
+        f"serving {model} as {replicas} Ray Serve replica(s) × {cpus} CPU on http://{host}:{port}/v1 · contexts in "
+        f"{folder} (shared) · Ctrl+C stops",
+        highlight=False,
+    )
+    run(
+        model,
+        host=host,
+        port=port,
+        replicas=replicas,
+        cpus_per_replica=cpus,
+        address=address,
+        cache_dir=str(cache_dir.resolve()) if cache_dir is not None else None,
+        settings=settings,
+    )
