@@ -51,6 +51,7 @@ bench_app.command("encoder")(encoder_cli.bench)
 app.command("score-data")(training_cli.score_data)
 app.command("train")(training_cli.train)
 bench_app.command("training")(training_cli.bench)
+bench_app.command("scale")(batch_cli.bench)
 
 
 def _load(model: str, cache_dir: Path | None) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import socket
 import sys
 from collections import Counter
@@ -73,6 +74,18 @@ def disk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for key, text in files.items():
         paths[key] = root / f"{key}.txt"
         paths[key].write_text(text, encoding="utf-8")
+    table = [{"text": sentence}, {"text": None}, {"text": ""}, {"other": 1}, {"text": " ".join(WORDS[2:40] * 12)}]
+    table += [{"prompt": "the cat", "response": "sat on the mat ."}, {"text": "the dog ran", "prompt": 3}]
+    paths["table"] = root / "table.jsonl"
+    paths["table"].write_text("".join(json.dumps(row) + "\n" for row in table) + "{oops\n\n", encoding="utf-8")
+    paths["rowsjsonl"] = root / "rows.jsonl"
+    paths["rowsjsonl"].write_text(files["rows"] + "\n" + files["badrow"] + "\n", encoding="utf-8")
+    paths["parquet"] = root / "table.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [sentence, None, "the red cat sat ."], "n": [1, 2, 3]}), paths["parquet"])
+    (root / "b").mkdir()
     paths["bytes"] = root / "bytes.txt"
     paths["bytes"].write_bytes(b"caf\xe9 \xff\xfe the cat")
     paths["missing"] = root / "missing.txt"
@@ -331,6 +344,8 @@ def serve_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
         ("--prompt-rate", FRACTIONS),
         ("--model", st.sampled_from(["{llama}", "nope-model", "{bert}"])),
         ("--host", st.sampled_from(["127.0.0.1", "256.1.1.1", "localhost"])),
+        ("--ray-replicas", st.sampled_from(["0", "-1", "x", "2", "1.5"])),
+        ("--cpus-per-replica", st.sampled_from(["1", "0", "-2", "x"])),
     ]:
         if draw(st.booleans()):
             argv += [flag, draw(values)]
@@ -388,6 +403,52 @@ def training_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
     return argv, blame
 
 
+BATCH_FILES = ["table", "table", "rowsjsonl", "parquet", "missing", "folder", "ok", "bytes"]
+BATCH_COMMANDS = {
+    "inspect": [("--quantile", FRACTIONS), ("--zscore", FRACTIONS)],
+    "embed": [("--method", method_names("encoder")), ("--ratio", FRACTIONS), ("--keep", FRACTIONS)],
+    "compress": [("--method", method_names("text")), ("--ratio", FRACTIONS), ("--keep-tokens", COUNTS_TEXT)],
+    "score-data": [("--method", method_names("training")), ("--option", OPTIONS)],
+    "kv-compress": [("--method", method_names("kv")), ("--ratio", FRACTIONS), ("--option", OPTIONS)],
+}
+
+
+@st.composite
+def batch_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    """``batch COMMAND INPUT OUTPUT --ray off`` over tables with bad rows, files that are not tables and bad
+    outputs, with each command's own generated flags (a row's problem is never the job's failure)."""
+    command = draw(st.sampled_from(sorted(BATCH_COMMANDS)))
+    file = draw(st.sampled_from(BATCH_FILES))
+    output = draw(st.sampled_from(["{folder}/b/out.parquet", "{folder}/b/out.jsonl", "{folder}/b/o.csv", "{folder}"]))
+    model = "{bert}" if command == "embed" else "{llama}"
+    argv = ["batch", command, f"{{{file}}}", output, "--model", model, "--ray", "off"]
+    blame: tuple[str, ...] = ("input", "output", "directory", "not found", "restart", "parquet")
+    if command == "compress":
+        blame += ("ratio", "keep")  # a compression needs a budget
+    small = st.sampled_from(["0", "-1", "x", "", "1", "2", "99999999999999999999"])
+    flags = [
+        ("--text-field", st.sampled_from(["text", "nope", "", "prompt"])),
+        ("--batch-size", small),
+        ("--shard-rows", small),
+        ("--max-tokens", COUNTS_TEXT),
+        ("--actors", small),
+        ("--cpus-per-actor", small),
+        *BATCH_COMMANDS[command],
+    ]
+    if command == "score-data":
+        flags = [f for f in flags if f[0] != "--text-field"]
+    if command == "kv-compress":
+        argv += ["--store", "{folder}/b/store"]
+    for flag, values in flags:
+        if draw(st.booleans()):
+            value = draw(values)
+            argv += [flag, value]
+            blame += (flag[2:], flag[2:].replace("-", "_"), "budget", "ratio", "keep", "option", "method")
+            if flag in ("--option", "--method"):
+                blame += ("scorer", "tokenizer", value.partition("=")[0] or "=")
+    return argv, blame
+
+
 def _fill(argv: list[str], disk: dict[str, Path]) -> list[str]:
     """Put the fixture's paths in place of ``{name}`` (generated text may hold braces of its own)."""
     filled = []
@@ -407,6 +468,7 @@ EXAMPLES = {
     "cli methods/models/demo/usage": 60,
     "cli serve": 80,
     "cli score-data / train": 120,
+    "cli batch": 100,
     "HTTP request bodies": 240,
     "build(target, name, **options)": 150,
     "kv.compress": 120,
@@ -430,6 +492,7 @@ EXAMPLES = {
         ("methods/models/demo/usage", other_args()),
         ("serve", serve_args()),
         ("score-data / train", training_args()),
+        ("batch", batch_args()),
     ],
 )
 def test_cli_bad_input_gives_one_line_naming_the_option(disk, family, strategy):
@@ -442,6 +505,9 @@ def test_cli_bad_input_gives_one_line_naming_the_option(disk, family, strategy):
         argv, blame = case
         ran.append(argv)
         inputs = [phrase for key, phrases in INPUT_PROBLEMS.items() if f"{{{key}}}" in argv for phrase in phrases]
+        if argv[0] == "batch":  # each case starts from an empty output folder (replays must see the same disk)
+            shutil.rmtree(disk["folder"] / "b")
+            (disk["folder"] / "b").mkdir()
         check_cli(_fill(argv, disk), (*blame, *inputs), stdin)
 
     check()

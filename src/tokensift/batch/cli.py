@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from tokensift import options
+from tokensift.bench import cli as bench_cli
 
 app = typer.Typer(
     help="Run a command over every row of a JSONL or Parquet table, in Ray actors or one process; resumable.",
@@ -40,19 +41,28 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the job's report as 
 
 
 def _run(job: Any, source: Path, output: Path, common: dict[str, Any], as_json: bool) -> None:
+    import signal
+
     from tokensift.batch.runner import run_batch
     from tokensift.report.progress import progress_bar
 
-    with progress_bar(transient=False) as bar:
-        task = bar.add_task(f"batch {job.command}", total=None)
+    def _stop(signum: int, frame: Any) -> None:  # a scheduler's stop: finished shards stay, a re-run resumes
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    bar = progress_bar(transient=False)
+    task = bar.add_task(f"batch {job.command}", total=None)
+
+    def progress(done: int, total: int) -> None:  # the bar appears once the job's checks have passed
+        bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
         report = run_batch(
-            job,
-            source,
-            output,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            notes=lambda text: err.print(f"note: {text}"),
-            **common,
+            job, source, output, progress=progress, notes=lambda text: err.print(f"note: {text}"), **common
         )
+    finally:
+        bar.stop()
     if as_json:
         print(json.dumps(report.as_dict()))
         return
@@ -301,3 +311,27 @@ def kv_compress(
 
 def _dir(path: Path | None) -> str | None:
     return str(path.resolve()) if path is not None else None
+
+
+def _bench_options(
+    embed_rows: Annotated[int, typer.Option(help="NQ-Open gold passages embedded per run.")] = 2000,
+    inspect_rows: Annotated[int, typer.Option(help="WikiText-2 paragraphs (≤ 120 words) inspected per run.")] = 160,
+    shard_rows: Annotated[int, typer.Option(help="Rows per shard (0: about 24 shards per task).")] = 0,
+) -> dict[str, Any]:
+    """rows/s of `tokensift batch embed` and `batch inspect` run in one process (off, off-1) and on 1 and 2 Ray
+    actors (--methods off,off-1,actors-1,actors-2), each output checked against off-1 row for row."""
+    from tokensift.inputs import whole_number
+
+    for value, name in ((embed_rows, "embed_rows"), (inspect_rows, "inspect_rows")):
+        whole_number(value, name, low=1)
+    whole_number(shard_rows, "shard_rows", low=0)
+    return {"embed_rows": embed_rows, "inspect_rows": inspect_rows, "shard_rows": shard_rows}
+
+
+def _benchmark() -> Any:
+    from tokensift.batch.bench import ScaleBenchmark
+
+    return ScaleBenchmark
+
+
+bench = bench_cli.command("scale", _benchmark, _bench_options, out=Path("benchmarks/out/scale"))

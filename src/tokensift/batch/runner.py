@@ -63,6 +63,8 @@ class BatchReport:
     rows_run: int
     peak_rss_mb: float
     """Largest resident set of this process and of any worker (MiB)."""
+    worker_rss_mb: float
+    """Largest resident set of any worker process that wrote parts (MiB; this process with ``--ray off``)."""
     workers: int
     """Distinct worker processes that wrote parts."""
     text_columns: list[str] = field(default_factory=list)
@@ -201,6 +203,8 @@ def run_batch(
     fmt = table_format(output, "OUTPUT")
     if output.is_dir():
         raise ParameterError(f"OUTPUT {output} is a directory; give a file name", option="output")
+    if output.resolve() == source.resolve():
+        raise ParameterError(f"OUTPUT {output} is the input; give another file name", option="output")
     shards = plan_shards(source, shard_rows)
     if not shards:
         raise InputFileError(f"{source} has no rows")
@@ -268,6 +272,7 @@ def run_batch(
         work_seconds=work,
         rows_run=sum(int(s["rows"]) for s in summaries),
         peak_rss_mb=max([_rss_mb(), *(float(s["rss_mb"]) for s in summaries)]),
+        worker_rss_mb=max([0.0, *(float(s["rss_mb"]) for s in summaries)]),
         workers=len({s["pid"] for s in summaries}),
         text_columns=as_text,
         ray_address=address,
