@@ -13,6 +13,7 @@ def ray_cluster():
     """A local Ray cluster for the package's tests; workers can import ``tests`` (helpers' jobs)."""
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
         num_cpus=2,
         include_dashboard=False,

@@ -92,3 +92,11 @@ def test_jsonl_parts_merge_byte_for_byte(tmp_path):
     out = tmp_path / "out.jsonl"
     merge_parts([part_path(tmp_path, s, "jsonl") for s in shards], out, "jsonl")
     assert out.read_text(encoding="utf-8") == '{"text": "é", "n": 1}\n{"text": "b", "n": null}\n'
+
+
+def test_vector_columns_are_stored_as_float32_lists(tmp_path):
+    path = tmp_path / "part.parquet"
+    write_part(path, [{"embedding": [0.5, -1.25]}, {"embedding": None}], "parquet", ("embedding",))
+    table = pq.read_table(path)
+    assert str(table.schema.field("embedding").type) == "list<element: float>"
+    assert table["embedding"].to_pylist() == [[0.5, -1.25], None]

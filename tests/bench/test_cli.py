@@ -1,4 +1,4 @@
-"""``tokensift bench kv|text|encoder|training`` take the same flags for the same things, declared once."""
+"""``tokensift bench kv|text|encoder|training|scale`` take the same flags for the same things, declared once."""
 
 import typer
 
@@ -13,7 +13,7 @@ SHARED = {
 
 def test_every_bench_command_takes_the_shared_flags_with_the_same_help():
     group = typer.main.get_command(app).commands["bench"]  # type: ignore[attr-defined]
-    assert set(group.commands) == {"kv", "text", "encoder", "training"}
+    assert set(group.commands) == {"kv", "text", "encoder", "training", "scale"}
     helps: dict[str, set[str | None]] = {}
     for command in group.commands.values():
         options = {opt: param for param in command.params for opt in param.opts}

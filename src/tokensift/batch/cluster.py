@@ -14,6 +14,7 @@ def connect(address: str) -> None:
     import ray
 
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ warnings on stderr
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline-safe: Ray reports nothing anywhere
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     if ray.is_initialized():
         return

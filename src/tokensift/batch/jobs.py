@@ -34,6 +34,8 @@ class Job:
 
     command: ClassVar[str] = ""
     columns: ClassVar[tuple[str, ...]] = ()
+    vectors: ClassVar[tuple[str, ...]] = ()
+    """Result columns of float32 vectors (Parquet stores them as lists of float32)."""
     model: str = "smollm2-135m"
     text_field: str = "text"
     max_tokens: int = 4096
@@ -148,6 +150,7 @@ class EmbedJob(Job):
 
     command: ClassVar[str] = "embed"
     columns: ClassVar[tuple[str, ...]] = ("embedding", "tokens", "kept_tokens")
+    vectors: ClassVar[tuple[str, ...]] = ("embedding",)
     model: str = "minilm-l6"
     method: str = "tome"
     schedule: dict[str, Any] = field(default_factory=dict)

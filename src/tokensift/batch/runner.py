@@ -104,7 +104,7 @@ def process_shard(job: Job, source: Path, parts: Path, fmt: str, shard: Shard) -
     rows = read_shard(source, shard)
     results = job.run(rows)
     out = [combine(row, result) for row, result in zip(rows, results, strict=True)]
-    write_part(part_path(parts, shard, fmt), out, fmt)
+    write_part(part_path(parts, shard, fmt), out, fmt, job.vectors)
     return {
         "shard": shard.index,
         "rows": len(out),

@@ -174,7 +174,7 @@ def _as_text(value: Any) -> str | None:
     return json.dumps(_jsonable(value), ensure_ascii=False)
 
 
-def arrow_table(rows: list[dict[str, Any]]) -> Any:
+def arrow_table(rows: list[dict[str, Any]], vectors: tuple[str, ...] = ()) -> Any:
     """Rows as an Arrow table; a column whose values mix types (possible in JSONL) becomes text: strings as
     they are, other values as JSON."""
     import pyarrow as pa
@@ -186,19 +186,21 @@ def arrow_table(rows: list[dict[str, Any]]) -> Any:
     for name in names:
         values = [row.get(name) for row in rows]
         try:
-            columns[name] = pa.array(values)
+            kind = pa.list_(pa.float32()) if name in vectors else None
+            columns[name] = pa.array(values, kind)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             columns[name] = pa.array([_as_text(v) for v in values], pa.string())
     return pa.table(columns) if columns else pa.table({ERROR: pa.array([None] * len(rows), pa.string())})
 
 
-def write_part(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
-    """Write a shard's output rows whole or not at all (temporary file, fsync, rename)."""
+def write_part(path: Path, rows: list[dict[str, Any]], fmt: str, vectors: tuple[str, ...] = ()) -> None:
+    """Write a shard's output rows whole or not at all (temporary file, fsync, rename); Parquet keeps the
+    ``vectors`` columns as lists of float32 (the models' own precision: half the bytes of doubles)."""
     partial = path.with_name(path.name + f".{os.getpid()}.partial")
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        pq.write_table(arrow_table(rows), partial)
+        pq.write_table(arrow_table(rows, vectors), partial)
     else:
         with partial.open("w", encoding="utf-8") as handle:
             for row in rows:
