@@ -148,6 +148,7 @@ class ScaleBenchmark(Benchmark):
             "rows/s: rows over the time from the first shard's start to the last shard's end (models loaded); "
             "wall rows/s include Ray's start, model loads and the merge",
             "off = one process, torch's threads; off-1 = one process, one thread; actors-N = N Ray actors × 1 CPU",
+            f"embed runs all-MiniLM-L6-v2 (batch embed's default), inspect {self.model_name}",
             "peak RSS: the largest worker process (the benchmark's own process for off and off-1, whose high-water "
             "mark carries over from earlier runs in it); = off-1: the output table equals off-1's, value for value",
         ]

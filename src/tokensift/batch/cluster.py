@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 from tokensift.errors import ParameterError
 
@@ -18,6 +20,8 @@ def connect(address: str) -> None:
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
         ray.init(
             address=None if address == "auto" else address,
@@ -27,6 +31,8 @@ def connect(address: str) -> None:
         )
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ParameterError(f"cannot reach the Ray cluster at {address}: {exc}", option="ray") from None
+    if callable(previous):  # Ray's driver installs its own SIGTERM handler: keep the command's clean stop
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cluster_cpus() -> int:

@@ -55,7 +55,7 @@ class Job:
         return {k: v for k, v in self.__dict__.items() if k not in ("loaded", "cache_dir", "batch_size")}
 
     def text(self, row: Row) -> str:
-        """The row's text, or :class:`ParameterError`-free ``ValueError`` saying why it has none."""
+        """The row's text; a ``ValueError`` says why it has none (missing, null, not a string, empty)."""
         if self.text_field not in row:
             raise ValueError(f"no {self.text_field!r} field (choose the column with --text-field)")
         value = row[self.text_field]
@@ -85,8 +85,10 @@ class Job:
                 continue
             try:
                 ready.append((i, self.prepare(row)))
-            except (ValueError, TokensiftError) as exc:
+            except (ValueError, TokensiftError) as exc:  # what is wrong with the row, said by the job
                 results[i] = {ERROR: str(exc)}
+            except Exception as exc:  # anything else a row can trigger (a tokenizer failing on it)
+                results[i] = {ERROR: _problem(exc)}
         for start in range(0, len(ready), self.batch_size):
             chunk = ready[start : start + self.batch_size]
             try:

@@ -159,6 +159,8 @@ def _prepare_parts(parts: Path, output: Path, manifest: dict[str, Any], restart:
                 f"{parts} holds parts of a different job ({', '.join(differ)} differ); pass --restart to start over",
                 option="restart",
             )
+        for stale in parts.glob("*.partial"):  # a part a killed worker was writing: never renamed, never used
+            stale.unlink(missing_ok=True)
         return
     if output.exists():
         raise ParameterError(
