@@ -5,7 +5,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from tokensift.batch.jobs import InspectJob, ScoreDataJob
+from tokensift.batch.jobs import CompressJob, InspectJob, KVCompressJob, ScoreDataJob
 from tokensift.batch.runner import run_batch
 from tokensift.errors import ParameterError
 from tokensift.inspection import inspect_text
@@ -111,3 +111,40 @@ def test_score_data_rows_match_the_score_data_command(tmp_path, model_dir):
     assert [r["informative"] for r in found[:3]] == [s.informative for s in direct.scores]
     assert found[3]["error"] == "field 'response' must be a string, got NoneType"
     assert found[3]["prompt"] == "the cat"
+
+
+def test_compress_rows_equal_the_compressor_and_an_over_long_text_is_the_rows_error(tmp_path, model_dir):
+    from tokensift.text.api import Compressor
+
+    rows = [{"text": TEXTS[1]}, {"text": TEXTS[0], "q": "the cat"}, {"text": f"{TEXTS[1]} {TEXTS[1]}"}]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = CompressJob(model=str(model_dir), budget={"keep_tokens": 4}, question_field="q", max_tokens=12)
+    report = run_batch(job, source, tmp_path / "out.jsonl", ray="off")
+    found = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    compressor = Compressor("llmlingua", model=load_model(str(model_dir)))
+    for row, given in zip(found[:2], rows[:2], strict=True):
+        direct = compressor.compress(compressor.prepare(given["text"], given.get("q")), keep_tokens=4)
+        assert (row["compressed"], row["tokens_after"], row["error"]) == (direct.compressed, direct.tokens_after, None)
+        assert row["tokens_after"] <= 4 < row["tokens_before"]
+    assert found[2]["compressed"] is None and found[2]["error"] == "18 tokens, more than --max-tokens 12"
+    assert report.errors == 1
+
+
+def test_kv_compress_writes_each_context_once_under_a_digest_id(tmp_path, model_dir):
+    from transformers import DynamicCache
+
+    from tokensift.serve.store import ContextStore
+
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in [TEXTS[1], "", TEXTS[1]]))
+    job = KVCompressJob(model=str(model_dir), method="snapkv", budget={"ratio": 0.5}, store=str(tmp_path / "store"))
+    run_batch(job, source, tmp_path / "out.parquet", ray="off")
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert rows[1]["error"] == "'text' is empty" and rows[1]["context_id"] is None
+    assert rows[0]["context_id"] == rows[2]["context_id"]  # the same text, method and budget: the same context
+    assert rows[0]["bytes_stored"] < rows[0]["bytes_full"]
+    loaded = load_model(str(model_dir))
+    store = ContextStore(tmp_path / "store", loaded.name, 2**20, lambda: DynamicCache(config=loaded.model.config))
+    assert [c.id for c in store.list()] == [rows[0]["context_id"]]
+    assert store.get(rows[0]["context_id"]).info.tokens == rows[0]["tokens"]

@@ -100,3 +100,11 @@ def test_vector_columns_are_stored_as_float32_lists(tmp_path):
     table = pq.read_table(path)
     assert str(table.schema.field("embedding").type) == "list<element: float>"
     assert table["embedding"].to_pylist() == [[0.5, -1.25], None]
+
+
+def test_a_line_that_is_not_utf8_is_a_row_with_its_error_and_a_bom_is_ignored(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'\xef\xbb\xbf{"text": "a"}\n{"text": "caf\xe9"}\n')
+    rows = read_shard(source, plan_shards(source, 10)[0])
+    assert rows[0] == {"text": "a"}
+    assert rows[1] == {RAW: '{"text": "caf\ufffd"}', ERROR: "line 2 is not valid UTF-8 (byte 0xe9 at offset 13)"}

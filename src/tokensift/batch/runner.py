@@ -189,7 +189,7 @@ def run_batch(
 
     ``cpus_per_actor`` is each actor's CPUs and torch threads (default 1); with ``ray="off"`` it sets this
     process's torch threads (default: torch's). The same threads give bit-identical results either way; other
-    thread counts change float sums in the last bits only.
+    thread counts may change float sums in the last bits.
     """
     from tokensift.inputs import whole_number
 

@@ -91,7 +91,14 @@ def _parquet_file(path: Path) -> Any:
 
 def _json_row(line: bytes, number: int) -> dict[str, Any]:
     """One JSONL line as a row: the object itself, or ``raw`` + ``error`` when it is not one."""
-    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    try:
+        text = line.decode("utf-8").removeprefix("\ufeff").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        kept = line.decode("utf-8", errors="replace").rstrip("\r\n")
+        return {
+            RAW: kept,
+            ERROR: f"line {number} is not valid UTF-8 (byte 0x{line[exc.start]:02x} at offset {exc.start})",
+        }
     if not text.strip():
         return {RAW: text, ERROR: f"line {number} is blank"}
     try:
