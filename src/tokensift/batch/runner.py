@@ -172,8 +172,8 @@ def _prepare_parts(parts: Path, output: Path, manifest: dict[str, Any], restart:
 
 def run_batch(
     job: Job,
-    source: Path,
-    output: Path,
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
     *,
     ray: str = "auto",
     actors: int | None = None,
