@@ -24,8 +24,10 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-Input = Annotated[Path, typer.Argument(help="Input table: .jsonl (JSON lines) or .parquet.")]
-Output = Annotated[Path, typer.Argument(help="Output table: .parquet, or .jsonl; every input column passed through.")]
+Input = Annotated[Path, typer.Argument(metavar="INPUT", help="Input table: .jsonl (JSON lines) or .parquet.")]
+Output = Annotated[
+    Path, typer.Argument(metavar="OUTPUT", help="Output table: .parquet, or .jsonl; every input column passed through.")
+]
 TextField = Annotated[str, typer.Option(help="The column holding each row's text.")]
 Ray = Annotated[
     str, typer.Option(help="auto (RAY_ADDRESS or a local Ray started here), a Ray address, or off (this process).")
