@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tokensift.batch.tables import ERROR
+from tokensift.batch.tables import ERROR, unusable
 from tokensift.errors import ParameterError, TokensiftError
 
 Row = dict[str, Any]
@@ -80,7 +80,7 @@ class Job:
         results: list[Result] = [{} for _ in rows]
         ready: list[tuple[int, Any]] = []
         for i, row in enumerate(rows):
-            if row.get(ERROR) is not None and set(row) <= {ERROR, "raw"}:
+            if unusable(row):
                 results[i] = {ERROR: row[ERROR]}
                 continue
             try:

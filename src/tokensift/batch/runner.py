@@ -33,6 +33,7 @@ from tokensift.batch.tables import (
     plan_shards,
     read_shard,
     table_format,
+    unusable,
     write_part,
 )
 from tokensift.errors import InputFileError, ParameterError, TokensiftError
@@ -86,16 +87,12 @@ def _rss_mb() -> float:
 def combine(row: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """The output row: every input column, then the results; an input column with a result's name is kept as
     ``input.<name>`` (never overwritten)."""
-    out = {k: v for k, v in row.items() if k != ERROR or not _raw_row(row)}
+    out = {k: v for k, v in row.items() if k != ERROR or not unusable(row)}
     for key in result:
         if key in out:
             out[f"input.{key}"] = out.pop(key)
     out.update(result)
     return out
-
-
-def _raw_row(row: dict[str, Any]) -> bool:
-    return set(row) == {"raw", ERROR}
 
 
 def process_shard(job: Job, source: Path, parts: Path, fmt: str, shard: Shard) -> dict[str, Any]:

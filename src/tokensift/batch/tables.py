@@ -110,6 +110,11 @@ def _json_row(line: bytes, number: int) -> dict[str, Any]:
     return value
 
 
+def unusable(row: dict[str, Any]) -> bool:
+    """A row :func:`_json_row` made from a line that is not a JSON object: only its ``raw`` text and ``error``."""
+    return set(row) == {RAW, ERROR}
+
+
 def read_shard(path: Path, shard: Shard) -> list[dict[str, Any]]:
     """The shard's rows, each a dict of the input's columns (see the module doc for unusable lines)."""
     if table_format(path, "INPUT") == "parquet":
