@@ -49,3 +49,8 @@ def scorer(word_tokenizer) -> Scorer:
 
 def words(text: str) -> list[str]:
     return re.findall(r"\S+", text)
+
+
+def bare_words(text: str) -> list[str]:
+    """Words without a trailing full stop, ? or ! (a dropped sentence end moves to the last kept word)."""
+    return [re.sub(r"[.!?]+$", "", w) for w in words(text)]

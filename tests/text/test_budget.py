@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.text.helpers import bpe_tokenizer, scorer, sentence_text, words
+from tests.text.helpers import bare_words, bpe_tokenizer, scorer, sentence_text
 from tokensift.errors import BudgetError, EmptyInputError, ParameterError
 from tokensift.methods import names
 from tokensift.select import knapsack_select
@@ -84,15 +84,15 @@ def test_budget_sweep_rate_and_target_tokens(tiny, tokenizers, n_words, seed, ra
     by_count = compressor.compress(prepared, keep_tokens=budget)
     assert by_count.tokens_after <= budget
     assert by_count.tokens_after >= (0.98 * budget if budget >= 50 else budget - 1)
-    source = set(words(text))
-    assert set(words(by_rate.compressed)) <= source and set(words(by_count.compressed)) <= source
+    source = set(bare_words(text))
+    assert set(bare_words(by_rate.compressed)) <= source and set(bare_words(by_count.compressed)) <= source
 
 
 def test_output_is_the_input_words_in_order(tiny):
     text = sentence_text(150, 3)
     out = compress(text, rate=0.4, method="surprisal", model=tiny).compressed
-    source = iter(words(text))
-    assert all(any(w == s for s in source) for w in words(out))  # a subsequence
+    source = iter(bare_words(text))
+    assert all(any(w == s for s in source) for w in bare_words(out))  # a subsequence
 
 
 def test_target_at_or_above_the_input_returns_it_unchanged(tiny):
@@ -132,3 +132,41 @@ def test_bad_budgets(tiny, kwargs, error, match):
 def test_empty_prompts(tiny, prompt):
     with pytest.raises(EmptyInputError):
         compress(prompt, rate=0.5, method="random", model=tiny)
+
+
+FAITHFUL = (
+    "On June 4, 2003, the University of Cambridge paid $3.5 million to Charles Darwin of New York City. "
+    'He said "never cut me apart" twice, and the rest of the words are plain filler words here. '
+) * 3
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("rate", [0.3, 0.5, 0.7])
+def test_no_budget_cuts_a_bond_apart(tiny, tokenizers, seed, rate):
+    compressor = Compressor("random", model=tiny, target_tokenizer=tokenizers["bpe"], options={"seed": seed})
+    result = compressor.compress(compressor.prepare(FAITHFUL), rate=rate)
+    bonds = compressor.prepare(FAITHFUL).job.segmented.bonds
+    assert len(bonds) == 3 * 5
+    for bond in bonds:
+        assert len({result.units[i].kept for i in bond}) == 1, [result.units[i].text for i in bond]
+    assert result.tokens_after <= round(rate * result.tokens_before)
+    assert abs(result.rate - rate) <= 0.02
+    text = result.compressed
+    assert text.count("Darwin") == text.count("Charles Darwin") and text.count("2003") == text.count("June 4, 2003")
+
+
+def test_phrase_units_reach_every_method(tiny, tokenizers):
+    compressor = Compressor("random", model=tiny, target_tokenizer=tokenizers["bpe"], units="sentence")
+    prepared = compressor.prepare("the cat sat on the mat. a dog ran to the house. the end came soon.")
+    result = compressor.compress(prepared, rate=0.5)
+    kept = [u.text for u in result.units if u.kept]
+    assert "".join(kept).strip() in {"the cat sat on the mat.", "a dog ran to the house."}
+
+
+def test_a_dropped_sentence_end_moves_to_the_last_kept_word(tokenizers):
+    from tokensift.text.budget import render
+    from tokensift.text.units import Protect, segment
+
+    seg = segment(["the cat sat on the mat. a dog ran off! Dr. Who"], Protect())
+    keep = [u.text.strip() in {"the", "cat", "a", "dog", "Who"} for u in seg.units]
+    assert render(seg, keep) == ["the cat the. a dog! Who"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tokensift.errors import InputError, InvalidJSONError
+from tokensift.errors import InputError, InvalidJSONError, ParameterError
 from tokensift.text.units import Protect, blocks, group_units, segment, strip_markers
 
 
@@ -83,3 +83,42 @@ def test_groups_words_phrases_sentences_and_blocks():
     assert len(sentences) == 3
     assert len(blocks(seg)) == 2
     assert len(blocks(segment(["a", "b", "c"], Protect()))) == 3
+
+
+def bonded(text, units="word"):
+    seg = segment([text], Protect(), units)
+    return ["".join(seg.units[i].text for i in bond).strip() for bond in seg.bonds]
+
+
+def test_dates_numbers_names_and_quotations_are_bonded_whole():
+    text = (
+        "Charles Darwin was born on 12 February 1809 in Shrewsbury. On June 4, 2003, the University of "
+        'Cambridge said "the origin is here" and paid $3.5 million to Dr. J. Smith of New York City. '
+        "In 2003 Apollo 11 flew; it was May 2003. He met Mr. Bean in Paris, France."
+    )
+    assert bonded(text) == [
+        "Charles Darwin",
+        "12 February 1809",
+        "June 4, 2003,",
+        "University of Cambridge",
+        '"the origin is here"',
+        "$3.5 million",
+        "Dr. J. Smith of New York City.",
+        "Apollo 11",
+        "May 2003.",
+        "Mr. Bean",
+    ]
+
+
+def test_bonds_stop_at_sentence_starts_punctuation_and_kept_units():
+    assert bonded("When Paris fell. However, London stood.") == []
+    assert bonded("the year 1999, then Rome") == []
+    assert bonded("in New `York` City") == []  # inline code is a kept unit between the two words
+
+
+def test_phrase_and_sentence_units_are_bonds_on_request():
+    text = "the old man walked to the river. He sat down."
+    assert bonded(text, "sentence") == ["the old man walked to the river.", "He sat down."]
+    assert "the old man walked" in bonded(text, "phrase")
+    with pytest.raises(ParameterError, match="units must be word, phrase or sentence"):
+        segment([text], Protect(), "token")  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from tokensift.select import Budget
 from tokensift.text.budget import BudgetFitter, Selection, TokenCounter, count_parts
 from tokensift.text.methods.base import Job, Prepared, TextMethod
 from tokensift.text.scoring import Scorer
-from tokensift.text.units import Protect, Segmented, segment
+from tokensift.text.units import Granularity, Protect, Segmented, segment
 
 Prompt = str | Sequence[str] | Sequence[Mapping[str, str]]
 Shape = Literal["text", "documents", "chat"]
@@ -211,6 +211,7 @@ class Compressor:
         protect: Protect | Sequence[str] | None = None,
         options: Mapping[str, Any] | None = None,
         turn_decay: float = 1.0,
+        units: Granularity = "word",
     ) -> None:
         if isinstance(turn_decay, bool) or not isinstance(turn_decay, int | float) or not 0.0 < turn_decay <= 1.0:
             raise ParameterError(f"turn_decay must be in (0, 1], got {turn_decay!r}", option="turn_decay")
@@ -222,12 +223,15 @@ class Compressor:
         self.counter = resolve_counter(target_tokenizer, self.scorer)
         self.protect = _protect(protect)
         self.turn_decay = turn_decay
+        if units not in ("word", "phrase", "sentence"):
+            raise ParameterError(f"units must be word, phrase or sentence, got {units!r}", option="units")
+        self.units: Granularity = units
 
     def prepare(self, prompt: Prompt, question: str | None = None) -> PreparedPrompt:
         """Segment and score ``prompt`` (no budget yet)."""
         start = time.perf_counter()
         shaped = normalize(prompt)
-        segmented = segment(shaped.parts, self.protect)
+        segmented = segment(shaped.parts, self.protect, self.units)
         fitter = BudgetFitter(segmented, self.counter)
         job = Job(segmented, fitter, self.scorer if self.method.needs_model else None, question or None)
         tokens_before = count_parts(self.counter, segmented.parts)
@@ -339,18 +343,27 @@ def compress(
     protect: Protect | Sequence[str] | None = None,
     options: Mapping[str, Any] | None = None,
     turn_decay: float = 1.0,
+    units: Granularity = "word",
 ) -> Compression:
     """Compress ``prompt`` to one budget on the target tokenizer: ``ratio`` of its tokens removed, ``keep`` (or
     LLMLingua's ``rate``) kept, or ``keep_tokens`` at most.
 
     ``protect`` is a :class:`~tokensift.text.units.Protect` or a list of regexes to keep; ``options`` are
-    the method's own (e.g. ``{"granularity": "sentence"}`` for selective_context). The budget is met
-    exactly: never more than ``keep_tokens``, and as close to it as whole words allow.
+    the method's own (e.g. ``{"granularity": "sentence"}`` for selective_context). ``units`` makes every
+    method keep or drop whole phrases or sentences (dates, numbers with their scale, names and quotations
+    are always whole). The budget is met exactly: never more than ``keep_tokens``, and as close to it as
+    whole units allow.
     """
     make_budget(ratio, keep, keep_tokens, rate)  # validate before loading anything
     normalize(prompt)
     compressor = Compressor(
-        method, model=model, target_tokenizer=target_tokenizer, protect=protect, options=options, turn_decay=turn_decay
+        method,
+        model=model,
+        target_tokenizer=target_tokenizer,
+        protect=protect,
+        options=options,
+        turn_decay=turn_decay,
+        units=units,
     )
     prepared = compressor.prepare(prompt, question)
     return compressor.compress(prepared, ratio=ratio, keep=keep, keep_tokens=keep_tokens, rate=rate)

@@ -6,10 +6,15 @@ How the budget is met exactly (the issue's "say how"): every unit's cost is its 
 tokens can merge across unit boundaries, and repaired — the least valuable kept items are dropped while
 the count is over the budget, the most valuable dropped items (then single words) are added while they
 fit — until the count is at most the budget and nothing more fits.
+
+Bonded words (:attr:`tokensift.text.units.Segmented.bonds`: dates, numbers with their scale, names,
+quotations, and phrases or sentences when asked) are one item wherever they appear: every list of items a
+method gives is closed over the bonds before selection, so no method can keep half of one.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +22,11 @@ from typing import Any
 from tokensift.errors import BudgetError
 from tokensift.reduce import drop_units
 from tokensift.select import density_order, knapsack_select
-from tokensift.text.units import Segmented
+from tokensift.text.units import Segmented, is_abbreviation
 
 MAX_REPAIR_ROUNDS = 64
+_SENTENCE_STOP = re.compile(r"[^.!?]([.!?])[\"')\]]*\s*$")
+_ENDED = re.compile(r"[.!?,;:][\"')\]]*\s*$")
 LAST_MILE_TRIES = 32
 
 
@@ -42,11 +49,29 @@ class TokenCounter:
 
 
 def render(segmented: Segmented, keep: Sequence[bool]) -> list[str]:
-    """The kept text of every part (leading spaces left by a dropped first word are trimmed)."""
+    """The kept text of every part (leading spaces left by a dropped first word are trimmed).
+
+    A sentence whose last word is dropped keeps its end: the full stop (or ? !) moves to the last kept word
+    of that sentence, so sentences do not run together; the count that follows is measured for real.
+    """
     texts = []
     for part, original in enumerate(segmented.parts):
         index = segmented.part_units(part)
-        text = drop_units([segmented.units[i].text for i in index], [keep[i] for i in index])
+        pieces = [segmented.units[i].text for i in index]
+        kept = [keep[i] for i in index]
+        last = None
+        for k, i in enumerate(index):
+            unit = segmented.units[i]
+            if kept[k]:
+                last = k if unit.droppable else None
+                if last is not None and _ENDED.search(pieces[k]):
+                    last = None
+            elif unit.droppable and last is not None:
+                end = _SENTENCE_STOP.search(unit.text)
+                if end is not None and not is_abbreviation(unit.text.strip()):
+                    pieces[last] = pieces[last].rstrip() + end.group(1)
+                    last = None
+        text = drop_units(pieces, kept)
         if not original[:1].isspace():
             text = text.lstrip(" \t")
         texts.append(text)
@@ -77,6 +102,49 @@ class BudgetFitter:
         self.counter = counter
         self.costs = counter.costs([u.text for u in segmented.units])
         self.fixed = [not u.droppable for u in segmented.units]
+        self.bond_of: dict[int, int] = {i: k for k, bond in enumerate(segmented.bonds) for i in bond}
+
+    def close(self, items: Sequence[Sequence[int]]) -> list[list[int]]:
+        """``items`` merged wherever they share a bond, each grown to its bonds' whole words (input order)."""
+        bonds = self.segmented.bonds
+        if not bonds:
+            return [list(item) for item in items]
+        parent = list(range(len(items)))
+
+        def root(k: int) -> int:
+            while parent[k] != k:
+                parent[k] = parent[parent[k]]
+                k = parent[k]
+            return k
+
+        owner: dict[int, int] = {}
+        for k, item in enumerate(items):
+            for i in item:
+                bond = self.bond_of.get(i)
+                if bond is None:
+                    continue
+                if bond in owner:
+                    parent[root(k)] = root(owner[bond])
+                else:
+                    owner[bond] = k
+        merged: dict[int, set[int]] = {}
+        for k, item in enumerate(items):
+            group = merged.setdefault(root(k), set())
+            for i in item:
+                group.add(i)
+                bond = self.bond_of.get(i)
+                if bond is not None:
+                    group.update(bonds[bond])
+        return [sorted(group) for group in merged.values() if group]
+
+    def whole(self, keep: Sequence[bool]) -> list[bool]:
+        """``keep`` with every partly kept bond kept whole (the repair then drops what is over the budget)."""
+        keep = list(keep)
+        for bond in self.segmented.bonds:
+            if any(keep[i] for i in bond):
+                for i in bond:
+                    keep[i] = True
+        return keep
 
     def measure(self, keep: Sequence[bool]) -> Selection:
         texts = render(self.segmented, keep)
@@ -112,6 +180,7 @@ class BudgetFitter:
         the knapsack. Units outside ``items`` are never added.
         """
         self.check(budget)
+        items = self.close(items)
         item_values = [sum(values[i] for i in item) for item in items]
         keep = list(self.fixed)
         if initial is None:
@@ -120,7 +189,7 @@ class BudgetFitter:
                 for i in items[k]:
                     keep[i] = True
         else:
-            keep = [k or f for k, f in zip(initial, self.fixed, strict=True)]
+            keep = self.whole([k or f for k, f in zip(initial, self.fixed, strict=True)])
         return self.repair(keep, items, item_values, values, budget)
 
     def repair(
@@ -133,8 +202,8 @@ class BudgetFitter:
     ) -> Selection:
         """Measure for real; shrink while over the budget, fill while something fits; return the fullest
         selection seen that is within the budget."""
-        words = [[i] for item in items for i in item]
-        word_values = [values[w[0]] for w in words]
+        words = self.close([[i] for item in items for i in item])
+        word_values = [sum(values[i] for i in w) for w in words]
         current = self.measure(keep)
         best: Selection | None = None
         seen: set[tuple[bool, ...]] = set()
@@ -168,11 +237,12 @@ class BudgetFitter:
     ) -> list[bool]:
         """Try the best few dropped words one by one, measured for real (their costs in context can be
         smaller than alone); the first that still fits is added."""
-        dropped = [k for k, w in enumerate(words) if not current.keep[w[0]]]
-        order = density_order([values[k] for k in dropped], [self.costs[words[k][0]] for k in dropped])
+        dropped = [k for k, w in enumerate(words) if not any(current.keep[i] for i in w)]
+        order = density_order([values[k] for k in dropped], [self.item_cost(words[k]) for k in dropped])
         for j in order[:LAST_MILE_TRIES]:
             trial = list(current.keep)
-            trial[words[dropped[j]][0]] = True
+            for i in words[dropped[j]]:
+                trial[i] = True
             if current.tokens < self.measure(trial).tokens <= budget:
                 return trial
         return current.keep

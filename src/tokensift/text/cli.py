@@ -60,6 +60,12 @@ def compress(
         bool | None, typer.Option("--json-mode/--no-json-mode", help="Treat the text as JSON (default: detect).")
     ] = None,
     turn_decay: Annotated[float, typer.Option(help="Chat: older turns' scores weighted by decay**age.")] = 1.0,
+    units: Annotated[
+        str,
+        typer.Option(
+            help="Keep or drop whole word, phrase or sentence units (dates, numbers, names, quotes: always whole)."
+        ),
+    ] = "word",
     option: options.Option = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Write an HTML view of kept and dropped words.")] = None,
@@ -83,6 +89,7 @@ def compress(
             protect=rules,
             options=parse_options(option),
             turn_decay=turn_decay,
+            units=units,  # type: ignore[arg-type]  # Compressor checks it
         )
     with err.status(f"{method}: scoring and selecting …"):
         prepared = compressor.prepare(prompt, question)

@@ -6,6 +6,10 @@ or dropping units never splits or fuses a word. Line breaks (with the indentatio
 for byte: ``<keep>…</keep>`` regions (the markers themselves are removed), fenced code blocks and inline
 code, URLs, numbers (when asked), user regexes, markdown table pipes and header rows, and in JSON mode everything
 except the words inside string values. A protected span that touches a word protects the whole word.
+
+*Bonds* (:func:`faithful_bonds`) are runs of words that are kept or dropped together: dates ("June 4,
+2003"), numbers with their scale ("3.5 million"), multi-word names ("Charles Darwin", "University of
+Cambridge") and short quoted strings; a method may drop them, but never cut them apart.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Literal
 from tokensift.errors import InputError, InvalidJSONError, ParameterError
 
 UnitKind = Literal["word", "layout", "protected"]
+Granularity = Literal["word", "phrase", "sentence"]
 
 KEEP_OPEN, KEEP_CLOSE = "<keep>", "</keep>"
 _FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?(?:^[ \t]*\1[^\n]*$|\Z)", re.S | re.M)
@@ -30,6 +35,28 @@ _TABLE_RULE = re.compile(r"^[ \t]*\|[ \t:|-]+\|[ \t]*$")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 _PHRASE_END = re.compile(r"[,;:.!?)\]\"]$")
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|"
+    r"Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
+)
+_DAY = re.compile(r"[0-3]?\d(?:st|nd|rd|th)?")
+_YEAR = re.compile(r"\d{3,4}s?")
+_MONTH_WORD = re.compile(_MONTH)
+_ABBREVIATION = re.compile(
+    r"(?:[A-Z]\.)+|(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Mt|Ft|Gen|Col|Lt|Sgt|Gov|Sen|Rep|Prof|Rev|No|Vol|"
+    r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\."
+)
+_NUMERIC = re.compile(r"[-+]?[$€£]?\d[\d,.:/]*%?")
+_SCALE = frozenset(
+    {"hundred", "thousand", "million", "billion", "trillion", "percent", "per", "cent", "%", "bc", "ad", "bce", "ce"}
+)
+_NAME_LINKS = frozenset(
+    {"of", "de", "del", "della", "da", "di", "von", "van", "der", "den", "la", "le", "du", "y", "al"}
+)
+_OPEN_QUOTE = ('"', "\u201c", "'", "\u2018")
+_CLOSE_QUOTE = re.compile(r"[\"\u201d'\u2019][,;:.!?)\]]*$")
+_TRAILING = re.compile(r"[,;:.!?)\]\"'\u201d\u2019]+$")
+MAX_QUOTE_WORDS = 10
 STOPWORDS = frozenset(
     {
         "a",
@@ -81,6 +108,53 @@ STOPWORDS = frozenset(
 )
 
 
+_NOT_NAMES = STOPWORDS | frozenset(
+    [
+        "he",
+        "she",
+        "they",
+        "we",
+        "i",
+        "you",
+        "his",
+        "her",
+        "their",
+        "our",
+        "my",
+        "your",
+        "there",
+        "here",
+        "when",
+        "where",
+        "what",
+        "how",
+        "why",
+        "although",
+        "though",
+        "since",
+        "during",
+        "however",
+        "also",
+        "not",
+        "no",
+        "all",
+        "some",
+        "many",
+        "most",
+        "each",
+        "every",
+        "both",
+        "such",
+        "until",
+        "unless",
+        "once",
+        "today",
+        "later",
+    ]
+)
+"""Capitalised words that start sentences rather than names."""
+
+
 @dataclass(frozen=True)
 class Protect:
     """What is always kept. ``json``: None detects JSON input, True requires it, False never treats it so."""
@@ -126,6 +200,8 @@ class Segmented:
     parts: list[str]
     units: list[Unit]
     json_parts: list[bool] = field(default_factory=list)
+    bonds: list[list[int]] = field(default_factory=list)
+    """Runs of word units kept or dropped whole (:func:`faithful_bonds`, plus phrases or sentences when asked)."""
 
     def part_units(self, part: int) -> list[int]:
         return [i for i, u in enumerate(self.units) if u.part == part]
@@ -262,9 +338,15 @@ def split_part(text: str, part: int, mask: Sequence[bool]) -> list[Unit]:
     return units
 
 
-def segment(parts: Sequence[str], protect: Protect) -> Segmented:
-    """Strip markers, find protected spans and cut every part into units."""
-    clean_parts, units, json_parts = [], [], []
+def segment(parts: Sequence[str], protect: Protect, units: Granularity = "word") -> Segmented:
+    """Strip markers, find protected spans, cut every part into units and bond the words that belong
+    together: always dates, numbers with their scale, names and quotations; phrases or sentences when
+    ``units`` asks for them (every method then keeps or drops them whole)."""
+    if units not in ("word", "phrase", "sentence"):
+        raise ParameterError(f"units must be word, phrase or sentence, got {units!r}", option="units")
+    clean_parts: list[str] = []
+    found: list[Unit] = []
+    json_parts: list[bool] = []
     for index, raw in enumerate(parts):
         text, regions = strip_markers(raw) if protect.markers else (raw, [])
         as_json = protect.json if protect.json is not None else _looks_like_json(text) and _parses(text)
@@ -272,8 +354,12 @@ def segment(parts: Sequence[str], protect: Protect) -> Segmented:
         spans += protected_spans(text, protect, regions)
         clean_parts.append(text)
         json_parts.append(bool(as_json))
-        units += split_part(text, index, _mask(text, spans, widen=not as_json))
-    return Segmented(clean_parts, units, json_parts)
+        found += split_part(text, index, _mask(text, spans, widen=not as_json))
+    segmented = Segmented(clean_parts, found, json_parts)
+    segmented.bonds = faithful_bonds(segmented)
+    if units != "word":
+        segmented.bonds += [group for group in group_units(segmented, units) if len(group) > 1]
+    return segmented
 
 
 def _parses(text: str) -> bool:
@@ -282,9 +368,6 @@ def _parses(text: str) -> bool:
     except json.JSONDecodeError:
         return False
     return True
-
-
-Granularity = Literal["word", "phrase", "sentence"]
 
 
 def group_units(segmented: Segmented, level: Granularity) -> list[list[int]]:
@@ -324,6 +407,115 @@ def _ends_unit(level: Granularity, word: str, size: int) -> bool:
     if level == "sentence":
         return bool(_SENTENCE_END.search(word))
     return True
+
+
+def _core(word: str) -> str:
+    """A word without the punctuation around it."""
+    return word.strip("\"'()[]{}\u201c\u201d\u2018\u2019,;:.!?")
+
+
+def _closes(word: str) -> bool:
+    """Whether punctuation after ``word`` ends a run (a comma, a full stop, a bracket, but not "Dr." or "J.")."""
+    return bool(_TRAILING.search(word)) and not is_abbreviation(word)
+
+
+def is_abbreviation(word: str) -> bool:
+    """Whether the full stop of ``word`` belongs to an abbreviation or initials ("Dr.", "J.", "U.S.")."""
+    return _ABBREVIATION.fullmatch(word.lstrip("\"'(\u201c\u2018")) is not None
+
+
+def _capitalised(word: str) -> bool:
+    core = _core(word)
+    return bool(core) and core[0].isupper()
+
+
+def _date_length(words: Sequence[str], at: int) -> int:
+    """Words of a date starting at ``words[at]`` ("June 4, 2003", "4 June 2003", "June 2003"), else 0."""
+
+    def day(k: int) -> bool:
+        return k < len(words) and _DAY.fullmatch(_core(words[k])) is not None
+
+    def year(k: int) -> bool:
+        return k < len(words) and _YEAR.fullmatch(_core(words[k])) is not None
+
+    def month(k: int) -> bool:
+        return k < len(words) and _MONTH_WORD.fullmatch(_core(words[k])) is not None
+
+    def open_after(k: int) -> bool:  # a comma may sit inside a date ("June 4, 2003")
+        return not _closes(words[k]) or words[k].endswith(",")
+
+    if month(at) and not _closes(words[at]):
+        if day(at + 1):
+            return 3 if open_after(at + 1) and year(at + 2) else 2
+        return 2 if year(at + 1) else 0
+    if day(at) and not _closes(words[at]) and month(at + 1):
+        return 3 if not _closes(words[at + 1]) and year(at + 2) else 2
+    return 0
+
+
+def _bond_length(words: Sequence[str], at: int) -> int:
+    """How many words from ``words[at]`` on are one faithful unit (1 when the word stands alone)."""
+    word = words[at]
+    date = _date_length(words, at)
+    if date:
+        return date
+    core = _core(word)
+    if _NUMERIC.fullmatch(core) and not _closes(word):
+        size = 1
+        while at + size < len(words) and _core(words[at + size]).lower() in _SCALE and size < 3:
+            size += 1
+            if _closes(words[at + size - 1]):
+                break
+        return size
+    if word.startswith(_OPEN_QUOTE) and not _CLOSE_QUOTE.search(word):
+        for size in range(2, MAX_QUOTE_WORDS + 1):
+            if at + size > len(words):
+                break
+            if _CLOSE_QUOTE.search(words[at + size - 1]) and words[at + size - 1][0] not in _OPEN_QUOTE:
+                return size
+    if _capitalised(word) and (core.lower() not in _NOT_NAMES or core == "The") and not _closes(word):
+        size = 1
+        while at + size < len(words):
+            nxt = words[at + size]
+            if _core(nxt).lower() in _NAME_LINKS and at + size + 1 < len(words) and not _closes(nxt):
+                if _capitalised(words[at + size + 1]):
+                    size += 2
+                else:
+                    break
+            elif _capitalised(nxt) or _NUMERIC.fullmatch(_core(nxt)) is not None:
+                size += 1
+            else:
+                break
+            if _closes(words[at + size - 1]):
+                break
+        if size > 1:
+            return size
+    return 1
+
+
+def faithful_bonds(segmented: Segmented) -> list[list[int]]:
+    """Runs of consecutive word units that must be kept or dropped whole (dates, numbers with their scale,
+    multi-word names, short quotations); runs never cross a kept unit or a line break."""
+    bonds: list[list[int]] = []
+    run: list[int] = []
+
+    def scan() -> None:
+        words = [segmented.units[i].text.strip() for i in run]
+        at = 0
+        while at < len(words):
+            size = _bond_length(words, at)
+            if size > 1:
+                bonds.append(run[at : at + size])
+            at += size
+        run.clear()
+
+    for index, unit in enumerate(segmented.units):
+        if unit.droppable:
+            run.append(index)
+        else:
+            scan()
+    scan()
+    return bonds
 
 
 def blocks(segmented: Segmented) -> list[list[int]]:
