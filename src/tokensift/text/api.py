@@ -233,7 +233,7 @@ class Compressor:
         shaped = normalize(prompt)
         segmented = segment(shaped.parts, self.protect, self.units)
         fitter = BudgetFitter(segmented, self.counter)
-        job = Job(segmented, fitter, self.scorer if self.method.needs_model else None, question or None)
+        job = Job(segmented, fitter, self.scorer if self.method.uses_model() else None, question or None)
         tokens_before = count_parts(self.counter, segmented.parts)
         split_seconds = time.perf_counter() - start
         return PreparedPrompt(shaped, job, tokens_before, split_seconds)

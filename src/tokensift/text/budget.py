@@ -15,7 +15,8 @@ method gives is closed over the bonds before selection, so no method can keep ha
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +104,20 @@ class BudgetFitter:
         self.costs = counter.costs([u.text for u in segmented.units])
         self.fixed = [not u.droppable for u in segmented.units]
         self.bond_of: dict[int, int] = {i: k for k, bond in enumerate(segmented.bonds) for i in bond}
+        self.allowed: frozenset[int] | None = None
+        """When set (:meth:`restricted`), only these units may be kept besides the always-kept ones."""
+
+    @contextmanager
+    def restricted(self, allowed: Iterable[int]) -> Iterator[None]:
+        """Select only among ``allowed`` units inside the block (a coarse step's kept blocks)."""
+        previous, self.allowed = self.allowed, frozenset(allowed)
+        try:
+            yield
+        finally:
+            self.allowed = previous
+
+    def permits(self, unit: int) -> bool:
+        return self.allowed is None or unit in self.allowed
 
     def close(self, items: Sequence[Sequence[int]]) -> list[list[int]]:
         """``items`` merged wherever they share a bond, each grown to its bonds' whole words (input order)."""
@@ -180,6 +195,11 @@ class BudgetFitter:
         the knapsack. Units outside ``items`` are never added.
         """
         self.check(budget)
+        if self.allowed is not None:
+            items = [[i for i in item if i in self.allowed] for item in items]
+            items = [item for item in items if item]
+            if initial is not None:
+                initial = [k and self.permits(i) for i, k in enumerate(initial)]
         items = self.close(items)
         item_values = [sum(values[i] for i in item) for item in items]
         keep = list(self.fixed)

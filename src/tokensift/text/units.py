@@ -518,14 +518,48 @@ def faithful_bonds(segmented: Segmented) -> list[list[int]]:
     return bonds
 
 
-def blocks(segmented: Segmented) -> list[list[int]]:
-    """Coarse segments for document-level stages: the parts if there are several, else paragraphs
-    (units between blank lines)."""
-    if len(segmented.parts) > 1:
-        return [segmented.part_units(p) for p in range(len(segmented.parts))]
+BlockLevel = Literal["auto", "document", "paragraph", "sentence"]
+
+
+def _paragraphs(segmented: Segmented, within: Sequence[int]) -> list[list[int]]:
     found: list[list[int]] = [[]]
-    for index, unit in enumerate(segmented.units):
+    for index in within:
         found[-1].append(index)
+        unit = segmented.units[index]
         if unit.kind == "layout" and unit.text.count("\n") >= 2:
             found.append([])
     return [b for b in found if b]
+
+
+def _sentences(segmented: Segmented, within: Sequence[int]) -> list[list[int]]:
+    found: list[list[int]] = [[]]
+    for index in within:
+        found[-1].append(index)
+        unit = segmented.units[index]
+        word = unit.text.strip()
+        if unit.kind == "layout" or (_SENTENCE_END.search(word) is not None and not is_abbreviation(word)):
+            found.append([])
+    merged: list[list[int]] = []
+    for block in found:  # a line break alone is no sentence: it joins the one before
+        if merged and all(segmented.units[i].kind == "layout" for i in block):
+            merged[-1] += block
+        elif block:
+            merged.append(block)
+    return merged
+
+
+def blocks(segmented: Segmented, level: BlockLevel = "auto") -> list[list[int]]:
+    """Coarse segments for document-level stages, as unit indices.
+
+    ``document``: the parts (documents or messages); ``paragraph``: units between blank lines inside each
+    part; ``sentence``: sentences (and lines) inside each paragraph. ``auto`` takes the first level that
+    gives more than one block: the parts if there are several, else the paragraphs, else the sentences
+    (so a single text given as is still has something to rank).
+    """
+    parts = [segmented.part_units(p) for p in range(len(segmented.parts))]
+    if level == "document" or (level == "auto" and len(parts) > 1):
+        return [p for p in parts if p]
+    paragraphs = [b for p in parts for b in _paragraphs(segmented, p)]
+    if level == "paragraph" or (level == "auto" and len(paragraphs) > 1):
+        return paragraphs
+    return [s for b in paragraphs for s in _sentences(segmented, b)]

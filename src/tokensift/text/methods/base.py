@@ -53,6 +53,10 @@ class TextMethod(ABC):
     def __post_init__(self) -> None:
         validate(self)
 
+    def uses_model(self) -> bool:
+        """Whether compression runs the scoring LM (a wrapper asks what it wraps)."""
+        return self.needs_model
+
     @abstractmethod
     def prepare(self, job: Job) -> Prepared:
         """Score the units (no budget yet)."""

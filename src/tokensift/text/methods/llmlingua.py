@@ -83,7 +83,7 @@ class LLMLinguaMethod(TextMethod):
             prepared.state["order"] = self._rank_blocks(job, found)  # only when blocks will be dropped
         order = prepared.state.get("order", list(range(len(found))))
         kept_blocks = keep_blocks(order, found, job.fitter, budget, self.coarse_factor)
-        units = sorted(i for k in kept_blocks for i in found[k])
+        units = sorted(i for k in kept_blocks for i in found[k] if job.fitter.permits(i))
         values, keep = self._iterative(job, units, budget)
         items = [[i] for i in units if job.segmented.units[i].droppable]
         return job.fitter.select(items, values, budget, initial=keep)

@@ -104,7 +104,7 @@ class LongLLMLinguaMethod(TextMethod):
         order: list[int] = prepared.state["order"]
         kept = keep_blocks(order, found, fitter, budget, self.coarse_factor)
         ranked = [k for k in order if k in kept]
-        words = {k: [i for i in found[k] if segmented.units[i].droppable] for k in ranked}
+        words = {k: [i for i in found[k] if segmented.units[i].droppable and fitter.permits(i)] for k in ranked}
         costs = {k: sum(fitter.costs[i] for i in words[k]) for k in ranked}
         fixed_cost = sum(c for c, f in zip(fitter.costs, fitter.fixed, strict=True) if f)
         room = max(0, budget - fixed_cost)
