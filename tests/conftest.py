@@ -131,3 +131,33 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if counts:
         parts = ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
         terminalreporter.write_line(f"fuzz: {sum(counts.values())} generated inputs ({parts})")
+
+
+@pytest.fixture(scope="session")
+def tiny_keep_classifier():
+    """A lingua2 classifier on a tiny random BERT over the test vocabulary (the real one is a model test)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from tokensift.text.lingua2 import LAYERS, KeepClassifier, KeepHead
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS[2:]]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=max(LAYERS),
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=1024,
+    )
+    return KeepClassifier(BertModel(config).eval(), tokenizer, KeepHead(16 * len(LAYERS)).eval(), {"labels": "test"})
+
+
+@pytest.fixture(autouse=True)
+def _tiny_lingua2(request, monkeypatch, tiny_keep_classifier):
+    """Unit tests run lingua2 on the tiny classifier; tests marked ``model`` load the bundled one."""
+    if request.node.get_closest_marker("model") is None:
+        monkeypatch.setattr(
+            "tokensift.text.methods.lingua2.load_classifier", lambda weights="bundled": tiny_keep_classifier
+        )

@@ -27,7 +27,10 @@ def data(tmp_path):
     with gzip.open(nq / "nq-open-oracle.jsonl.gz", "wt") as handle:
         for k in range(6):
             colour = ["red", "blue"][k % 2]
-            ctx = {"title": "the house", "text": sentence_text(30, k) + f" the answer is {colour} cat ."}
+            ctx = {
+                "title": "the house",
+                "text": sentence_text(30, k) + f" the answer is {colour} cat . Charles Darwin sat on June 4, 2003 .",
+            }
             handle.write(json.dumps({"question": "what cat", "answers": ["red cat"], "ctxs": [ctx]}) + "\n")
     gsm = tmp_path / "gsm8k"
     gsm.mkdir()
@@ -57,9 +60,11 @@ def test_bench_writes_rows_resumes_and_reports(tmp_path, data, word_tokenizer):
     rows = RowStore(config.out).rows()
     by_task = {t: [r for r in rows if r["task"] == t and r["method"] != "full"] for t in TextBenchmark.quality}
     assert len(by_task["nq_qa"]) == 2 * 2 and len(by_task["gsm8k_cot"]) == 2 * 2
+    assert len(by_task["nq_agnostic"]) == 2 * 2 and not by_task["nq_single"]  # nq_single only when asked
     assert len(by_task["rate_adherence"]) == 3 * 2  # lengths 50, 100, 200
     assert all(r["tokens_after"] <= round(0.5 * r["tokens_before"]) for r in by_task["nq_qa"])
     assert all("logprob_delta" in r and "gold_retained" in r for r in by_task["nq_qa"])
+    assert all(r["cut_units"] == 0 for r in rows if r["method"] != "full")  # no output cuts a date or a name
     text = page.read_text()
     assert text.startswith("# Prompt compression") and "## nq_qa" in text and "(RESULTS/plots/" in text
     assert all(r["ratio"] == 0.0 for r in rows if r["method"] == "full")

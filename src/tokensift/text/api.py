@@ -218,7 +218,8 @@ class Compressor:
         if options is not None and not isinstance(options, Mapping):
             raise ParameterError(f"options must be a mapping of method options, got {options!r}", option="options")
         self.method: TextMethod = resolve("text", method, **dict(options or {}))
-        self.name = self.method.name
+        self.method.load()
+        self.name = self.method.spec()
         self.scorer = resolve_scorer(model)
         self.counter = resolve_counter(target_tokenizer, self.scorer)
         self.protect = _protect(protect)

@@ -11,9 +11,10 @@ LLMLingua's names ``achieved_rate`` / ``rate_error`` beside ``kept_fraction`` fo
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -34,11 +35,24 @@ from tokensift.text.tasks import (
     qa_reader_prompt,
 )
 
-PEER_MODES = {"nq_qa": ["llmlingua", "longllmlingua"], "gsm8k_cot": ["llmlingua"], "rate_adherence": ["llmlingua"]}
+PEER_MODES = {
+    "nq_qa": ["llmlingua", "longllmlingua"],
+    "nq_agnostic": ["llmlingua"],
+    "nq_single": ["longllmlingua"],
+    "gsm8k_cot": ["llmlingua"],
+    "rate_adherence": ["llmlingua"],
+}
 """LLMLingua's own modes run per task (named as LLMLingua names them)."""
 PEER_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "peers" / "llmlingua"
-QUALITY = {"nq_qa": "gold_retained", "gsm8k_cot": "logprob_delta", "rate_adherence": "abs_rate_error"}
-COST = ("achieved_rate", "tokens_after", "compress_seconds", "logprob_delta", "within_2pct")
+QUALITY = {
+    "nq_qa": "gold_retained",
+    "nq_agnostic": "gold_retained",
+    "nq_single": "gold_retained",
+    "gsm8k_cot": "logprob_delta",
+    "rate_adherence": "abs_rate_error",
+}
+NQ_TASKS = ("nq_qa", "nq_agnostic", "nq_single")
+COST = ("achieved_rate", "tokens_after", "compress_seconds", "logprob_delta", "within_2pct", "cut_units")
 
 CHUNK = 10
 """Instances run through every method and peer before the next ones."""
@@ -85,7 +99,7 @@ class Reader:
 
 def _context(task: str, instance: Instance, compressed: str | list[str]) -> tuple[str, list[tuple[str, str]]]:
     """The reader's context and ``(lead, target)`` probes for a (compressed) prompt."""
-    if task == "nq_qa":
+    if task in NQ_TASKS:
         documents = compressed if isinstance(compressed, list) else [compressed]
         probe = instance.probes[0]
         return qa_reader_prompt(documents, probe["question"]), [("", " " + probe["answers"][0])]
@@ -108,11 +122,13 @@ class TextBenchmark(Benchmark):
     known_peers = ("llmlingua",)
     needs: ClassVar[dict[str, tuple[str, ...]]] = {
         "nq_qa": ("lost_in_the_middle/nq-open-oracle.jsonl.gz",),
+        "nq_agnostic": ("lost_in_the_middle/nq-open-oracle.jsonl.gz",),
+        "nq_single": ("lost_in_the_middle/nq-open-oracle.jsonl.gz",),
         "gsm8k_cot": ("gsm8k/prompt_hardest.txt", "gsm8k/test.jsonl"),
         "rate_adherence": ("pg_essays",),
     }
     default_model = "smollm2-135m"
-    default_tasks = tuple(QUALITY)
+    default_tasks = ("nq_qa", "nq_agnostic", "gsm8k_cot", "rate_adherence")
     default_ratios = (0.5, 0.67)
     default_samples = 50
     config: TextBenchConfig
@@ -151,8 +167,13 @@ class TextBenchmark(Benchmark):
 
     def instances(self, task: str) -> list[Instance]:
         assert self.data is not None
-        if task == "nq_qa":
-            return nq_instances(self.data, self.samples, self.config.distractors)
+        if task in NQ_TASKS:
+            found = nq_instances(self.data, self.samples, self.config.distractors)
+            if task == "nq_agnostic":  # the same contexts; no method is told the question
+                return [replace(i, task=task, question=None) for i in found]
+            if task == "nq_single":  # the documents as one text, the way a file is given to `compress`
+                return [replace(i, task=task, prompt="\n\n".join(i.prompt)) for i in found]
+            return found
         if task == "gsm8k_cot":
             return [gsm8k_instance(self.data, self.samples)]
         lengths = [n for n in ADHERENCE_LENGTHS if n <= self.config.max_length]
@@ -184,7 +205,7 @@ class TextBenchmark(Benchmark):
         rows = []
         for sample_id, value, reference in zip(_sample_ids(instance), values, full, strict=True):
             row = {**common, "sample_id": sample_id, "logprob": value, "logprob_delta": value - reference}
-            if instance.task == "nq_qa":
+            if instance.task in NQ_TASKS:
                 text = compressed if isinstance(compressed, str) else "\n".join(compressed)
                 row["gold_retained"] = any(a.lower() in text.lower() for a in instance.probes[0]["answers"])
             rows.append(row)
@@ -218,6 +239,7 @@ class TextBenchmark(Benchmark):
             "achieved_rate": result.kept_fraction,
             "compress_seconds": result.seconds["total"],
             "score_seconds": result.seconds["score"],
+            "cut_units": sum(len({result.units[i].kept for i in bond}) > 1 for bond in prepared.job.segmented.bonds),
         }
         compressed = cast("str | list[str]", result.compressed)  # benchmark prompts are never chats
         for row in self.rows_for(instance, compressed, stats):
@@ -278,6 +300,7 @@ class TextBenchmark(Benchmark):
                 "tokens_after": after,
                 "achieved_rate": after / before,
                 "compress_seconds": out["seconds"],
+                "cut_units": cut_in_text(instance.prompt, out["compressed"]),
             }
             for row in self.rows_for(instance, out["compressed"], stats):
                 self.store.append(row)
@@ -288,7 +311,8 @@ class TextBenchmark(Benchmark):
             f"model {self.model_name} scores, counts tokens (its tokenizer) and reads; "
             f"ratios (fraction removed): {kept}",
             f"nq_qa: NaturalQuestions-Open questions, gold passage among {self.config.distractors} distractors; "
-            "gold_retained = a gold answer string survives; "
+            "gold_retained = a gold answer string survives; nq_agnostic: the same contexts, no method is given the "
+            "question; nq_single: the same documents joined into one text (blank lines between), question given; "
             "logprob_delta = log p(gold answer | compressed) - log p(gold answer | full)",
             "gsm8k_cot: prompt_hardest.txt compressed once per method and ratio (question-agnostic), reader scored "
             "on the first GSM8K test questions' reference solutions (logprob_delta, nats, summed over the solution)",
@@ -303,6 +327,27 @@ class TextBenchmark(Benchmark):
 
     def sections(self, rows: Sequence[dict[str, Any]]) -> list[str]:
         return speed_and_goals(rows)
+
+
+def cut_in_text(prompt: str | list[str], compressed: str) -> int:
+    """Bonds (dates, numbers with their scale, names, quotations) of ``prompt`` that ``compressed`` keeps only in
+    part: some of the bond's words stand in the output as words, but not the whole bond (a text search, for
+    outputs whose kept units are not known, as LLMLingua's)."""
+    from tokensift.text.units import STOPWORDS, Protect, segment
+
+    def core(word: str) -> str:
+        return word.strip("\"'()[],;:.!?").lower()
+
+    seg = segment(prompt if isinstance(prompt, list) else [prompt], Protect())
+    found = {core(w) for w in re.findall(r"\S+", compressed)}
+    flat = " ".join(compressed.split())
+    cut = 0
+    for bond in seg.bonds:
+        words = [seg.units[i].text.strip() for i in bond]
+        telling = [core(w) for w in words if core(w) and core(w) not in STOPWORDS]
+        if " ".join(words).rstrip(",.;:") not in flat and any(w in found for w in telling):
+            cut += 1
+    return cut
 
 
 def _kept(ratio: float) -> float:
@@ -324,28 +369,20 @@ def speed_and_goals(rows: Sequence[dict[str, Any]]) -> list[str]:
         "| abs rate error, ours vs peer |",
         "|---|---|---|---|---|---|---|",
     ]
-    pairs = [
-        ("llmlingua", "llmlingua"),
-        ("longllmlingua", "longllmlingua"),
-        ("surprisal", "llmlingua"),
-        ("selective_context", "llmlingua"),
-    ]
     for (system, task, method, ratio), ours in sorted(cells.items()):
-        if system != "tokensift":
+        if system != "tokensift" or task not in PEER_MODES:
             continue
-        for mine, theirs in pairs:
-            peer = cells.get(("llmlingua", task, theirs, ratio))
-            if method != mine or peer is None or not ours.get("compress_seconds") or not peer.get("compress_seconds"):
-                continue
-            speed = peer["compress_seconds"] / ours["compress_seconds"]
-            metric = "gold_retained" if task == "nq_qa" else "logprob_delta"
-            quality = (
-                f"{ours.get(metric, float('nan')):.3g} vs {peer.get(metric, float('nan')):.3g}"
-                if task != "rate_adherence"
-                else "–"
-            )
-            lines.append(
-                f"| {task} | {ratio:g} | {mine} | {theirs} | {speed:.2f}x | {quality} | "
-                f"{ours.get('abs_rate_error', float('nan')):.4f} vs {peer.get('abs_rate_error', float('nan')):.4f} |"
-            )
+        theirs = method if method in PEER_MODES[task] else PEER_MODES[task][0]
+        peer = cells.get(("llmlingua", task, theirs, ratio))
+        if peer is None or not ours.get("compress_seconds") or not peer.get("compress_seconds"):
+            continue
+        speed = peer["compress_seconds"] / ours["compress_seconds"]
+        metric = "gold_retained" if task in NQ_TASKS else "logprob_delta"
+        quality = "–"
+        if task != "rate_adherence":
+            quality = f"{ours.get(metric, float('nan')):.3g} vs {peer.get(metric, float('nan')):.3g}"
+        lines.append(
+            f"| {task} | {ratio:g} | {method} | {theirs} | {speed:.2f}x | {quality} | "
+            f"{ours.get('abs_rate_error', float('nan')):.4f} vs {peer.get('abs_rate_error', float('nan')):.4f} |"
+        )
     return lines

@@ -518,7 +518,7 @@ def faithful_bonds(segmented: Segmented) -> list[list[int]]:
     return bonds
 
 
-BlockLevel = Literal["auto", "document", "paragraph", "sentence"]
+BlockLevel = Literal["auto", "document", "paragraph", "sentence", "documents-or-paragraphs"]
 
 
 def _paragraphs(segmented: Segmented, within: Sequence[int]) -> list[list[int]]:
@@ -554,12 +554,14 @@ def blocks(segmented: Segmented, level: BlockLevel = "auto") -> list[list[int]]:
     ``document``: the parts (documents or messages); ``paragraph``: units between blank lines inside each
     part; ``sentence``: sentences (and lines) inside each paragraph. ``auto`` takes the first level that
     gives more than one block: the parts if there are several, else the paragraphs, else the sentences
-    (so a single text given as is still has something to rank).
+    (so a single text given as is still has something to rank). ``documents-or-paragraphs`` never goes to
+    sentences: LLMLingua's and LongLLMLingua's own controllers, which rank contexts, not sentences.
     """
     parts = [segmented.part_units(p) for p in range(len(segmented.parts))]
-    if level == "document" or (level == "auto" and len(parts) > 1):
+    several = len(parts) > 1
+    if level == "document" or (level in ("auto", "documents-or-paragraphs") and several):
         return [p for p in parts if p]
     paragraphs = [b for p in parts for b in _paragraphs(segmented, p)]
-    if level == "paragraph" or (level == "auto" and len(paragraphs) > 1):
+    if level in ("paragraph", "documents-or-paragraphs") or (level == "auto" and len(paragraphs) > 1):
         return paragraphs
     return [s for b in paragraphs for s in _sentences(segmented, b)]

@@ -53,6 +53,15 @@ class TextMethod(ABC):
     def __post_init__(self) -> None:
         validate(self)
 
+    def spec(self) -> str:
+        """The method's name as a composition (``coarse:lingua2``)."""
+        press = getattr(self, "press", None)
+        return self.name if press is None else f"{self.name}:{press.spec()}"
+
+    def load(self) -> None:
+        """Load what scoring needs besides the LM (a classifier's weights), so compressions time only work."""
+        return None
+
     def uses_model(self) -> bool:
         """Whether compression runs the scoring LM (a wrapper asks what it wraps)."""
         return self.needs_model

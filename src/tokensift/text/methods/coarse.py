@@ -10,7 +10,8 @@ leave far more of what matters than dropping words everywhere. ``coarse`` does t
    value per token, by LexRank centrality (Erkan & Radev, 2004, arXiv:1109.2128) or by perplexity;
 3. blocks are kept whole in rank order until they hold ``coarse_factor`` times the budget; the rest go;
 4. the wrapped method chooses words inside the kept blocks, under the same exact budget (the fitter's
-   repair holds over both levels, so the output never exceeds the budget).
+   repair holds over both levels, so the output never exceeds the budget); when whole units inside the
+   kept blocks cannot fill it, the best words of the other blocks top it up, so the budget is met.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from tokensift.registry import Paper, option, register
 from tokensift.text.budget import Selection
 from tokensift.text.lexical import lexrank, relevance
 from tokensift.text.methods.base import Job, Prepared, TextMethod
+from tokensift.text.methods.lingua2 import Lingua2Method
 from tokensift.text.methods.llmlingua import keep_blocks
 from tokensift.text.methods.longllmlingua import RESTRICT, block_tokens, question_perplexity
-from tokensift.text.methods.selective_context import SelectiveContextMethod
 from tokensift.text.scoring import map_tokens
 from tokensift.text.units import BlockLevel, blocks
 
@@ -46,10 +47,13 @@ class CoarseToFine(TextMethod):
     )
     summary: ClassVar[str] = "coarse-to-fine: rank documents/paragraphs/sentences, keep whole, then the wrapped method"
 
-    press: TextMethod = field(default_factory=SelectiveContextMethod)
+    press: TextMethod = field(default_factory=Lingua2Method)
     unit: BlockLevel = "auto"
     rank: Rank = "auto"
     coarse_factor: float = option(1.25, low=1.0)
+
+    def load(self) -> None:
+        self.press.load()
 
     def uses_model(self) -> bool:
         return self.press.uses_model() or self.rank == "perplexity"
@@ -64,8 +68,13 @@ class CoarseToFine(TextMethod):
     def choose(self, job: Job, prepared: Prepared, budget: int) -> Selection:
         found: list[list[int]] = prepared.state["blocks"]
         kept = keep_blocks(prepared.state["order"], found, job.fitter, budget, self.coarse_factor)
+        inner: Prepared = prepared.state["inner"]
         with job.fitter.restricted(i for k in kept for i in found[k]):
-            return self.press.choose(job, prepared.state["inner"], budget)
+            selection = self.press.choose(job, inner, budget)
+        if selection.tokens < budget and len(kept) < len(found):  # the kept blocks could not fill the budget:
+            items = inner.items or [[i] for i, u in enumerate(job.segmented.units) if u.droppable]
+            selection = job.fitter.select(items, inner.values, budget, initial=selection.keep)  # top up from the rest
+        return selection
 
     def resolved_rank(self, job: Job) -> Rank:
         """``auto``: the question when there is one, else the wrapped method's own values."""

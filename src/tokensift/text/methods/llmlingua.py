@@ -74,7 +74,9 @@ class LLMLinguaMethod(TextMethod):
 
     def prepare(self, job: Job) -> Prepared:
         """Only the blocks: everything else depends on the budget."""
-        return Prepared([0.0] * len(job.segmented.units), [], {"blocks": blocks(job.segmented)})
+        return Prepared(
+            [0.0] * len(job.segmented.units), [], {"blocks": blocks(job.segmented, "documents-or-paragraphs")}
+        )
 
     def choose(self, job: Job, prepared: Prepared, budget: int) -> Selection:
         found: list[list[int]] = prepared.state["blocks"]

@@ -80,7 +80,7 @@ class LongLLMLinguaMethod(TextMethod):
 
     def prepare(self, job: Job) -> Prepared:
         scorer, segmented = job.model(), job.segmented
-        found = blocks(segmented)
+        found = blocks(segmented, "documents-or-paragraphs")
         tokens = map_tokens(segmented, scorer)
         plain = scorer.surprisal(tokens.ids)
         n = len(segmented.units)
