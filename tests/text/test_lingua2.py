@@ -72,3 +72,27 @@ def test_head_round_trip_and_bad_files(tmp_path, bert):
     (tmp_path / "bad.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(ModelError, match="cannot read lingua2 weights"):
         load_head(tmp_path / "bad.safetensors")
+
+
+DARWIN = (
+    "Charles Darwin was an English naturalist, born in Shrewsbury on 12 February 1809. He is best known for his "
+    "contributions to the science of evolution. His book On the Origin of Species was published in 1859, and by "
+    "the 1870s the scientific community had accepted evolution as a fact. He died on 19 April 1882 and was "
+    "buried in Westminster Abbey."
+)
+
+
+@pytest.mark.model
+def test_bundled_lingua2_keeps_names_dates_and_numbers_without_an_lm():
+    from tokensift.text.api import Compressor
+
+    compressor = Compressor("lingua2")
+    prepared = compressor.prepare(DARWIN)
+    assert prepared.job.scorer is None  # no LM pass when compressing
+    result = compressor.compress(prepared, keep=0.5)
+    assert result.tokens_after <= result.keep_tokens and result.tokens_after >= result.keep_tokens - 2
+    for whole in ("Charles Darwin", "12 February 1809", "19 April 1882", "Westminster Abbey", "1859"):
+        assert whole in result.compressed, whole
+    words = [u.text.strip() for u in result.units]
+    probability = dict(zip(words, prepared.scores.state["probabilities"], strict=True))
+    assert min(probability[w] for w in ("Darwin", "1809.", "Shrewsbury")) > max(probability[w] for w in ("was", "his"))
