@@ -15,12 +15,14 @@ OUT=${OUT:-benchmarks/out/text}
 bash benchmarks/peers/llmlingua/setup.sh
 run() { nice -n 10 .venv/bin/tokensift bench text --out "$OUT" --peers llmlingua --distractors 2 --ratios "$RATIOS" "$@"; }
 # every registered text method (the default; `coarse` wraps lingua2 by default), LLMLingua beside, task by task in
-# order of the targets: agnostic NQ, GSM8K chain-of-thought, rate adherence, question-aware NQ, NQ as one text
+# order of the targets: agnostic NQ, GSM8K chain-of-thought, rate adherence, question-aware NQ, NQ as one
+# text, and the summary-style WikiText-2 task
 run --tasks nq_agnostic --samples "$SAMPLES"
 run --tasks gsm8k_cot --samples "$GSM_SAMPLES"
 run --tasks rate_adherence --max-length "$MAX_LENGTH"
 run --tasks nq_qa --samples "$SAMPLES"
 run --tasks nq_single --samples "$SAMPLES"
+run --tasks wiki_summary --samples "$SAMPLES"
 .venv/bin/tokensift bench text --out "$OUT" --samples "$SAMPLES" --distractors 2 --max-length "$MAX_LENGTH" \
   --ratios "$RATIOS" --results benchmarks/RESULTS-text.md --report-only \
   --command "SAMPLES=$SAMPLES GSM_SAMPLES=$GSM_SAMPLES RATIOS=$RATIOS bash benchmarks/run-text.sh"

@@ -171,3 +171,28 @@ def test_the_llmlingua_peer_runs_in_its_own_python_on_the_same_instances(tmp_pat
     assert "**failed** (llmlingua llmlingua, rate_adherence)" in page.read_text()
     bench.run()  # resumed: the peer is not asked again
     assert len([r for r in RowStore(config.out).rows() if r["system"] == "llmlingua"]) == len(rows)
+
+
+def test_wiki_summary_compresses_the_body_and_reads_the_lead(tmp_path, data, word_tokenizer):
+    from tokensift.text.tasks import wiki_summary_instances
+
+    wiki = data / "wikitext2"
+    wiki.mkdir()
+    article = (
+        " = The Cat = \r\n \r\n the cat sat on the mat @-@ red , big . \r\n \r\n = = Life = = \r\n \r\n"
+        + "".join(f" {sentence_text(20, k)} . \r\n \r\n" for k in range(4))
+    )
+    (wiki / "wiki.test.raw").write_text(article * 2 + " = Stub = \r\n \r\n no body here . \r\n")
+    found = wiki_summary_instances(data, 2, word_tokenizer)
+    assert [i.sample_id for i in found] == ["wiki-0", "wiki-1"]
+    assert found[0].probes[0]["target"] == "the cat sat on the mat-red, big."
+    assert "= =" not in found[0].prompt and "the cat sat on the mat" not in found[0].prompt
+    with pytest.raises(ParameterError, match="2 articles with a lead and a body"):
+        wiki_summary_instances(data, 3, word_tokenizer)
+    config = TextBenchConfig(
+        out=tmp_path / "out", model="tiny", methods=("random",), ratios=(0.5,), samples=2,
+        tasks=("wiki_summary",), data_dir=data,
+    )  # fmt: skip
+    run_bench(config, scorer(word_tokenizer))
+    rows = [r for r in RowStore(config.out).rows() if r["method"] == "random"]
+    assert len(rows) == 2 and all("logprob_delta" in r and r["cut_units"] == 0 for r in rows)

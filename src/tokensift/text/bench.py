@@ -33,6 +33,7 @@ from tokensift.text.tasks import (
     gsm8k_instance,
     nq_instances,
     qa_reader_prompt,
+    wiki_summary_instances,
 )
 
 PEER_MODES = {
@@ -41,6 +42,7 @@ PEER_MODES = {
     "nq_single": ["longllmlingua"],
     "gsm8k_cot": ["llmlingua"],
     "rate_adherence": ["llmlingua"],
+    "wiki_summary": ["llmlingua"],
 }
 """LLMLingua's own modes run per task (named as LLMLingua names them)."""
 PEER_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "peers" / "llmlingua"
@@ -50,6 +52,7 @@ QUALITY = {
     "nq_single": "gold_retained",
     "gsm8k_cot": "logprob_delta",
     "rate_adherence": "abs_rate_error",
+    "wiki_summary": "logprob_delta",
 }
 NQ_TASKS = ("nq_qa", "nq_agnostic", "nq_single")
 COST = ("achieved_rate", "tokens_after", "compress_seconds", "logprob_delta", "within_2pct", "cut_units")
@@ -126,6 +129,7 @@ class TextBenchmark(Benchmark):
         "nq_single": ("lost_in_the_middle/nq-open-oracle.jsonl.gz",),
         "gsm8k_cot": ("gsm8k/prompt_hardest.txt", "gsm8k/test.jsonl"),
         "rate_adherence": ("pg_essays",),
+        "wiki_summary": ("wikitext2/wiki.test.raw",),
     }
     default_model = "smollm2-135m"
     default_tasks = ("nq_qa", "nq_agnostic", "gsm8k_cot", "rate_adherence")
@@ -176,6 +180,8 @@ class TextBenchmark(Benchmark):
             return found
         if task == "gsm8k_cot":
             return [gsm8k_instance(self.data, self.samples)]
+        if task == "wiki_summary":
+            return wiki_summary_instances(self.data, self.samples, self.scorer.tokenizer)
         lengths = [n for n in ADHERENCE_LENGTHS if n <= self.config.max_length]
         return adherence_instances(self.data, self.scorer.tokenizer, lengths)
 
@@ -312,8 +318,10 @@ class TextBenchmark(Benchmark):
             f"ratios (fraction removed): {kept}",
             f"nq_qa: NaturalQuestions-Open questions, gold passage among {self.config.distractors} distractors; "
             "gold_retained = a gold answer string survives; nq_agnostic: the same contexts, no method is given the "
-            "question; nq_single: the same documents joined into one text (blank lines between), question given; "
+            "question; nq_single: the same documents as one text (blank lines between), question given; "
             "logprob_delta = log p(gold answer | compressed) - log p(gold answer | full)",
+            "wiki_summary (when run): a WikiText-2 article's body (whole paragraphs, <= 600 tokens) compressed, "
+            "the reader scored on the article's lead paragraph after it (logprob_delta, nats, summed over the lead)",
             "gsm8k_cot: prompt_hardest.txt compressed once per method and ratio (question-agnostic), reader scored "
             "on the first GSM8K test questions' reference solutions (logprob_delta, nats, summed over the solution)",
             f"rate_adherence: Paul Graham essays cut to 50 ... {self.config.max_length:,} tokens; "
@@ -329,7 +337,7 @@ class TextBenchmark(Benchmark):
         return speed_and_goals(rows)
 
 
-def cut_in_text(prompt: str | list[str], compressed: str) -> int:
+def cut_in_text(prompt: str | list[str], compressed: str | list[str]) -> int:
     """Bonds (dates, numbers with their scale, names, quotations) of ``prompt`` that ``compressed`` keeps only in
     part: some of the bond's words stand in the output as words, but not the whole bond (a text search, for
     outputs whose kept units are not known, as LLMLingua's)."""
@@ -339,6 +347,7 @@ def cut_in_text(prompt: str | list[str], compressed: str) -> int:
         return word.strip("\"'()[],;:.!?").lower()
 
     seg = segment(prompt if isinstance(prompt, list) else [prompt], Protect())
+    compressed = compressed if isinstance(compressed, str) else "\n".join(compressed)
     found = {core(w) for w in re.findall(r"\S+", compressed)}
     flat = " ".join(compressed.split())
     cut = 0

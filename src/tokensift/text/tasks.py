@@ -5,6 +5,9 @@
 * ``gsm8k_cot`` — the 8-shot chain-of-thought prompt (``prompt_hardest.txt``, chain-of-thought-hub) and
   GSM8K test questions with their reference solutions (Cobbe et al., 2021).
 * ``rate_adherence`` — Paul Graham essays cut to lengths from 50 to 8,000 tokens.
+* ``wiki_summary`` — a summary-style long-document task: a WikiText-2 article's body (up to
+  ``SUMMARY_BODY_TOKENS``) is compressed, and the reader is scored on the article's lead paragraph — the
+  human-written summary Wikipedia puts first — read after it (Merity et al., 2016, arXiv:1609.07843).
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ QA_INSTRUCTION = (
 )
 ADHERENCE_LENGTHS = (50, 100, 200, 500, 1000, 2000, 4000, 8000)
 ADHERENCE_QUESTION = "What is the main argument of the essay?"
+SUMMARY_BODY_TOKENS = 600
+SUMMARY_LEAD = "\n\nSummary of the article above:\n"
+_WIKI_JOINS = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" , ", ", "), (" . ", ". "), (" ; ", "; "),
+               (" : ", ": "), (" 's ", "'s "), ("( ", "("), (" )", ")"))  # fmt: skip
 
 
 @dataclass
@@ -100,3 +107,43 @@ def adherence_instances(data: Path, tokenizer: Any, lengths: Sequence[int] = ADH
             Instance("rate_adherence", f"len{length}", text[:cut] if cut > 0 else text, ADHERENCE_QUESTION)
         )
     return instances
+
+
+def _detokenize(line: str) -> str:
+    """WikiText's spaced punctuation joined back ("1 @,@ 000" -> "1,000", "word ," -> "word,")."""
+    text = " " + line.strip() + " "
+    for spaced, joined in _WIKI_JOINS:
+        text = text.replace(spaced, joined)
+    return text.strip().rstrip(" .") + ("." if text.strip().endswith(".") else "")
+
+
+def wiki_summary_instances(data: Path, samples: int, tokenizer: Any) -> list[Instance]:
+    """WikiText-2 articles with a lead and a body: the body (whole paragraphs, up to SUMMARY_BODY_TOKENS tokens of
+    ``tokenizer``) is the prompt, the lead paragraph the probe's target; articles in file order."""
+    articles: list[tuple[str, list[str], list[str]]] = []
+    for line in files.wikitext(data).replace("\r\n", "\n").split("\n"):
+        stripped = line.strip()
+        if re.fullmatch(r"= [^=].* =", stripped):
+            articles.append((stripped.strip("= ").strip(), [], []))
+        elif stripped.startswith("= =") or not stripped or not articles:
+            if stripped.startswith("= =") and articles:
+                articles[-1][2].append("")  # a section starts: the lead is over
+            continue
+        else:
+            _, lead, body = articles[-1]
+            (body if body else lead).append(_detokenize(stripped))
+    found: list[Instance] = []
+    for _title, lead, body in articles:
+        paragraphs = [p for p in body if p]
+        if not lead or len(paragraphs) < 3:
+            continue
+        kept: list[str] = []
+        for paragraph in paragraphs:
+            if kept and len(tokenizer("\n\n".join([*kept, paragraph]))["input_ids"]) > SUMMARY_BODY_TOKENS:
+                break
+            kept.append(paragraph)
+        probe = {"id": f"wiki-{len(found)}", "lead": SUMMARY_LEAD, "target": lead[0]}
+        found.append(Instance("wiki_summary", f"wiki-{len(found)}", "\n\n".join(kept), None, [probe]))
+    if samples > len(found):
+        raise ParameterError(f"WikiText-2 has {len(found)} articles with a lead and a body; asked for {samples}")
+    return found[:samples]
