@@ -115,3 +115,17 @@ def test_target_above_input_is_returned_unchanged_with_a_note(monkeypatch, capsy
         monkeypatch, capsys, "compress", "-", "-m", model_dir, "--keep-tokens", "500", stdin=b"the cat sat"
     )
     assert code == 0 and out == "the cat sat\n" and "returned unchanged" in err
+
+
+def test_compress_coarse_to_fine_in_sentence_units(monkeypatch, capsys, tmp_path, model_dir):
+    source = tmp_path / "p.txt"
+    source.write_text("the cat sat on the mat. a dog ran to the house. one two three four five six.")
+    args = ["compress", source, "--keep", "0.5", "--method", "coarse:random", "-m", model_dir, "--json"]
+    code, out, err = run(monkeypatch, capsys, *args, "--units", "sentence")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["method"] == "coarse:random" and result["tokens_after"] <= result["keep_tokens"]
+    kept = "".join(u["text"] for u in result["units"] if u["kept"]).strip()
+    assert kept in {"the cat sat on the mat.", "a dog ran to the house.", "one two three four five six."}
+    code, out, err = run(monkeypatch, capsys, *args, "--units", "token")
+    assert code != 0 and "units must be word, phrase or sentence" in err and "Traceback" not in err
