@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.text.helpers import words
+from tests.text.helpers import bare_words
 from tokensift.methods import list_methods
 from tokensift.text import Compressor, compress
 
@@ -21,7 +21,7 @@ def test_every_method_meets_the_budget_on_smollm2(method):
     result = compress(TEXT, keep=0.5, method=method, question="When was the Eiffel Tower completed?")
     assert result.tokens_before >= 100
     assert result.keep_tokens - 2 <= result.tokens_after <= result.keep_tokens
-    assert set(words(result.compressed)) <= set(words(TEXT))
+    assert set(bare_words(result.compressed)) <= set(bare_words(TEXT))  # a dropped sentence end may move
 
 
 def test_question_aware_ranking_keeps_the_relevant_document():
