@@ -6,9 +6,13 @@ leave far more of what matters than dropping words everywhere. ``coarse`` does t
 
 1. the input is cut into blocks — its documents, else its paragraphs, else its sentences (``unit``);
 2. the blocks are ranked (``rank``): by the question (the LM's perplexity of the question after the block,
-   as LongLLMLingua; TF-IDF cosine when the wrapped method has no LM), by the wrapped method's own mean
-   value per token, by LexRank centrality (Erkan & Radev, 2004, arXiv:1109.2128) or by perplexity;
-3. blocks are kept whole in rank order until they hold ``coarse_factor`` times the budget; the rest go;
+   as LongLLMLingua; TF-IDF cosine when the wrapped method has no LM), by LexRank centrality (Erkan &
+   Radev, 2004, arXiv:1109.2128; the default without a question), by the wrapped method's own mean value
+   per token, or by perplexity. On the 8-shot GSM8K prompt at keep 0.5 (30 test solutions, SmolLM2 reader)
+   ``coarse:lingua2`` lost 0.38 nats per solution with LexRank against 6.2 with lingua2's own values;
+3. blocks are kept whole in rank order until they hold ``coarse_factor`` times the budget; the rest go
+   (with the default of 1 the blocks nearly fill the budget, as LLMLingua's controller keeps
+   demonstrations up to the budget plus a small margin);
 4. the wrapped method chooses words inside the kept blocks, under the same exact budget (the fitter's
    repair holds over both levels, so the output never exceeds the budget); when whole units inside the
    kept blocks cannot fill it, the best words of the other blocks top it up, so the budget is met.
@@ -50,7 +54,7 @@ class CoarseToFine(TextMethod):
     press: TextMethod = field(default_factory=Lingua2Method)
     unit: BlockLevel = "auto"
     rank: Rank = "auto"
-    coarse_factor: float = option(1.25, low=1.0)
+    coarse_factor: float = option(1.0, low=1.0)
 
     def load(self) -> None:
         self.press.load()
@@ -77,10 +81,12 @@ class CoarseToFine(TextMethod):
         return selection
 
     def resolved_rank(self, job: Job) -> Rank:
-        """``auto``: the question when there is one, else the wrapped method's own values."""
+        """``auto``: the question when there is one, else LexRank centrality (the most typical blocks: on
+        GSM8K's demonstrations it keeps the reader's log-prob of unseen solutions far better than the
+        method's own values, see the module docstring)."""
         if self.rank != "auto":
             return self.rank
-        return "question" if job.question else "own"
+        return "question" if job.question else "lexrank"
 
     def _scores(self, job: Job, inner: Prepared, found: list[list[int]]) -> list[float]:
         """Higher is kept first."""
