@@ -144,8 +144,9 @@ FAITHFUL = (
 @pytest.mark.parametrize("rate", [0.3, 0.5, 0.7])
 def test_no_budget_cuts_a_bond_apart(tiny, tokenizers, seed, rate):
     compressor = Compressor("random", model=tiny, target_tokenizer=tokenizers["bpe"], options={"seed": seed})
-    result = compressor.compress(compressor.prepare(FAITHFUL), rate=rate)
-    bonds = compressor.prepare(FAITHFUL).job.segmented.bonds
+    prepared = compressor.prepare(FAITHFUL)
+    result = compressor.compress(prepared, rate=rate)
+    bonds = prepared.job.segmented.bonds
     assert len(bonds) == 3 * 5
     for bond in bonds:
         assert len({result.units[i].kept for i in bond}) == 1, [result.units[i].text for i in bond]

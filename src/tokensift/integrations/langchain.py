@@ -15,10 +15,10 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from tokensift.integrations.common import build, compress_texts, summary, with_budget
+from tokensift.integrations.common import Adapter
 
 
-class TokensiftCompressor(BaseDocumentCompressor):
+class TokensiftCompressor(Adapter, BaseDocumentCompressor):
     """Compress retrieved documents with a tokensift text method (default: question-aware coarse-to-fine)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -33,22 +33,12 @@ class TokensiftCompressor(BaseDocumentCompressor):
     units: str = "word"
     _compressor: Any = PrivateAttr(default=None)
 
-    def __init__(self, **data: Any) -> None:
-        # checked before pydantic sees it, so a bad budget is tokensift's ParameterError, not a ValidationError
-        data = with_budget(data)
-        super().__init__(**data)
-
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         if not documents:
             return []
-        if self._compressor is None:
-            self._compressor = build(self.method, self.model, self.options, self.units)
-        texts, result = compress_texts(
-            self._compressor, [d.page_content for d in documents], query, self.ratio, self.keep, self.keep_tokens
-        )
-        about = summary(result)
+        texts, about = self.compress_texts([d.page_content for d in documents], query)
         return [
             Document(page_content=text, metadata={**doc.metadata, "tokensift": about}, id=doc.id)
             for doc, text in zip(documents, texts, strict=True)

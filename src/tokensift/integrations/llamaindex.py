@@ -13,10 +13,10 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from tokensift.integrations.common import build, compress_texts, summary, with_budget
+from tokensift.integrations.common import Adapter
 
 
-class TokensiftNodePostprocessor(BaseNodePostprocessor):
+class TokensiftNodePostprocessor(Adapter, BaseNodePostprocessor):
     """Compress retrieved nodes with a tokensift text method (default: question-aware coarse-to-fine)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -31,11 +31,6 @@ class TokensiftNodePostprocessor(BaseNodePostprocessor):
     units: str = "word"
     _compressor: Any = PrivateAttr(default=None)
 
-    def __init__(self, **data: Any) -> None:
-        # checked before pydantic sees it, so a bad budget is tokensift's ParameterError, not a ValidationError
-        data = with_budget(data)
-        super().__init__(**data)
-
     @classmethod
     def class_name(cls) -> str:
         return "TokensiftNodePostprocessor"
@@ -45,13 +40,8 @@ class TokensiftNodePostprocessor(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         if not nodes:
             return []
-        if self._compressor is None:
-            self._compressor = build(self.method, self.model, self.options, self.units)
         query = query_bundle.query_str if query_bundle is not None else None
-        texts, result = compress_texts(
-            self._compressor, [n.node.get_content() for n in nodes], query, self.ratio, self.keep, self.keep_tokens
-        )
-        about = summary(result)
+        texts, about = self.compress_texts([n.node.get_content() for n in nodes], query)
         kept = []
         for found, text in zip(nodes, texts, strict=True):
             if not text.strip():
