@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from tests.conftest import tiny_gemma3, tiny_llama
+from tokensift.hooks import layer_modules
 from tokensift.methods import build
 from tokensift.training.loss import SelectiveLoss, full_loss
+from tokensift.training.methods.base import TokenPolicy
 from tokensift.training.sparse import select_positions, sparse_step
 from tokensift.training.stats import IGNORE, token_losses
 
@@ -111,3 +113,56 @@ def test_labelled_context_keeps_every_gradient_path_through_the_response(name):
         losses, valid = token_losses(model(input_ids=ids, attention_mask=mask).logits, labels)
     assert step.backward_positions == int(valid.sum()) and step.selected == round(0.3 * int(valid.sum()))
     assert abs(float(step.loss.detach()) - float(losses[step.mask].mean())) < 1e-5
+
+
+def hold(out, held):
+    """A projection's ``[B, T, H*D]`` or a key norm's ``[B, H, T, D]`` with the positions not ``held`` detached."""
+    held = held[:, :, None] if out.dim() == 3 else held[:, None, :, None]
+    return torch.where(held, out, out.detach())
+
+
+class Chosen(TokenPolicy):
+    """A fixed selection, so the rows can hold very different numbers of selected tokens."""
+
+    name = "chosen"
+
+    def __init__(self, mask):
+        self.mask = mask
+
+    def scores(self, stats):
+        return self.mask.float()
+
+    def select(self, stats):
+        return self.mask
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_ragged_rows_get_the_gradient_of_the_loss_with_unselected_keys_and_values_held_constant(name):
+    """Rows padded to the longest selection: the repeated entries must not add their gradient again. The
+    reference is a full forward whose unselected positions' keys and values (after any key norm) are detached."""
+    model = MODELS[name]()
+    ids = torch.randint(2, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    labels = ids.clone()
+    labels[:, :2] = IGNORE
+    chosen = torch.zeros(2, 11, dtype=torch.bool)
+    chosen[0, 2:10] = True
+    chosen[1, 4] = True
+    sparse_step(model, ids, labels, Chosen(chosen)).loss.backward()
+    sparse = grads(model)
+    model.zero_grad()
+    held = torch.nn.functional.pad(chosen, (0, 1))
+    hooks = []
+    for layer in layer_modules(model).values():
+        key = getattr(layer, "k_norm", None) or layer.k_proj
+        for module in (key, layer.v_proj):
+            hooks.append(module.register_forward_hook(lambda m, i, out: hold(out, held)))
+    try:
+        losses, _ = token_losses(model(input_ids=ids).logits, labels)
+        (losses[chosen].mean()).backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    expected = grads(model)
+    assert set(sparse) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(sparse[key], value, atol=1e-6, rtol=1e-4)

@@ -115,13 +115,18 @@ def sparse_step(
     counted = real & mask.gather(1, positions)
     windows = layer_windows(model)
     length = input_ids.shape[1]
-    key_positions = torch.arange(length)
-    allowed = (key_positions[None, None, :] <= positions[:, :, None]) & attention_mask[:, None, :].bool()
+    # A padded entry repeats its row's last position; written into that position too, its gradient would be
+    # counted once per copy. Padded entries write a spare slot past the end instead, which no query sees.
+    slots = torch.where(real, positions, torch.full_like(positions, length))
+    key_positions = torch.arange(length + 1)
+    allowed = (key_positions[None, None, :] <= positions[:, :, None]) & torch.nn.functional.pad(
+        attention_mask.bool(), (0, 1), value=False
+    )[:, None, :]
 
     def attend(call: AttentionCall) -> tuple[Tensor, None]:
         layer = layer_index(call.module)
-        keys, values = recorded[layer]
-        index = positions[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[3])
+        keys, values = (torch.nn.functional.pad(t, (0, 0, 0, 1)) for t in recorded[layer])
+        index = slots[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[3])
         key = keys.scatter(2, index, call.key)
         value = values.scatter(2, index, call.value)
         visible = allowed
