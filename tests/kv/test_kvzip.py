@@ -7,7 +7,8 @@ from transformers import DynamicCache
 from tokensift.errors import MethodUnsupportedError, ParameterError
 from tokensift.kv import compress, press_from
 from tokensift.kv.methods.kvzip import KVzip, template_parts
-from tokensift.scores import reconstruction_attention
+from tokensift.kv.probe import reconstruction_probes, run_probes
+from tokensift.scores import attend_and_reconstruct, reconstruction_attention
 from tokensift.select import global_indices
 
 
@@ -90,3 +91,38 @@ def test_probe_prompts_skip_the_template_opening_and_chunk_long_contexts(word_to
     probes = press.probe_inputs(ids)
     assert len(probes) == 3 and probes[0][-10:] == ids[:10] and probes[2][-5:] == ids[20:]
     assert probes[1][-18:-10] == ids[2:10]  # a later chunk quotes the end of the previous one
+
+
+def test_attention_and_scores_formed_once_match_the_kernel_and_the_recomputed_scores():
+    torch.manual_seed(1)
+    heads, kv_heads, n, m, dim = 6, 2, 11, 7, 8
+    queries = torch.randn(heads, m, dim)
+    keys, values = torch.randn(kv_heads, n + m, dim), torch.randn(kv_heads, n + m, dim)
+    out, best = attend_and_reconstruct(queries, keys, values, n, scaling=0.4, chunk=3)
+    allowed = torch.ones(m, n + m, dtype=torch.bool)
+    allowed[:, n:] = torch.ones(m, m, dtype=torch.bool).tril()
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        queries[None], keys[None], values[None], attn_mask=allowed, scale=0.4, enable_gqa=True
+    )[0]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(best, reconstruction_attention(queries, keys[:, :n], keys[:, n:], scaling=0.4))
+
+
+def test_probe_passes_that_form_their_scores_give_the_recorded_rows_scores(llama, word_tokenizer):
+    torch.manual_seed(4)
+    ids = torch.randint(2, 64, (1, 30))
+    cache = DynamicCache(config=llama.config)
+    with torch.no_grad():
+        llama(ids, past_key_values=cache)
+    keys = {layer: c.keys for layer, c in enumerate(cache.layers)}
+    values = {layer: c.values for layer, c in enumerate(cache.layers)}
+    inputs = KVzip(ratio=0.5, chunk=12, tokenizer=word_tokenizer).probe_inputs(ids[0].tolist())
+    assert len(inputs) == 3
+    formed = reconstruction_probes(llama, keys, values, inputs)
+    recorded = run_probes(llama, keys, values, inputs)
+    scaling = llama.model.layers[0].self_attn.scaling
+    for layer in keys:
+        assert len(formed[layer]) == 3
+        for scores, (queries, probe_keys) in zip(formed[layer], recorded[layer], strict=True):
+            again = reconstruction_attention(queries[0], keys[layer][0], probe_keys[0], scaling=scaling)
+            torch.testing.assert_close(scores, again, atol=1e-5, rtol=1e-4)

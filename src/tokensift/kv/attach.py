@@ -32,7 +32,7 @@ from tokensift.hooks import AttentionCall, Route, attention_modules, layer_index
 from tokensift.kv.batch import BatchLayer
 from tokensift.kv.cache import _ATTACHED, MaskedLayer, RaggedLayer, tensor_bytes
 from tokensift.kv.model import check_length, check_supported, inv_freq, text_config
-from tokensift.kv.probe import run_probes
+from tokensift.kv.probe import reconstruction_probes, run_probes
 from tokensift.kv.view import LayerView, PressLike, Selection, shift
 
 
@@ -238,13 +238,16 @@ class Session:
 
 def probe_views(model: torch.nn.Module, press: PressLike, views: dict[int, LayerView], ids: list[int]) -> None:
     """Run ``press``'s probe passes after the context ``ids`` (one row; ``views`` hold its cache per layer)
-    and hand every view its layer's probe rows."""
-    probes = run_probes(
-        model,
-        {layer: view.keys for layer, view in views.items()},
-        {layer: view.values for layer, view in views.items()},
-        press.scorer.probe_inputs(ids),
-    )
+    and hand every view its layer's probe rows, or the scores the passes formed (``scorer.scores_in_probe``)."""
+    keys = {layer: view.keys for layer, view in views.items()}
+    values = {layer: view.values for layer, view in views.items()}
+    inputs = press.scorer.probe_inputs(ids)
+    if press.scorer.scores_in_probe:
+        scores = reconstruction_probes(model, keys, values, inputs)
+        for layer, view in views.items():
+            view.probe_scores = scores[layer]
+        return
+    probes = run_probes(model, keys, values, inputs)
     for layer, view in views.items():
         view.probes = probes[layer]
 

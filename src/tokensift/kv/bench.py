@@ -136,7 +136,7 @@ def variants(
         scores = {layer: first.score(view) for layer, view in sorted(pre.views.items())}
         scored = time.perf_counter() - started
         for view in pre.views.values():
-            view.probes = []
+            view.probes, view.probe_scores = [], []
         for ratio in todo:
             press = press_from(method, ratio=ratio, tokenizer=tokenizer)
             started = time.perf_counter()

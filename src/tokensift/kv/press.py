@@ -43,6 +43,8 @@ class Press:
     """Whether the score can be updated one decoding step at a time (see :meth:`ScorerPress.update_online`)."""
     needs_probe: ClassVar[bool] = False
     """Whether :meth:`score` reads probe passes (``LayerView.probes``) run after the prefill."""
+    scores_in_probe: ClassVar[bool] = False
+    """Whether the probe passes form the scores themselves (``LayerView.probe_scores``, KVzip's reconstruction)."""
 
     @property
     def scorer(self) -> ScorerPress:

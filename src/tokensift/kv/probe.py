@@ -1,8 +1,12 @@
-"""Probe passes: feed extra tokens after a prefilled context and record what each layer's attention saw.
+"""Probe passes: feed extra tokens after a prefilled context and see what each layer's attention does.
 
 KVzip scores a context's KV pairs by how strongly a pass that repeats the context attends to them. A
 probe runs over a batch-1 copy of one row's cache (left padding already cut off), at the positions right
-after the row, through :func:`tokensift.hooks.observe_attention`; the row's own cache is not changed.
+after the row; the row's own cache is not changed. :func:`run_probes` records each pass's query and key
+rows through :func:`tokensift.hooks.observe_attention` (the scorer recomputes the weights afterwards);
+:func:`reconstruction_probes` answers the pass's attention calls itself with
+:func:`tokensift.scores.attend_and_reconstruct`, so the weights are formed once and the scores come out of
+the pass (about half the attention work of a probe, and nothing kept but ``[Hkv, T]`` per layer).
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from tokensift.errors import MethodUnsupportedError
-from tokensift.hooks import attention_modules, layer_index, observe_attention
+from tokensift.hooks import AttentionCall, Route, attention_modules, layer_index, layer_modules, observe_attention
 from tokensift.kv.model import check_length
+from tokensift.scores import attend_and_reconstruct
 
 ProbeRows = dict[int, list[tuple[Tensor, Tensor]]]
 """Per layer, per probe pass: its query rows ``[1, H, m, D]`` and its own key rows ``[1, Hkv, m, D]``."""
+ProbeScores = dict[int, list[Tensor]]
+"""Per layer, per probe pass: the largest weight any probe row of each KV group gave each context key ``[Hkv, T]``."""
 
 
 @torch.no_grad()
@@ -25,17 +32,48 @@ def run_probes(
 ) -> ProbeRows:
     """Run each of ``inputs`` after the context whose per-layer cache is ``keys``/``values`` (``[1, Hkv, T,
     D]``, every layer of the model) and return the probes' query and key rows per layer."""
+    found: ProbeRows = {layer: [] for layer in sorted(keys)}
+
+    def record(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: object, kwargs: dict) -> None:
+        found[layer_index(module)].append((query, key[:, :, -query.shape[2] :]))
+
+    with observe_attention(model, dict.fromkeys(found, record)):
+        _passes(model, keys, values, inputs)
+    return found
+
+
+@torch.no_grad()
+def reconstruction_probes(
+    model: torch.nn.Module, keys: dict[int, Tensor], values: dict[int, Tensor], inputs: list[list[int]]
+) -> ProbeScores:
+    """Run each of ``inputs`` after the context (as :func:`run_probes`), answering every attention call with
+    :func:`~tokensift.scores.attend_and_reconstruct`: KVzip's scores per layer and pass, formed in the pass."""
+    found: ProbeScores = {layer: [] for layer in sorted(keys)}
+
+    def answer(call: AttentionCall) -> tuple[Tensor, None]:
+        m = call.query.shape[2]
+        out, best = attend_and_reconstruct(
+            call.query[0], call.key[0], call.value[0], call.key.shape[2] - m, scaling=call.scaling
+        )
+        found[layer_index(call.module)].append(best)
+        return out.transpose(0, 1)[None].contiguous(), None
+
+    modules = layer_modules(model)
+    with Route(model, {modules[layer]: answer for layer in found}):
+        _passes(model, keys, values, inputs)
+    return found
+
+
+def _passes(
+    model: torch.nn.Module, keys: dict[int, Tensor], values: dict[int, Tensor], inputs: list[list[int]]
+) -> None:
+    """Feed each of ``inputs`` after a batch-1 copy of the context cache, at the positions that follow it."""
     layers = sorted(keys)
     if layers != list(range(len(attention_modules(model)))):
         raise MethodUnsupportedError(
             "a probe pass needs the cache of every layer; models with sliding-window layers (Gemma-3) are not supported"
         )
     n = int(keys[layers[0]].shape[2])
-    found: ProbeRows = {layer: [] for layer in layers}
-
-    def record(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: object, kwargs: dict) -> None:
-        found[layer_index(module)].append((query, key[:, :, -query.shape[2] :]))
-
     device = keys[layers[0]].device
     for ids in inputs:
         check_length(model, n + len(ids))
@@ -43,12 +81,10 @@ def run_probes(
         for layer in layers:
             cache.update(keys[layer], values[layer], layer)
         positions = torch.arange(n, n + len(ids), device=device)[None]
-        with observe_attention(model, {layer: record for layer in layers}):
-            model(
-                torch.tensor([ids], device=device),
-                past_key_values=cache,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-    return found
+        model(
+            torch.tensor([ids], device=device),
+            past_key_values=cache,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )

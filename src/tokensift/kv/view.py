@@ -22,7 +22,8 @@ class LayerView:
     ``queries [1, H, q, D]`` are the last ``q`` query rows (after rotary embedding), ``keys`` and
     ``values [1, Hkv, T, D]`` the whole cache of the row, ``inv_freq`` the layer's rotary frequencies.
     ``probes`` holds, for a press whose scorer needs probe passes, the ``(queries [1, H, m, D], keys [1, Hkv,
-    m, D])`` of each probe pass run after the prefill (see :mod:`tokensift.kv.probe`).
+    m, D])`` of each probe pass run after the prefill (see :mod:`tokensift.kv.probe`); ``probe_scores``
+    instead, for a scorer whose scores the passes form themselves (KVzip), each pass's ``[Hkv, T]``.
     """
 
     layer: int
@@ -34,6 +35,7 @@ class LayerView:
     scaling: float
     inv_freq: Tensor | None = None
     probes: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    probe_scores: list[Tensor] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -56,6 +58,9 @@ class ScorerNeeds(Protocol):
 
     @property
     def needs_probe(self) -> bool: ...
+
+    @property
+    def scores_in_probe(self) -> bool: ...
 
     def probe_inputs(self, ids: list[int]) -> list[list[int]]: ...
 

@@ -2,7 +2,8 @@
 
 * LM signals: :func:`next_token_scores` (surprisal, entropy), :func:`lm_scores` (windowed, any length).
 * Attention received: :func:`attention_received` (H2O / A2SF), :func:`observation_window` (SnapKV);
-  :func:`reconstruction_attention` (KVzip: attention from a pass that repeats the context). Their inputs
+  :func:`reconstruction_attention` (KVzip: attention from a pass that repeats the context) and
+  :func:`attend_and_reconstruct` (the same scores formed inside the pass's own attention). Their inputs
   (the exact query rows and keys) come from the adapters, through the attention router (:mod:`tokensift.hooks`).
 * Key statistics: :func:`key_norm_score`, :func:`key_diff_score`, :func:`key_distance_to_mean`;
   :func:`expected_attention_scores` (attention from the estimated distribution of future queries).
@@ -10,6 +11,7 @@
 """
 
 from tokensift.scores.attention import (
+    attend_and_reconstruct,
     attention_received,
     observation_window,
     pool_scores,
@@ -22,6 +24,7 @@ from tokensift.scores.random import random_scores
 
 __all__ = [
     "LMScores",
+    "attend_and_reconstruct",
     "attention_received",
     "average_rotation",
     "expected_attention_scores",

@@ -155,3 +155,39 @@ def reconstruction_attention(
         logits[:, :, n:] = logits[:, :, n:].masked_fill(future, float("-inf"))
         best = torch.maximum(best, torch.softmax(logits, dim=-1)[:, :, :n].amax(1))
     return best.view(kv_heads, group, n).amax(1)
+
+
+def attend_and_reconstruct(
+    queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, chunk: int = 256
+) -> tuple[Tensor, Tensor]:
+    """A probe pass's attention computed once: its output and KVzip's reconstruction scores together.
+
+    :func:`reconstruction_attention` recomputes, after the pass, the softmax the model's kernel already
+    computed during it; here the probe's attention call is answered by this function, so the weights are
+    formed once and serve both. ``queries [H, m, D]`` are the probe rows (positions ``n`` .. ``n + m - 1``),
+    ``keys``/``values [Hkv, n + m, D]`` the context's ``n`` then the probe's own ``m`` (causal among
+    themselves). GQA groups are batched as ``[Hkv, group * rows]`` (no repeated keys). Returns the output
+    ``[H, m, D]`` (the queries' dtype) and ``[Hkv, n]``, the same scores as ``reconstruction_attention(queries,
+    keys[:, :n], keys[:, n:])``.
+    """
+    heads, m, dim = queries.shape
+    kv_heads, total = keys.shape[0], keys.shape[1]
+    if heads % kv_heads or total != n + m or values.shape[:2] != keys.shape[:2]:
+        raise ValueError(f"probe shapes do not match: queries {tuple(queries.shape)}, keys {tuple(keys.shape)}")
+    group = heads // kv_heads
+    grouped = queries.reshape(kv_heads, group, m, dim)
+    key_t = keys.float().transpose(-1, -2)
+    value_f = values.float()
+    out = torch.empty(kv_heads, group, m, values.shape[-1], dtype=queries.dtype, device=queries.device)
+    best = torch.zeros(kv_heads, n, device=queries.device)
+    for start in range(0, m, chunk):
+        stop = min(start + chunk, m)
+        rows = stop - start
+        logits = (grouped[:, :, start:stop].float().reshape(kv_heads, group * rows, dim) @ key_t) * scaling
+        row = torch.arange(start, stop, device=queries.device)[:, None]
+        future = (torch.arange(m, device=queries.device)[None, :] > row).repeat(group, 1)  # [group * rows, m]
+        logits[:, :, n:].masked_fill_(future, float("-inf"))
+        weights = torch.softmax(logits, dim=-1)
+        best = torch.maximum(best, weights[:, :, :n].amax(1))
+        out[:, :, start:stop] = (weights @ value_f).view(kv_heads, group, rows, -1).to(out.dtype)
+    return out.view(heads, m, -1), best

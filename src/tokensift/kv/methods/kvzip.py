@@ -75,6 +75,9 @@ class KVzip(ScorerPress):
         "attention from a pass that repeats the context; one budget for all layers and heads (ragged)"
     )
     needs_probe = True
+    scores_in_probe = True
+    """The repeat pass's attention calls form the scores (:func:`tokensift.kv.probe.reconstruction_probes`):
+    the weights are computed once, not by the model's kernel and again by the scorer."""
 
     protect_first: int = option(4, low=0)
     chunk: int = option(2048, low=1)
@@ -96,6 +99,8 @@ class KVzip(ScorerPress):
         ]
 
     def score(self, view: LayerView) -> Tensor:
+        if view.probe_scores:
+            return torch.stack(view.probe_scores).amax(0)
         if not view.probes:
             raise MethodUnsupportedError("kvzip scores come from its repeat pass, which this caller did not run")
         found = [
