@@ -100,3 +100,30 @@ def test_bench_training_bad_flags_are_one_line_errors(
     code, _, err = run(monkeypatch, capsys, "bench", "training", "--out", tmp_path / "o", "-m", model_dir,
                        "--data-dir", data_dir, *args)  # fmt: skip
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_the_budget_task_trains_each_policy_on_a_fraction_of_the_full_runs_backward(
+    monkeypatch, capsys, tmp_path, data_dir, model_dir
+):
+    """No full row yet: the task trains it first; every policy then back-propagates at least half of its
+    positions (--budget-factor 2) and stops at the step that gets there, taking more steps than full."""
+    out = tmp_path / "out"
+    args = [
+        "bench", "training", "--out", out, "-m", model_dir, "--data-dir", data_dir, "--tasks", "budget",
+        "--ratios", "0.7", "--samples", "4", "--steps", "2", "--batch-size", "2", "--pool", "10",
+        "--reference-steps", "2", "--budget-factor", "2", "--methods", "eslm,random",
+    ]  # fmt: skip
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [(r["task"], r["method"]) for r in rows] == [("selective", "full"), ("budget", "eslm"), ("budget", "random")]
+    full, budgeted = rows[0], rows[1:]
+    for r in budgeted:
+        assert r["budget_positions"] == full["backward_positions"] // 2 and r["budget_factor"] == 2.0
+        per_step = r["backward_positions"] / r["steps"]
+        assert r["budget_positions"] <= r["backward_positions"] < r["budget_positions"] + 2 * per_step
+        assert r["steps"] > full["steps"] and r["backward_positions"] == r["tokens_selected"]
+    report = (out / "report.md").read_text()
+    assert "## Fixed backward compute" in report and "eslm at 30 %, " in report and "random (" in report
+    code, _, err = run(monkeypatch, capsys, *args[:-6], "--budget-factor", "0.5")
+    assert code != 0 and "budget-factor" in err

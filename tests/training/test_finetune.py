@@ -65,6 +65,17 @@ def test_finetune_lowers_the_training_loss_and_counts_tokens(policy, backward):
     assert result.backward_s > 0 and len(result.losses) == 12
 
 
+def test_a_backward_budget_stops_at_the_step_that_reaches_it():
+    """Sparse eslm at keep 0.5 back-propagates 9 positions per step of all five rows: a budget of 20 is
+    reached on the third step (27), and the result says three steps were taken, not the most allowed."""
+    model, tokenizer = tiny_llama(), word_level_tokenizer()
+    chosen = build("training", "eslm", keep=0.5)
+    result = finetune(model, tokenizer, TRAIN, chosen, steps=50, batch_size=5, backward_budget=20)
+    assert result.steps == result.counts.steps == 3 and result.counts.backward == 27 and len(result.losses) == 3
+    with pytest.raises(ParameterError, match="backward_budget"):
+        finetune(model, tokenizer, TRAIN, chosen, steps=5, backward_budget=0)
+
+
 def test_finetune_refuses_what_it_cannot_do():
     model, tokenizer = tiny_llama(), word_level_tokenizer()
     with pytest.raises(ParameterError, match="reference"):

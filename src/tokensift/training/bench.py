@@ -13,6 +13,10 @@ final number of greedy answers to the first N. One row per fine-tune.
   backward and optimizer — measured, in one process, so the ratios are comparable. Rho-1's reference model
   is the starting model fine-tuned with the full loss for ``--reference-steps`` on problems no run trains
   on (its own row, ``reference``), as the paper trains its reference on data set apart.
+* ``budget``: the same policies at the same ratios at a fixed backward compute: sparse backward until each
+  run has back-propagated ``1 / --budget-factor`` of the positions the full-loss run back-propagated (its
+  ``selective`` row, trained first when missing). A run that spends less per step takes more steps (on
+  more problems); the question is whether it reaches the full run's held-out figure on that compute.
 * ``data_selection``: ``--pool`` training problems scored by ``score-data``'s scorer (``sifd``); one epoch
   over the top ``--data-keep`` of them (``top``), over a random subset of the same size (``random``), and
   over the whole pool (``all``: more steps, the same epoch), each with the full loss.
@@ -42,7 +46,7 @@ from tokensift.training.examples import Example, encode_example, parse_row
 from tokensift.training.finetuning import TrainResult, evaluate, finetune
 from tokensift.training.loss import Counts
 
-QUALITY = {"selective": "logprob", "data_selection": "logprob", "speed": "backward_speedup"}
+QUALITY = {"selective": "logprob", "budget": "logprob", "data_selection": "logprob", "speed": "backward_speedup"}
 SPEED_BATCHES = 8
 """Batches timed per mode by the ``speed`` task (interleaved, medians reported)."""
 START = "start"
@@ -69,7 +73,8 @@ class TrainingBenchConfig(BenchConfig):
     backward: tuple[str, ...] = ("sparse",)
     """Backward modes of the policies' runs: ``sparse`` (selected tokens only), ``response`` (every response
     token, prompt constant) and/or ``exact`` (masked loss)."""
-    """Full-loss steps that train Rho-1's reference model on problems none of the runs trains on."""
+    budget_factor: float = 1.5
+    """``budget`` task: each run back-propagates the full-loss run's positions divided by this."""
 
 
 class TrainingBenchmark(Benchmark):
@@ -83,6 +88,7 @@ class TrainingBenchmark(Benchmark):
     needs: ClassVar[dict[str, tuple[str, ...]]] = {
         "speed": ("gsm8k/train.jsonl",),
         "selective": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
+        "budget": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
         "data_selection": ("gsm8k/train.jsonl",),
     }
     default_model = "smollm2-135m"
@@ -113,6 +119,10 @@ class TrainingBenchmark(Benchmark):
             whole_number(getattr(self.config, name), name, low=1)
         whole_number(self.config.max_tokens, "max_tokens", low=8)
         whole_number(self.config.answers, "answers", low=0)
+        if not 1.0 <= self.config.budget_factor <= 100.0:
+            raise ParameterError(
+                f"--budget-factor must be between 1 and 100, got {self.config.budget_factor}", option="budget_factor"
+            )
         Budget(keep=self.config.data_keep)
         from tokensift.training.finetuning import BACKWARDS
 
@@ -162,6 +172,11 @@ class TrainingBenchmark(Benchmark):
                     for ratio in self.ratios:
                         label = f"selective · {method} @ {1 - ratio:.0%} · {mode}"
                         items.append(WorkItem(label, ("selective", mode, method, ratio)))
+        if "budget" in self.tasks:
+            for method in self.methods:
+                for ratio in self.ratios:
+                    label = f"budget · {method} @ {1 - ratio:.0%} · 1/{self.config.budget_factor:g} of full's backward"
+                    items.append(WorkItem(label, ("budget", "sparse", method, ratio)))
         if "speed" in self.tasks:
             items.append(WorkItem("speed · every backward mode", ("speed", "-", "all", 0.0)))
         if "data_selection" in self.tasks:
@@ -211,7 +226,12 @@ class TrainingBenchmark(Benchmark):
             for row in self._speed():
                 self.store.append(row)
             return
-        row = self._selective(mode, method, ratio) if task == "selective" else self._data_selection(method)
+        if task == "budget":
+            row = self._budget(method, ratio)
+        elif task == "selective":
+            row = self._selective(mode, method, ratio)
+        else:
+            row = self._data_selection(method)
         self.store.append(row)
 
     def _speed(self) -> list[dict[str, Any]]:
@@ -277,7 +297,9 @@ class TrainingBenchmark(Benchmark):
             )
         return rows
 
-    def _train(self, examples: Sequence[Example], policy: Any, steps: int, backward: str) -> TrainResult:
+    def _train(
+        self, examples: Sequence[Example], policy: Any, steps: int, backward: str, budget: int | None = None
+    ) -> TrainResult:
         return finetune(
             self.loaded.model,
             self.loaded.tokenizer,
@@ -290,6 +312,7 @@ class TrainingBenchmark(Benchmark):
             backward=backward,  # type: ignore[arg-type]
             reference=self.reference,
             max_tokens=self.config.max_tokens,
+            backward_budget=budget,
         )
 
     def _selective(self, mode: str, method: str, ratio: float) -> dict[str, Any]:
@@ -305,6 +328,32 @@ class TrainingBenchmark(Benchmark):
             self._fresh()
         result = self._train(self.train, policy, self.config.steps, mode)
         return self._row("selective", mode, method, ratio, result)
+
+    def _budget(self, method: str, ratio: float) -> dict[str, Any]:
+        """A sparse run whose backward positions are the full run's divided by ``budget_factor``."""
+        from tokensift.methods import build
+
+        full = self._full_row()
+        budget = max(1, int(full["backward_positions"] / self.config.budget_factor))
+        policy = build("training", method, ratio=ratio)
+        if policy.needs_reference and self.reference is None:
+            self._load_reference()
+        self._fresh()
+        most = len(self.train) // self.config.batch_size
+        result = self._train(self.train, policy, most, "sparse", budget)
+        return self._row(
+            "budget", "sparse", method, ratio, result, budget_positions=budget, budget_factor=self.config.budget_factor
+        )
+
+    def _full_row(self) -> dict[str, Any]:
+        """The full-loss run of the ``selective`` task (trained now, and stored, when it is missing)."""
+        key = self.key("selective", "exact", FULL, 0.0, f"seed{self.config.seed}")
+        found = next((r for r in self.store.rows() if all(r.get(k) == v for k, v in key.items())), None)
+        if found is None:
+            self._fresh()
+            found = self._selective("exact", FULL, 0.0)
+            self.store.append(found)
+        return found
 
     def _train_reference(self) -> dict[str, Any]:
         """Rho-1's reference: the paper trains it on curated data; here on GSM8K problems no run trains on

@@ -282,6 +282,9 @@ def _bench_options(
     backward: Annotated[
         str, typer.Option(help="Backward modes of the policies' runs, comma-separated: sparse, response, exact.")
     ] = "sparse",
+    budget_factor: Annotated[
+        float, typer.Option(help="Task budget: each run back-propagates the full run's positions divided by this.")
+    ] = 1.5,
 ) -> dict[str, Any]:
     """GSM8K fine-tunes of the embedded model: full loss vs selection policies at each budget (--ratios = fraction
     of tokens not back-propagated), and data selection (top vs random vs all); held-out log-prob of reference
@@ -297,6 +300,7 @@ def _bench_options(
         "scorer": scorer,
         "reference_steps": reference_steps,
         "backward": parse_list(backward, option="backward"),
+        "budget_factor": budget_factor,
     }
 
 

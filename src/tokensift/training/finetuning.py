@@ -108,9 +108,16 @@ def finetune(
     reference: Any = None,
     max_tokens: int = 512,
     progress: StepProgress | None = None,
+    backward_budget: int | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place for ``steps`` AdamW steps on ``examples`` with ``policy`` (see the module doc)."""
+    """Train ``model`` in place for ``steps`` AdamW steps on ``examples`` with ``policy`` (see the module doc).
+
+    With ``backward_budget`` the run is a fixed backward compute: it stops after the step whose positions
+    back-propagated (summed over steps) reach the budget, ``steps`` being the most it may take.
+    """
     whole_number(steps, "steps", low=1)
+    if backward_budget is not None:
+        whole_number(backward_budget, "backward_budget", low=1)
     whole_number(batch_size, "batch_size", low=1)
     if not examples:
         raise ParameterError("no training examples", option="examples")
@@ -153,8 +160,11 @@ def finetune(
             result.losses.append(float(loss.detach()))
             if progress is not None:
                 progress(step, steps, result.losses[-1])
+            if backward_budget is not None and result.counts.backward >= backward_budget:
+                break
     finally:
         model.eval()
+    result.steps = result.counts.steps
     return result
 
 

@@ -80,6 +80,54 @@ def targets(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[str]:
     return lines
 
 
+def budget_table(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[str]:
+    """The fixed-backward-compute runs against the full-loss run (positions and measured seconds)."""
+    found = _by(rows, "budget")
+    if not found:
+        return []
+    lines = [
+        "| method | tokens trained | steps | held-out logprob | vs full | positions back-propagated "
+        "| full ÷ this (positions) | backward s | full ÷ this (seconds) | wall s | accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(found, key=lambda r: (-r["kept_fraction"], r["method"])):
+        accuracy = "–" if r.get("accuracy") is None else f"{r['accuracy']:.1%} of {r['answered']}"
+        lines.append(
+            f"| {r['method']} | {r['kept_fraction']:.0%} | {r['steps']} | {r['logprob']:.4f} | "
+            f"{_pct((r['logprob'] - full['logprob']) / abs(full['logprob']))} | {r['backward_positions']:,} | "
+            f"{full['backward_positions'] / r['backward_positions']:.2f}× | {r['backward_s']:.1f} | "
+            f"{full['backward_s'] / r['backward_s']:.2f}× | {r['wall_s']:.1f} | {accuracy} |"
+        )
+    return lines
+
+
+def budget_targets(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[str]:
+    """The selective-loss target read on the fixed-compute runs at 30 % kept (measured backward seconds)."""
+    at30 = [r for r in _by(rows, "budget") if abs(float(r["ratio"]) - 0.7) < 1e-9]
+    random_row = next((x for x in at30 if x["method"] == "random"), None)
+    lines = []
+    for r in sorted(at30, key=lambda r: r["method"]):
+        if r["method"] not in ("rho1", "eslm"):
+            continue
+        gap = (full["logprob"] - r["logprob"]) / abs(full["logprob"])
+        speed = full["backward_s"] / r["backward_s"]
+        beats = random_row is not None and r["logprob"] > random_row["logprob"]
+        met = gap <= 0.02 and speed >= 1.5 and beats
+        versus = (
+            "no random run at this budget"
+            if random_row is None
+            else f"{'beats' if beats else 'does not beat'} random ({random_row['logprob']:.4f}, "
+            f"{r['logprob']:.4f} here)"
+        )
+        lines.append(
+            f"- {r['method']} at 30 %, {r['steps']} steps on 1/{r['budget_factor']:g} of the full run's backward "
+            f"positions: logprob {abs(gap):.2%} {'below' if gap > 0 else 'above'} full (target: at most 2 % below), "
+            f"backward seconds {speed:.2f}× less than the full run's (target ≥ 1.5×), {versus} "
+            f"→ **{'met' if met else 'not met'}**"
+        )
+    return lines
+
+
 def speed_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The interleaved timing of one training step per backward mode and budget."""
     found = _by(rows, "speed")
@@ -190,6 +238,17 @@ def training_sections(bench: Any, rows: Sequence[dict[str, Any]]) -> list[str]:
                 "",
                 *checked,
             ]
+    budget = budget_table(rows, full) if full else []
+    if budget:
+        lines += [
+            "",
+            "## Fixed backward compute (sparse backward until 1/budget-factor of the full run's positions)",
+            "",
+            *budget,
+        ]
+        checked = budget_targets(rows, full) if full else []
+        if checked:
+            lines += ["", "Target at a fixed backward compute:", "", *checked]
     speed = speed_table(rows)
     if speed:
         lines += [
