@@ -35,13 +35,17 @@ def data_dir(tmp_path):
     return folder.parent
 
 
+def small(out, model_dir, data_dir, *extra):
+    """A two-step grid on the tiny model and data folder, plus ``extra`` options."""
+    return [
+        "bench", "training", "--out", out, "-m", model_dir, "--data-dir", data_dir, "--ratios", "0.7",
+        "--samples", "4", "--steps", "2", "--batch-size", "2", "--pool", "10", "--reference-steps", "2", *extra,
+    ]  # fmt: skip
+
+
 def test_bench_training_runs_the_grid_and_writes_its_report(monkeypatch, capsys, tmp_path, data_dir, model_dir):
     out = tmp_path / "out"
-    args = [
-        "bench", "training", "--out", out, "-m", model_dir, "--data-dir", data_dir,
-        "--ratios", "0.7", "--samples", "4", "--steps", "2", "--batch-size", "2", "--pool", "10",
-        "--reference-steps", "2", "--lr", "0.01", "--backward", "sparse,exact",
-    ]  # fmt: skip
+    args = small(out, model_dir, data_dir, "--lr", "0.01", "--backward", "sparse,exact")
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
@@ -108,11 +112,7 @@ def test_the_budget_task_trains_each_policy_on_a_fraction_of_the_full_runs_backw
     """No full row yet: the task trains it first; every policy then back-propagates at least half of its
     positions (--budget-factor 2) and stops at the step that gets there, taking more steps than full."""
     out = tmp_path / "out"
-    args = [
-        "bench", "training", "--out", out, "-m", model_dir, "--data-dir", data_dir, "--tasks", "budget",
-        "--ratios", "0.7", "--samples", "4", "--steps", "2", "--batch-size", "2", "--pool", "10",
-        "--reference-steps", "2", "--budget-factor", "2", "--methods", "eslm,random",
-    ]  # fmt: skip
+    args = small(out, model_dir, data_dir, "--tasks", "budget", "--methods", "eslm,random", "--budget-factor", "2")
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
@@ -125,5 +125,5 @@ def test_the_budget_task_trains_each_policy_on_a_fraction_of_the_full_runs_backw
         assert r["steps"] > full["steps"] and r["backward_positions"] == r["tokens_selected"]
     report = (out / "report.md").read_text()
     assert "## Fixed backward compute" in report and "eslm at 30 %, " in report and "random (" in report
-    code, _, err = run(monkeypatch, capsys, *args[:-6], "--budget-factor", "0.5")
+    code, _, err = run(monkeypatch, capsys, *args[:-2], "--budget-factor", "0.5")
     assert code != 0 and "budget-factor" in err
