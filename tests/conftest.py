@@ -110,6 +110,37 @@ def word_level_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>")
 
 
+def tiny_kvzap(layers: int = 2, width: int = 32, kv_heads: int = 2) -> str:
+    """A random KVzap surrogate that fits :func:`tiny_llama` (written once per shape into the temp folder)."""
+    import tempfile
+
+    from tokensift.kv.methods.kvzap import save_surrogate
+
+    path = Path(tempfile.gettempdir()) / f"tokensift-tests-kvzap-{layers}x{width}x{kv_heads}-{os.getpid()}.safetensors"
+    if not path.exists():
+        generator = torch.Generator().manual_seed(0)
+        weights = [torch.randn(kv_heads, width, generator=generator) for _ in range(layers)]
+        biases = [torch.zeros(kv_heads) for _ in range(layers)]
+        save_surrogate(path, weights, biases, {"model": "tiny", "layers": layers})
+    return str(path)
+
+
+def kv_options(name: str, tokenizer: object = None, layers: int = 2) -> dict:
+    """What a KV method (or composition) needs on a tiny model of ``layers`` layers and 40-token inputs: a
+    tokenizer for probe prompts, a surrogate fitting the model for one that reads trained weights, a small
+    observation window."""
+    from tokensift.methods import accepts
+
+    found: dict = {}
+    if accepts("kv", name, "tokenizer"):
+        found["tokenizer"] = tokenizer
+    if accepts("kv", name, "weights"):
+        found["weights"] = tiny_kvzap(layers=layers)
+    if accepts("kv", name, "window"):
+        found |= {"window": 4, "kernel": 3}
+    return found
+
+
 @pytest.fixture
 def word_tokenizer() -> PreTrainedTokenizerFast:
     return word_level_tokenizer()

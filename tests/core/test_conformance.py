@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import tiny_llama, word_level_tokenizer
+from tests.conftest import kv_options, tiny_llama, word_level_tokenizer
 from tests.text.helpers import scorer, sentence_text
 from tokensift.errors import ParameterError
 from tokensift.methods import accepts, build, list_methods
@@ -32,10 +32,7 @@ class Harness:
     """(tokens kept, tokens the budget of ``k`` asks for)."""
 
 
-def _kv_options(name: str, tokenizer: Any) -> dict[str, Any]:
-    if accepts("kv", name, "tokenizer"):
-        return {"tokenizer": tokenizer}
-    return {"window": 4, "kernel": 3} if accepts("kv", name, "window") else {}
+_kv_options = kv_options
 
 
 def kv_exact(ctx: Any, name: str) -> tuple[Any, Any]:

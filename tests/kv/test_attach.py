@@ -12,13 +12,13 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from tests.conftest import tiny_llama
+from tests.conftest import kv_options, tiny_llama
 from tokensift.errors import ContextTooLongError, MethodUnsupportedError, ParameterError, UnsupportedArchitectureError
 from tokensift.hooks import _HANDLERS
 from tokensift.kv import bounded, compress, press_from
 from tokensift.kv.cache import RaggedLayer, cache_bytes
 from tokensift.kv.methods.knorm import Knorm
-from tokensift.methods import accepts, list_methods
+from tokensift.methods import list_methods
 from tokensift.scores import key_norm_score
 from tokensift.select import topk_indices
 
@@ -26,11 +26,7 @@ METHODS = [m.name for m in list_methods("kv")]
 SMALL = {"window": 4, "kernel": 3}  # observation window options for 40-token inputs
 
 
-def _options(name: str, tokenizer=None) -> dict:
-    """What a method needs on 40-token inputs: a tokenizer for probe prompts, a small observation window."""
-    if accepts("kv", name, "tokenizer"):
-        return {"tokenizer": tokenizer}
-    return dict(SMALL) if accepts("kv", name, "window") else {}
+_options = kv_options
 
 
 def _tiny(kind: str) -> torch.nn.Module:

@@ -1,3 +1,4 @@
+import functools
 import gzip
 import json
 import uuid
@@ -5,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import tiny_llama
+from tests.conftest import tiny_kvzap, tiny_llama
 from tokensift.bench import RowStore
-from tokensift.kv.bench import KVBenchConfig, KVBenchmark, run_sample, work
+from tokensift.kv.bench import KVBenchConfig, KVBenchmark, run_sample, variants, work
 from tokensift.kv.tasks import Sample, kv_retrieval, split_prompt, string_match
 from tokensift.methods import names
 
@@ -47,10 +48,10 @@ def test_run_sample_writes_one_row_per_variant_and_resumes(tmp_path, word_tokeni
     store = RowStore(tmp_path)
     base = {"system": "tokensift", "target": "kv", "model": "tiny"}
     sample = _sample()
-    assert run_sample(llama, word_tokenizer, sample, "query-agnostic", methods, ratios, store, base) == 1 + 2 * len(
-        methods
-    )
-    assert run_sample(llama, word_tokenizer, sample, "query-agnostic", methods, ratios, store, base) == 0
+    source = functools.partial(variants, model=llama, tokenizer=word_tokenizer, options={"weights": tiny_kvzap()})
+    args = (llama, word_tokenizer, sample, "query-agnostic", methods, ratios, store, base, source)
+    assert run_sample(*args) == 1 + 2 * len(methods)
+    assert run_sample(*args) == 0
     rows = {(r["method"], r["ratio"]): r for r in store.rows()}
     assert rows[("full", 0.0)]["kept_fraction"] == 1.0
     for (method, ratio), row in rows.items():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from tests.conftest import tiny_llama
+from tests.conftest import kv_options, tiny_llama
 from tokensift.kv import compress
 from tokensift.kv.methods.adakv import AdaKV
 from tokensift.kv.methods.chunkkv import ChunkKV
@@ -12,14 +12,13 @@ from tokensift.kv.methods.keydiff import KeyDiff
 from tokensift.kv.methods.kvzip import KVzip
 from tokensift.kv.methods.pyramidkv import PyramidKV
 from tokensift.kv.methods.snapkv import SnapKV
-from tokensift.methods import accepts, build, compositions
+from tokensift.methods import build, compositions
 from tokensift.scores import key_diff_score
 from tokensift.select import chunk_indices, head_adaptive_indices, pyramid_budgets
 
 
 def _options(spec: str, tokenizer) -> dict:
-    options = {"tokenizer": tokenizer} if accepts("kv", spec, "tokenizer") else {}
-    return {**options, "window": 4, "kernel": 3} if accepts("kv", spec, "window") else options
+    return kv_options(spec, tokenizer, layers=3)
 
 
 @pytest.fixture(scope="module")

@@ -55,15 +55,20 @@ def test_kvzip_keeps_the_global_top_of_the_models_own_reconstruction_attention(l
     finally:
         llama.config._attn_implementation = "sdpa"
     reference = [a[0, :, 24:, :24].amax(1).view(2, 2, 24).amax(1) for a in out.attentions]
-    chosen = global_indices(reference, 10, protect_first=4)
+    assert_keeps(llama, ids, press, global_indices(reference, 10, protect_first=4), 10)
+
+
+def assert_keeps(llama, ids, press, chosen, k):
+    """Compressing ``ids`` with ``press`` keeps ``k`` per head on average and exactly ``chosen``'s keys."""
     full, compressed = DynamicCache(config=llama.config), DynamicCache(config=llama.config)
     with torch.no_grad():
         llama(ids, past_key_values=full)
         with compress(llama, press) as session:
             llama(ids, past_key_values=compressed)
-    assert sum(sum(rec.kept[0]) for rec in session.stats.layers) == 2 * 2 * 10
+    layers, heads = len(full.layers), full.layers[0].keys.shape[1]
+    assert sum(sum(rec.kept[0]) for rec in session.stats.layers) == layers * heads * k
     for layer, (full_layer, ragged) in enumerate(zip(full.layers, compressed.layers, strict=True)):
-        for h in range(2):
+        for h in range(heads):
             stored, _ = ragged.segment(0, h)
             assert torch.allclose(stored, full_layer.keys[0, h, chosen[layer][h]], atol=1e-6)
 

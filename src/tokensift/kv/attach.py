@@ -50,6 +50,16 @@ class Policy(Protocol):
         ...
 
     @property
+    def needs_hidden(self) -> bool:
+        """Whether the views carry each layer's input hidden states (``LayerView.hidden``, for KVzap)."""
+        ...
+
+    @property
+    def model_wide(self) -> bool:
+        """Whether the press selects every layer together, so compression waits for the end of the forward."""
+        ...
+
+    @property
     def press(self) -> PressLike | None: ...
 
     def prefill(
@@ -126,6 +136,8 @@ class Session:
         self.inv_freq = {t: inv_freq(model, t) for t in set(types)}
         self.layer_types = types
         self.caches: dict[int, Any] = {}
+        self.hidden: dict[int, Tensor] = {}
+        """Per attention module, its input hidden states of the current forward (only for a policy that reads them)."""
         self.stats = CompressionStats()
         self.compress_prefill = policy is not None
         self.pending: dict[int, tuple[Any, list[LayerView], Tensor, Tensor, list[int]]] = {}
@@ -141,6 +153,10 @@ class Session:
 
     def record_cache(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         self.caches[id(module)] = kwargs.get("past_key_values")
+        if self.policy is not None and self.policy.needs_hidden:
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            if isinstance(hidden, Tensor):
+                self.hidden[id(module)] = hidden
 
     def attention(self, call: AttentionCall) -> tuple[Tensor, None] | None:
         """Attend over a compressed layer; right after a prefill, compress the layer (SDPA then runs as usual)."""
@@ -172,6 +188,7 @@ class Session:
         batch, n = key.shape[0], key.shape[2]
         starts = _row_starts(call.mask, batch, n)
         rows = policy.query_rows
+        hidden = self.hidden.pop(id(call.module), None)
         views = []
         for b, start in enumerate(starts):
             first_query = start if rows is None else max(start, n - rows)
@@ -185,9 +202,14 @@ class Session:
                     values=value[b : b + 1, :, start:],
                     scaling=call.scaling,
                     inv_freq=self.inv_freq.get(self.layer_types[idx]),
+                    hidden=None if hidden is None else hidden[b : b + 1, start:],
                 )
             )
-        if policy.needs_probe:
+        if policy.needs_probe or policy.model_wide:
+            if not policy.needs_probe and policy.press is not None:  # score now; keep scores, not hidden states
+                for view in views:
+                    view.early_score = policy.press.score(view)
+                    view.hidden = None
             self.pending[idx] = (self.caches[id(self.modules[idx])], views, key, value, starts)
             return None
         replaced = policy.prefill(views, key, value, starts)
@@ -210,14 +232,16 @@ class Session:
         )
 
     def after_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        """After a prefill whose press needs probe passes: run them per row, then compress every layer."""
+        """After a prefill whose press selects all layers together: run its probe passes per row (if it needs
+        them), then compress every layer with the model-wide selection."""
         if not self.pending:
             return
         pending, self.pending = self.pending, {}
         press = self.policy.press if self.policy is not None else None
-        assert press is not None, "a policy that needs probe passes scores with its press"
+        assert press is not None, "a policy that waits for the whole forward scores with its press"
+        probing = press.scorer.needs_probe
         ids = kwargs.get("input_ids", args[0] if args else None)
-        if not isinstance(ids, Tensor):
+        if probing and not isinstance(ids, Tensor):
             raise MethodUnsupportedError(f"{press.name} needs the prefill's input_ids (not inputs_embeds)")
         started = time.perf_counter()
         layers = sorted(pending)
@@ -225,8 +249,11 @@ class Session:
         chosen: list[dict[int, Selection]] = []
         for b, start in enumerate(starts):
             views = {layer: pending[layer][1][b] for layer in layers}
-            probe_views(self.model, press, views, ids[b, start:].tolist())
-            picked = press.select_layers(views, {layer: press.score(view) for layer, view in views.items()})
+            if probing:
+                assert isinstance(ids, Tensor)
+                probe_views(self.model, press, views, ids[b, start:].tolist())
+            scores = {layer: press.score(v) if v.early_score is None else v.early_score for layer, v in views.items()}
+            picked = press.select_layers(views, scores)
             chosen.append({layer: shift(heads, start) for layer, heads in picked.items()})
         seconds = (time.perf_counter() - started) / len(layers)
         for layer in layers:
@@ -265,6 +292,14 @@ class PrefillPolicy:
     @property
     def needs_probe(self) -> bool:
         return self.press.scorer.needs_probe and self.press.active
+
+    @property
+    def needs_hidden(self) -> bool:
+        return self.press.scorer.needs_hidden and self.press.active
+
+    @property
+    def model_wide(self) -> bool:
+        return self.press.model_wide and self.press.active
 
     def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> RaggedLayer | None:
         if not self.press.active:

@@ -65,6 +65,8 @@ class _Capture:
     views: dict[int, LayerView] = field(default_factory=dict)
     query_rows: int | None = None
     needs_probe: bool = False
+    needs_hidden: bool = False
+    model_wide: bool = False
     press: None = None
 
     def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> None:
@@ -87,9 +89,10 @@ class Prefill:
 
 
 @torch.no_grad()
-def prefill(model: torch.nn.Module, ids: list[int]) -> Prefill:
-    """Run the model once over ``ids`` and keep what every press needs."""
-    capture = _Capture()
+def prefill(model: torch.nn.Module, ids: list[int], *, hidden: bool = False) -> Prefill:
+    """Run the model once over ``ids`` and keep what every press needs (each layer's input hidden states too
+    with ``hidden``, for a press that reads them)."""
+    capture = _Capture(needs_hidden=hidden)
     config: Any = model.config
     cache = DynamicCache(config=config)
     with attached(model, capture):
@@ -97,6 +100,11 @@ def prefill(model: torch.nn.Module, ids: list[int]) -> Prefill:
         logits = model(torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[:, -1]
         seconds = time.perf_counter() - started
     return Prefill(capture.views, cache, seconds, logits, list(ids))
+
+
+def reads_hidden(methods: Sequence[str], tokenizer: Any = None) -> bool:
+    """Whether any of ``methods`` scores from the layers' input hidden states (so the prefill must keep them)."""
+    return any(press_from(m, ratio=0.5, tokenizer=tokenizer).scorer.needs_hidden for m in methods)
 
 
 @dataclass
@@ -117,17 +125,22 @@ def variants(
     *,
     model: torch.nn.Module | None = None,
     tokenizer: Any = None,
+    options: dict[str, Any] | None = None,
 ) -> Iterator[Variant]:
     """Score once per method, select per ratio; only the (method, ratio) pairs ``wanted``.
 
     A press that needs probe passes (KVzip) gets them here, run once by ``model`` on the prefill's cache;
-    their time counts as that method's scoring time.
+    their time counts as that method's scoring time. ``options`` reach each method that accepts them (a
+    surrogate file for ``kvzap``, say).
     """
+    from tokensift.methods import accepts
+
     for method in methods:
         todo = [r for r in ratios if wanted(method, r)]
         if not todo:
             continue
-        first = press_from(method, ratio=todo[0], tokenizer=tokenizer)  # scores do not depend on the ratio
+        extra = {k: v for k, v in (options or {}).items() if accepts("kv", method, k)}
+        first = press_from(method, ratio=todo[0], tokenizer=tokenizer, **extra)  # scores do not depend on the ratio
         started = time.perf_counter()
         if first.scorer.needs_probe:
             if model is None:
@@ -138,7 +151,7 @@ def variants(
         for view in pre.views.values():
             view.probes, view.probe_scores = [], []
         for ratio in todo:
-            press = press_from(method, ratio=ratio, tokenizer=tokenizer)
+            press = press_from(method, ratio=ratio, tokenizer=tokenizer, **extra)
             started = time.perf_counter()
             chosen = press.select_layers(pre.views, scores)
             yield Variant(method, ratio, chosen, scored + time.perf_counter() - started)
@@ -258,7 +271,7 @@ def run_sample(
     if not todo and store.has(**key(FULL, 0.0)):
         return 0
     head, tail = split_prompt(tokenizer, sample, mode == "query-aware")
-    pre = prefill(model, head)
+    pre = prefill(model, head, hidden=reads_hidden(methods, tokenizer))
     rows = [full_variant(pre), *source(pre, list(methods), list(ratios), lambda m, r: (m, r) in todo)]
     context = batch_context(pre, rows)
     extra: list[dict[str, Any]] = [{} for _ in rows]
@@ -402,7 +415,7 @@ def decode_speed(bench: KVBenchmark, length: int, tokens: int) -> None:
     if bench.has(**key(FULL, 0.0)) and all(bench.has(**key(m, r)) for m in bench.methods for r in bench.ratios):
         return
     head, tail = split_prompt(tokenizer, sample, False)
-    pre = prefill(model, head)
+    pre = prefill(model, head, hidden=reads_hidden(bench.methods, tokenizer))
 
     def measure(method: str, ratio: float, context: CompressedContext) -> None:
         result = answer(model, context, torch.tensor([tail]), max_new_tokens=tokens)

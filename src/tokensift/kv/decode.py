@@ -109,6 +109,14 @@ class DecodeBound:
     def needs_probe(self) -> bool:
         return False
 
+    @property
+    def needs_hidden(self) -> bool:
+        return False
+
+    @property
+    def model_wide(self) -> bool:
+        return False
+
     def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> BoundedLayer:
         target = self.max_tokens - self.every
         seg_k, seg_v, scores, positions = [], [], [], []

@@ -23,7 +23,7 @@ from torch import Tensor
 from tokensift.errors import MethodUnsupportedError, ParameterError
 from tokensift.kv.view import LayerView, Selection
 from tokensift.registry import Paper, option, validate
-from tokensift.select import Budget, topk_indices
+from tokensift.select import Budget, global_indices, topk_indices
 
 if TYPE_CHECKING:  # typing only: the session module never imports presses
     from tokensift.kv.attach import Session
@@ -41,10 +41,14 @@ class Press:
     """How many of the last query rows :meth:`score` reads (``None``: all of them)."""
     online: ClassVar[bool] = False
     """Whether the score can be updated one decoding step at a time (see :meth:`ScorerPress.update_online`)."""
+    model_wide: ClassVar[bool] = False
+    """Whether :meth:`select_layers` chooses every layer together (compression waits for the end of the forward)."""
     needs_probe: ClassVar[bool] = False
     """Whether :meth:`score` reads probe passes (``LayerView.probes``) run after the prefill."""
     scores_in_probe: ClassVar[bool] = False
     """Whether the probe passes form the scores themselves (``LayerView.probe_scores``, KVzip's reconstruction)."""
+    needs_hidden: ClassVar[bool] = False
+    """Whether :meth:`score` reads the layer's input hidden states (``LayerView.hidden``)."""
 
     @property
     def scorer(self) -> ScorerPress:
@@ -138,6 +142,21 @@ class ScorerPress(Press):
     def update_online(self, scores: Tensor, attention: Tensor, positions: Tensor) -> Tensor:
         """New running scores after one decoding step (``attention``: weight each cached token received)."""
         raise MethodUnsupportedError(f"{self.name} cannot update its scores while decoding")
+
+
+@dataclass
+class GlobalBudgetPress(ScorerPress):
+    """A scorer whose budget is shared by every layer and head at once (KVzip's allocation): the model's
+    ``layers * heads * k`` best (layer, head, token) scores are kept, so the cache is ragged per head."""
+
+    model_wide = True
+
+    def select_layers(self, views: dict[int, LayerView], scores: dict[int, Tensor]) -> dict[int, Selection]:
+        order = sorted(views)
+        k = self.budget(views[order[0]])
+        first, last = self.protection(k, views[order[0]].n)
+        chosen = global_indices([scores[layer] for layer in order], k, protect_first=first, protect_last=last)
+        return dict(zip(order, chosen, strict=True))
 
 
 @dataclass

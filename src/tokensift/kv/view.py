@@ -24,6 +24,9 @@ class LayerView:
     ``probes`` holds, for a press whose scorer needs probe passes, the ``(queries [1, H, m, D], keys [1, Hkv,
     m, D])`` of each probe pass run after the prefill (see :mod:`tokensift.kv.probe`); ``probe_scores``
     instead, for a scorer whose scores the passes form themselves (KVzip), each pass's ``[Hkv, T]``.
+    ``hidden [1, T, d]`` is the layer's input hidden states, for a scorer that reads them (KVzap);
+    ``early_score`` the scores taken while the forward still runs, for a press that selects all layers at
+    its end (so only ``[Hkv, T]`` per layer waits, not the hidden states).
     """
 
     layer: int
@@ -36,6 +39,8 @@ class LayerView:
     inv_freq: Tensor | None = None
     probes: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     probe_scores: list[Tensor] = field(default_factory=list)
+    hidden: Tensor | None = None
+    early_score: Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -62,6 +67,9 @@ class ScorerNeeds(Protocol):
     @property
     def scores_in_probe(self) -> bool: ...
 
+    @property
+    def needs_hidden(self) -> bool: ...
+
     def probe_inputs(self, ids: list[int]) -> list[list[int]]: ...
 
 
@@ -76,6 +84,9 @@ class PressLike(Protocol):
 
     @property
     def active(self) -> bool: ...
+
+    @property
+    def model_wide(self) -> bool: ...
 
     def score(self, view: LayerView) -> Tensor: ...
 

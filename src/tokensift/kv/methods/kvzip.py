@@ -27,11 +27,10 @@ import torch
 from torch import Tensor
 
 from tokensift.errors import MethodUnsupportedError, ParameterError
-from tokensift.kv.press import ScorerPress
-from tokensift.kv.view import LayerView, Selection
+from tokensift.kv.press import GlobalBudgetPress
+from tokensift.kv.view import LayerView
 from tokensift.registry import Paper, option, register
 from tokensift.scores import reconstruction_attention
-from tokensift.select import global_indices
 
 FIRST_PROMPT = "\n\nRepeat the previous context exactly."
 NEXT_PROMPT = "\n\nRepeat the part of the previous context exactly, starting with"
@@ -57,7 +56,7 @@ def template_parts(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 @register
 @dataclass
-class KVzip(ScorerPress):
+class KVzip(GlobalBudgetPress):
     """Context-reconstruction scores, one budget for the whole model; ``protect_first`` sinks (4) kept.
 
     A repeat pass is read after the whole context, so context + ``chunk`` + prompt must fit the model's
@@ -108,10 +107,3 @@ class KVzip(ScorerPress):
             for queries, keys in view.probes
         ]
         return torch.stack(found).amax(0)
-
-    def select_layers(self, views: dict[int, LayerView], scores: dict[int, Tensor]) -> dict[int, Selection]:
-        order = sorted(views)
-        k = self.budget(views[order[0]])
-        first, last = self.protection(k, views[order[0]].n)
-        chosen = global_indices([scores[layer] for layer in order], k, protect_first=first, protect_last=last)
-        return dict(zip(order, chosen, strict=True))
