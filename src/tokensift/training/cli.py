@@ -284,7 +284,7 @@ def _bench_options(
     ] = "sparse",
     budget_factor: Annotated[
         float, typer.Option(help="Task budget: each run back-propagates the full run's positions divided by this.")
-    ] = 1.5,
+    ] = 2.0,
 ) -> dict[str, Any]:
     """GSM8K fine-tunes of the embedded model: full loss vs selection policies at each budget (--ratios = fraction
     of tokens not back-propagated), and data selection (top vs random vs all); held-out log-prob of reference
