@@ -10,7 +10,9 @@ alike (medians of ``--repeats``):
   context), ``probe`` (the repeat passes), ``score`` (the scorer on the probe rows), ``select``
   (the model-wide budget) and ``build`` (the ragged cache);
 * ``kvzip-recompute``: the same with the scores recomputed after the pass from its recorded query rows
-  (``scores_in_probe`` off, how kvzip scored before), to show what forming them in the pass saves.
+  (``scores_in_probe`` off, how kvzip scored before), to show what forming them in the pass saves;
+* ``kvzap``: the same compression with kvzap's surrogate scoring the prefill's hidden states (no repeat
+  pass): ``score`` is its linear maps.
 
 Prints a table and, with ``--json``, one JSON object per line.
 """
@@ -37,7 +39,9 @@ from transformers import DynamicCache
 from tokensift.bench import data as files
 from tokensift.kv import attach, compress, press_from
 from tokensift.kv.cache import RaggedLayer
+from tokensift.kv.methods.kvzap import KVzap
 from tokensift.kv.methods.kvzip import KVzip
+from tokensift.kv.press import GlobalBudgetPress
 from tokensift.models import load_model
 
 PHASES = ("prefill", "probe", "score", "select", "build")
@@ -73,17 +77,21 @@ def timed(owner: Any, name: str, phase: str, spent: dict[str, float]) -> Iterato
         setattr(owner, name, raw)
 
 
-def run_kvzip(model: Any, tokenizer: Any, ids: torch.Tensor, ratio: float, recompute: bool) -> dict[str, float]:
+def run_kvzip(
+    model: Any, tokenizer: Any, ids: torch.Tensor, ratio: float, recompute: bool, method: str = "kvzip"
+) -> dict[str, float]:
     """One compression, its phases timed apart."""
     spent: dict[str, float] = defaultdict(float)
-    press = press_from("kvzip", ratio=ratio, tokenizer=tokenizer)
+    options = {"tokenizer": tokenizer} if method == "kvzip" else {}
+    press = press_from(method, ratio=ratio, **options)
     KVzip.scores_in_probe = not recompute
     probe_name = "reconstruction_probes" if not recompute else "run_probes"
     try:
         with (
             timed(attach, probe_name, "probe", spent),
             timed(KVzip, "score", "score", spent),
-            timed(KVzip, "select_layers", "select", spent),
+            timed(KVzap, "score", "score", spent),
+            timed(GlobalBudgetPress, "select_layers", "select", spent),
             timed(RaggedLayer, "from_selection", "build", spent),
             timed(attach.Session, "after_forward", "after", spent),
         ):
@@ -122,6 +130,7 @@ def main() -> None:
         "prefill": lambda ids: {"total": plain_prefill(model, ids)},
         "kvzip": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, recompute=False),
         "kvzip-recompute": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, recompute=True),
+        "kvzap": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, recompute=False, method="kvzap"),
     }
     for length in (int(x) for x in args.lengths.split(",")):
         ids = context_ids(tokenizer, args.data, length)

@@ -120,6 +120,7 @@ def test_the_budget_task_trains_each_policy_on_a_fraction_of_the_full_runs_backw
     full, budgeted = rows[0], rows[1:]
     for r in budgeted:
         assert r["budget_positions"] == full["backward_positions"] // 2 and r["budget_factor"] == 2.0
+        assert r["mode"] == "sparse-div2"
         per_step = r["backward_positions"] / r["steps"]
         assert r["budget_positions"] <= r["backward_positions"] < r["budget_positions"] + 2 * per_step
         assert r["steps"] > full["steps"] and r["backward_positions"] == r["tokens_selected"]

@@ -57,6 +57,11 @@ COST = ("tokens_selected", "backward_positions", "backward_s", "wall_s", "accura
 SUBSETS = ("top", "random", "all")
 
 
+def budget_mode(factor: float) -> str:
+    """The ``mode`` of a ``budget`` row: sparse backward on the full run's positions divided by ``factor``."""
+    return f"sparse-div{factor:g}"
+
+
 @dataclass
 class TrainingBenchConfig(BenchConfig):
     """``tokensift bench training``: the shared fields (``samples`` = held-out test problems) plus the run's size."""
@@ -177,7 +182,7 @@ class TrainingBenchmark(Benchmark):
             for method in self.methods:
                 for ratio in self.ratios:
                     label = f"budget · {method} @ {1 - ratio:.0%} · 1/{self.config.budget_factor:g} of full's backward"
-                    items.append(WorkItem(label, ("budget", "sparse", method, ratio)))
+                    items.append(WorkItem(label, ("budget", budget_mode(self.config.budget_factor), method, ratio)))
         if "speed" in self.tasks:
             items.append(WorkItem("speed · every backward mode", ("speed", "-", "all", 0.0)))
         if "data_selection" in self.tasks:
@@ -343,7 +348,13 @@ class TrainingBenchmark(Benchmark):
         most = len(self.train) // self.config.batch_size
         result = self._train(self.train, policy, most, "sparse", budget)
         return self._row(
-            "budget", "sparse", method, ratio, result, budget_positions=budget, budget_factor=self.config.budget_factor
+            "budget",
+            budget_mode(self.config.budget_factor),
+            method,
+            ratio,
+            result,
+            budget_positions=budget,
+            budget_factor=self.config.budget_factor,
         )
 
     def _full_row(self) -> dict[str, Any]:

@@ -86,14 +86,15 @@ def budget_table(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[s
     if not found:
         return []
     lines = [
-        "| method | tokens trained | steps | held-out logprob | vs full | positions back-propagated "
+        "| budget | method | tokens trained | steps | held-out logprob | vs full | positions back-propagated "
         "| full ÷ this (positions) | backward s | full ÷ this (seconds) | wall s | accuracy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(found, key=lambda r: (-r["kept_fraction"], r["method"])):
+    for r in sorted(found, key=lambda r: (r["budget_factor"], -r["kept_fraction"], r["method"])):
         accuracy = "–" if r.get("accuracy") is None else f"{r['accuracy']:.1%} of {r['answered']}"
         lines.append(
-            f"| {r['method']} | {r['kept_fraction']:.0%} | {r['steps']} | {r['logprob']:.4f} | "
+            f"| 1/{r['budget_factor']:g} | {r['method']} | {r['kept_fraction']:.0%} | {r['steps']} | "
+            f"{r['logprob']:.4f} | "
             f"{_pct((r['logprob'] - full['logprob']) / abs(full['logprob']))} | {r['backward_positions']:,} | "
             f"{full['backward_positions'] / r['backward_positions']:.2f}× | {r['backward_s']:.1f} | "
             f"{full['backward_s'] / r['backward_s']:.2f}× | {r['wall_s']:.1f} | {accuracy} |"
@@ -104,11 +105,11 @@ def budget_table(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[s
 def budget_targets(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[str]:
     """The selective-loss target read on the fixed-compute runs at 30 % kept (measured backward seconds)."""
     at30 = [r for r in _by(rows, "budget") if abs(float(r["ratio"]) - 0.7) < 1e-9]
-    random_row = next((x for x in at30 if x["method"] == "random"), None)
     lines = []
-    for r in sorted(at30, key=lambda r: r["method"]):
+    for r in sorted(at30, key=lambda r: (r["budget_factor"], r["method"])):
         if r["method"] not in ("rho1", "eslm"):
             continue
+        random_row = next((x for x in at30 if x["method"] == "random" and x["mode"] == r["mode"]), None)
         gap = (full["logprob"] - r["logprob"]) / abs(full["logprob"])
         speed = full["backward_s"] / r["backward_s"]
         beats = random_row is not None and r["logprob"] > random_row["logprob"]
