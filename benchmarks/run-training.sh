@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Produces benchmarks/RESULTS-training.md: GSM8K fine-tunes of SmolLM2-135M-Instruct on the CPU — the full loss
-# against the default policies at 60 % and 30 % of tokens (sparse backward), the same at 30 % with the exact
-# masked loss and with the whole response back-propagated, the interleaved timing of one step per backward mode,
-# the policies at 30 % on a fixed backward compute (sparse backward until 1/2 and 1/2.5 of the full run's
-# positions), and
-# data selection by score-data (top vs random vs all). Resumable: rerun to continue; rows in
+# against the default policies at 60 % and 30 % of tokens (sparse backward), Rho-1 and ESLM at 30 % with the
+# exact masked loss, the interleaved timing of one step per backward mode (the whole response back-propagated
+# included; --backward response trains that way too), the policies at 30 % on a fixed backward compute (sparse
+# backward until 1/2 and 1/2.5 of the full run's positions), and data selection by score-data (top vs random
+# vs all). Resumable: rerun to continue; rows in
 # benchmarks/out/training/rows.jsonl. STEPS, SAMPLES (held-out problems), ANSWERS (of those answered greedily)
 # and POOL (problems scored for data selection) set the size.
 set -euo pipefail
@@ -19,7 +19,6 @@ size=(--steps "$STEPS" --samples "$SAMPLES" --pool "$POOL" --reference-steps "$S
 run() { "$TOKENSIFT" bench training --out benchmarks/out/training "${size[@]}" "$@"; }
 run --answers "$ANSWERS" --tasks selective --ratios 0.4,0.7 --backward sparse
 run --answers "$ANSWERS" --tasks selective --ratios 0.7 --backward exact --methods rho1,eslm
-run --answers "$ANSWERS" --tasks selective --ratios 0.7 --backward response
 run --tasks speed --ratios 0.7 --backward sparse,response,exact
 run --answers "$ANSWERS" --tasks budget --ratios 0.7 --budget-factor 2
 run --answers "$ANSWERS" --tasks budget --ratios 0.7 --budget-factor 2.5 --methods rho1,random
