@@ -9,6 +9,7 @@ from tokensift.kv import compress, press_from
 from tokensift.kv.methods.kvzip import KVzip, template_parts
 from tokensift.kv.probe import reconstruction_probes, run_probes
 from tokensift.scores import attend_and_reconstruct, reconstruction_attention
+from tokensift.scores.attention import attention_with_lse
 from tokensift.select import global_indices
 
 
@@ -111,6 +112,9 @@ def test_attention_and_scores_formed_once_match_the_kernel_and_the_recomputed_sc
     )[0]
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(best, reconstruction_attention(queries, keys[:, :n], keys[:, n:], scaling=0.4))
+    fused, explicit = (attention_with_lse(queries, keys, values, n, scaling=0.4, fused=f) for f in (True, False))
+    torch.testing.assert_close(fused[0], explicit[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused[1], explicit[1], atol=1e-5, rtol=1e-5)
 
 
 def test_probe_passes_that_form_their_scores_give_the_recorded_rows_scores(llama, word_tokenizer):

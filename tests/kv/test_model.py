@@ -85,3 +85,25 @@ def test_kv_generate_cli_with_kvzip_query_agnostic(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["mode"] == "query-agnostic" and report["kept_fraction"] == pytest.approx(0.25, abs=0.01)
+
+
+@pytest.mark.model
+def test_kvzap_with_its_bundled_surrogate_keeps_most_of_kvzips_selection_on_smollm2(smollm):
+    """The shipped surrogate on a context it was not fitted on: a model-wide, ragged 25 % cache; at least
+    two thirds of the KV pairs kvzip keeps are kept by kvzap too (random would keep a quarter)."""
+    from tokensift.kv.bench import prefill, variants
+
+    model, tokenizer = smollm
+    head, _ = split_prompt(tokenizer, _sample(), query_aware=False)
+    context = compress_context(model, torch.tensor([head]), press_from("kvzap", ratio=0.75))
+    assert context.stats.kept_fraction == pytest.approx(0.25, abs=0.01)
+    assert len({sum(rec.kept[0]) for rec in context.stats.layers}) > 1
+    pre = prefill(model, head, hidden=True)
+    chosen = {v.method: v.selection for v in variants(pre, ["kvzip", "kvzap"], [0.75], lambda m, r: True,
+                                                      model=model, tokenizer=tokenizer)}  # fmt: skip
+    shared = total = 0
+    for layer, heads in chosen["kvzip"].items():
+        for h, kept in enumerate(heads):
+            shared += len(set(kept.tolist()) & set(chosen["kvzap"][layer][h].tolist()))
+            total += len(kept)
+    assert shared / total > 2 / 3

@@ -6,7 +6,8 @@ after the row; the row's own cache is not changed. :func:`run_probes` records ea
 rows through :func:`tokensift.hooks.observe_attention` (the scorer recomputes the weights afterwards);
 :func:`reconstruction_probes` answers the pass's attention calls itself with
 :func:`tokensift.scores.attend_and_reconstruct`, so the weights are formed once and the scores come out of
-the pass (about half the attention work of a probe, and nothing kept but ``[Hkv, T]`` per layer).
+the pass: the fused kernel's log-sum-exp turns the scores into one product over the context keys and a
+max, with no second softmax (and nothing kept but ``[Hkv, T]`` per layer).
 """
 
 from __future__ import annotations

@@ -160,34 +160,56 @@ def reconstruction_attention(
 def attend_and_reconstruct(
     queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, chunk: int = 256
 ) -> tuple[Tensor, Tensor]:
-    """A probe pass's attention computed once: its output and KVzip's reconstruction scores together.
+    """A probe pass's attention and KVzip's reconstruction scores, without a second softmax.
 
-    :func:`reconstruction_attention` recomputes, after the pass, the softmax the model's kernel already
-    computed during it; here the probe's attention call is answered by this function, so the weights are
-    formed once and serve both. ``queries [H, m, D]`` are the probe rows (positions ``n`` .. ``n + m - 1``),
-    ``keys``/``values [Hkv, n + m, D]`` the context's ``n`` then the probe's own ``m`` (causal among
-    themselves). GQA groups are batched as ``[Hkv, group * rows]`` (no repeated keys). Returns the output
-    ``[H, m, D]`` (the queries' dtype) and ``[Hkv, n]``, the same scores as ``reconstruction_attention(queries,
-    keys[:, :n], keys[:, n:])``.
+    ``queries [H, m, D]`` are the probe rows (positions ``n`` .. ``n + m - 1``), ``keys``/``values [Hkv, n + m,
+    D]`` the context's ``n`` then the probe's own ``m`` (causal among themselves). The attention runs in a fused
+    kernel that also returns each row's log-sum-exp (:func:`attention_with_lse`); a context key's weight from row
+    ``i`` is then ``exp(q_i·k_j·scale − lse_i)``, so its largest weight over the rows (and the GQA group's heads)
+    is ``exp`` of the largest ``q_i·k_j·scale − lse_i``: one product over the context keys and a max, no
+    softmax over the rows × keys matrix. Returns the output ``[H, m, D]`` and ``[Hkv, n]``, the same scores as
+    ``reconstruction_attention(queries, keys[:, :n], keys[:, n:])``.
     """
     heads, m, dim = queries.shape
     kv_heads, total = keys.shape[0], keys.shape[1]
     if heads % kv_heads or total != n + m or values.shape[:2] != keys.shape[:2]:
         raise ValueError(f"probe shapes do not match: queries {tuple(queries.shape)}, keys {tuple(keys.shape)}")
+    out, lse = attention_with_lse(queries, keys, values, n, scaling=scaling)
     group = heads // kv_heads
     grouped = queries.reshape(kv_heads, group, m, dim)
-    key_t = keys.float().transpose(-1, -2)
-    value_f = values.float()
-    out = torch.empty(kv_heads, group, m, values.shape[-1], dtype=queries.dtype, device=queries.device)
-    best = torch.zeros(kv_heads, n, device=queries.device)
+    shifts = lse.reshape(kv_heads, group, m)
+    context = keys[:, :n].float().transpose(-1, -2)  # [Hkv, D, n]
+    best = torch.full((kv_heads, n), float("-inf"), device=queries.device)
     for start in range(0, m, chunk):
         stop = min(start + chunk, m)
-        rows = stop - start
-        logits = (grouped[:, :, start:stop].float().reshape(kv_heads, group * rows, dim) @ key_t) * scaling
-        row = torch.arange(start, stop, device=queries.device)[:, None]
-        future = (torch.arange(m, device=queries.device)[None, :] > row).repeat(group, 1)  # [group * rows, m]
-        logits[:, :, n:].masked_fill_(future, float("-inf"))
-        weights = torch.softmax(logits, dim=-1)
-        best = torch.maximum(best, weights[:, :, :n].amax(1))
-        out[:, :, start:stop] = (weights @ value_f).view(kv_heads, group, rows, -1).to(out.dtype)
-    return out.view(heads, m, -1), best
+        rows = group * (stop - start)
+        q = grouped[:, :, start:stop].float().reshape(kv_heads, rows, dim)
+        shift = -shifts[:, :, start:stop].float().reshape(kv_heads, rows, 1)
+        best = torch.maximum(best, torch.baddbmm(shift, q, context, alpha=scaling).amax(1))
+    return out, best.exp()
+
+
+def attention_with_lse(
+    queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, fused: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Attention of probe rows over ``n`` context keys plus their own (causal) and each row's log-sum-exp.
+
+    On the CPU torch's fused flash kernel returns both (GQA without repeating keys); elsewhere, or if that
+    kernel is missing (or ``fused=False``), the same is computed explicitly. Returns ``([H, m, D], [H, m])``.
+    """
+    heads, m, _ = queries.shape
+    future = torch.ones(m, m, dtype=torch.bool, device=queries.device).triu(1)
+    mask = torch.zeros(m, n + m, dtype=queries.dtype, device=queries.device)
+    mask[:, n:] = mask[:, n:].masked_fill(future, float("-inf"))
+    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if fused and queries.device.type == "cpu" and kernel is not None:
+        try:
+            out, lse = kernel(queries[None], keys[None], values[None], 0.0, False, attn_mask=mask, scale=scaling)
+            return out[0], lse[0]
+        except RuntimeError:  # a dtype or shape the kernel does not take: the explicit way below
+            pass
+    group = heads // keys.shape[0]
+    logits = (queries.float() @ keys.float().repeat_interleave(group, 0).transpose(-1, -2)) * scaling + mask.float()
+    lse = torch.logsumexp(logits, -1)
+    weights = torch.exp(logits - lse[..., None])
+    return (weights @ values.float().repeat_interleave(group, 0)).to(queries.dtype), lse
