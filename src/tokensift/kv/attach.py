@@ -153,7 +153,7 @@ class Session:
 
     def record_cache(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         self.caches[id(module)] = kwargs.get("past_key_values")
-        if self.policy is not None and self.policy.needs_hidden:
+        if self.policy is not None and self.policy.needs_hidden and layer_index(module) in self.compressible:
             hidden = kwargs.get("hidden_states", args[0] if args else None)
             if isinstance(hidden, Tensor):
                 self.hidden[id(module)] = hidden
