@@ -51,6 +51,30 @@ def selective_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str
     return lines, full
 
 
+def _judged(
+    r: dict[str, Any], random_row: dict[str, Any] | None, full: dict[str, Any], saving: str, speed: float, missing: str
+) -> str:
+    """The target's three parts read on run ``r``: within 2 % of the full run's logprob, ``saving`` (≥ 1.5×
+    less backward, ``speed``), better than ``random_row`` (``missing`` says there is none); then the verdict."""
+    gap = (full["logprob"] - r["logprob"]) / abs(full["logprob"])
+    beats = random_row is not None and r["logprob"] > random_row["logprob"]
+    met = gap <= 0.02 and speed >= 1.5 and beats
+    if random_row is None:
+        versus = missing
+    else:
+        verdict = "beats" if beats else "does not beat"
+        versus = f"{verdict} random{' at 30 %' if r['task'] == 'selective' else ''} ({random_row['logprob']:.4f}, "
+        versus += f"{r['logprob']:.4f} here)"
+    return (
+        f"logprob {abs(gap):.2%} {'below' if gap > 0 else 'above'} full (target: at most 2 % below), "
+        f"{saving} (target ≥ 1.5×), {versus} → **{'met' if met else 'not met'}**"
+    )
+
+
+def _random_beside(rows: Sequence[dict[str, Any]], r: dict[str, Any]) -> dict[str, Any] | None:
+    return next((x for x in rows if x["method"] == "random" and x["mode"] == r["mode"]), None)
+
+
 def targets(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[str]:
     """The issue's selective-loss target at 30 % kept, checked on the rows (met or not, with the numbers)."""
     found = _by(rows, "selective")
@@ -61,22 +85,12 @@ def targets(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list[str]:
     for r in sorted(at30, key=lambda r: (modes.get(r["mode"], 3), r["method"])):
         if r["method"] not in ("rho1", "eslm"):
             continue
-        random_row = next((x for x in at30 if x["method"] == "random" and x["mode"] == r["mode"]), None)
-        gap = (full["logprob"] - r["logprob"]) / abs(full["logprob"])
         timed = next((x for x in speeds if x["mode"] == r["mode"] and x["ratio"] == r["ratio"]), None)
         speed = timed["backward_speedup"] if timed else full["backward_s"] / r["backward_s"]
-        beats = random_row is not None and r["logprob"] > random_row["logprob"]
-        met = gap <= 0.02 and speed >= 1.5 and beats
-        if random_row is None:
-            versus = "no random run at 30 % in this mode"
-        else:
-            verdict = "beats" if beats else "does not beat"
-            versus = f"{verdict} random at 30 % ({random_row['logprob']:.4f}, {r['logprob']:.4f} here)"
-        lines.append(
-            f"- {r['method']} at 30 % ({r['mode']} backward): logprob {abs(gap):.2%} {'below' if gap > 0 else 'above'} "
-            "full (target: at most 2 % below), "
-            f"backward {speed:.2f}× less (target ≥ 1.5×), {versus}" + f" → **{'met' if met else 'not met'}**"
+        judged = _judged(
+            r, _random_beside(at30, r), full, f"backward {speed:.2f}× less", speed, "no random run at 30 % in this mode"
         )
+        lines.append(f"- {r['method']} at 30 % ({r['mode']} backward): {judged}")
     return lines
 
 
@@ -109,22 +123,12 @@ def budget_targets(rows: Sequence[dict[str, Any]], full: dict[str, Any]) -> list
     for r in sorted(at30, key=lambda r: (r["budget_factor"], r["method"])):
         if r["method"] not in ("rho1", "eslm"):
             continue
-        random_row = next((x for x in at30 if x["method"] == "random" and x["mode"] == r["mode"]), None)
-        gap = (full["logprob"] - r["logprob"]) / abs(full["logprob"])
         speed = full["backward_s"] / r["backward_s"]
-        beats = random_row is not None and r["logprob"] > random_row["logprob"]
-        met = gap <= 0.02 and speed >= 1.5 and beats
-        versus = (
-            "no random run at this budget"
-            if random_row is None
-            else f"{'beats' if beats else 'does not beat'} random ({random_row['logprob']:.4f}, "
-            f"{r['logprob']:.4f} here)"
-        )
+        saving = f"backward seconds {speed:.2f}× less than the full run's"
+        judged = _judged(r, _random_beside(at30, r), full, saving, speed, "no random run at this budget")
         lines.append(
             f"- {r['method']} at 30 %, {r['steps']} steps on 1/{r['budget_factor']:g} of the full run's backward "
-            f"positions: logprob {abs(gap):.2%} {'below' if gap > 0 else 'above'} full (target: at most 2 % below), "
-            f"backward seconds {speed:.2f}× less than the full run's (target ≥ 1.5×), {versus} "
-            f"→ **{'met' if met else 'not met'}**"
+            f"positions: {judged}"
         )
     return lines
 
