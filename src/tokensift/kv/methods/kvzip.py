@@ -76,7 +76,7 @@ class KVzip(GlobalBudgetPress):
     needs_probe = True
     scores_in_probe = True
     """The repeat pass's attention calls form the scores (:func:`tokensift.kv.probe.reconstruction_probes`):
-    the weights are computed once, not by the model's kernel and again by the scorer."""
+    from the fused kernel's log-sum-exp, one product over the context keys and a max, with no second softmax."""
 
     protect_first: int = option(4, low=0)
     chunk: int = option(2048, low=1)
