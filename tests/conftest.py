@@ -137,7 +137,9 @@ def kv_options(name: str, tokenizer: object = None, layers: int = 2) -> dict:
     if accepts("kv", name, "weights"):
         found["weights"] = tiny_kvzap(layers=layers)
     if accepts("kv", name, "window"):
-        found |= {"window": 4, "kernel": 3}
+        found["window"] = 4
+    if accepts("kv", name, "kernel"):
+        found["kernel"] = 3
     return found
 
 

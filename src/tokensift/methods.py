@@ -86,9 +86,14 @@ def parse(target: str, spec: str) -> list[MethodInfo]:
 def compositions(target: str) -> list[str]:
     """Every wrapper over every method that scores (``"adakv:keydiff"`` …): what composition tests run."""
     methods = list_methods(target)
-    wrappers = [m.name for m in methods if m.wraps]
-    scorers = [m.name for m in methods if not m.wraps]
-    return [f"{w}:{s}" for w in wrappers for s in scorers]
+    wrappers = [m for m in methods if m.wraps]
+    scorers = [m for m in methods if not m.wraps]
+    return [
+        f"{w.name}:{s.name}"
+        for w in wrappers
+        for s in scorers
+        if not (getattr(w.cls, "reducer", False) and getattr(s.cls, "reducer", False))  # one reducer per composition
+    ]
 
 
 def _fields(info: MethodInfo) -> set[str]:

@@ -38,27 +38,34 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 @dataclass(frozen=True)
 class Paper:
-    """The paper a method implements: ``cite`` ("Authors, year"), ``title`` and its arXiv id or DOI."""
+    """The paper a method implements: ``cite`` ("Authors, year"), ``title`` and its arXiv id or DOI (or, for a
+    paper with neither, such as one only in conference proceedings, the proceedings' ``venue`` and ``link``)."""
 
     cite: str
     title: str
     arxiv: str | None = None
     doi: str | None = None
+    venue: str | None = None
+    link: str | None = None
 
     def __post_init__(self) -> None:
         if self.arxiv is not None and not re.fullmatch(r"\d{4}\.\d{4,5}", self.arxiv):
             raise ValueError(f"arXiv id {self.arxiv!r} is not of the form 2404.14469")
-        if self.arxiv is None and self.doi is None:
-            raise ValueError(f"paper {self.title!r} needs an arXiv id or a DOI")
+        if self.arxiv is None and self.doi is None and (self.venue is None or self.link is None):
+            raise ValueError(f"paper {self.title!r} needs an arXiv id, a DOI, or a venue and a link")
 
     @property
     def id(self) -> str:
-        """``arXiv:2404.14469`` or ``doi:…``."""
-        return f"arXiv:{self.arxiv}" if self.arxiv else f"doi:{self.doi}"
+        """``arXiv:2404.14469``, ``doi:…`` or the venue."""
+        if self.arxiv:
+            return f"arXiv:{self.arxiv}"
+        return f"doi:{self.doi}" if self.doi else str(self.venue)
 
     @property
     def url(self) -> str:
-        return f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else f"https://doi.org/{self.doi}"
+        if self.arxiv:
+            return f"https://arxiv.org/abs/{self.arxiv}"
+        return f"https://doi.org/{self.doi}" if self.doi else str(self.link)
 
     def __str__(self) -> str:
         return f"{self.cite}, {self.title} ({self.id})"

@@ -77,7 +77,7 @@ def test_methods_json_lists_every_method_with_its_paper_id():
     rows = {(row["target"], row["name"]): row for row in json.loads(result.stdout)}
     assert set(rows) == {(m.target, m.name) for m in list_methods()}
     for row in rows.values():
-        assert row["baseline"] or row["paper_id"].startswith(("arXiv:", "doi:")), row
+        assert row["baseline"] or row["paper_id"].startswith(("arXiv:", "doi:", "ICML")), row
     assert rows[("kv", "random")]["baseline"]
     assert rows[("kv", "random")]["options"] == {"protect_first": 0, "protect_last": 0, "seed": 0}
     assert rows[("kv", "snapkv")]["paper_id"] == "arXiv:2404.14469"

@@ -78,7 +78,10 @@ def test_every_method_generates_and_bytes_match_the_kept_fraction(llama, method,
     with torch.no_grad(), compress(llama, method, ratio=0.75, **_options(method, word_tokenizer)) as session:
         out = llama.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert out.shape == (1, 51)
-    assert session.stats.kept_fraction == pytest.approx(0.25, abs=0.02)
+    if session.policy.press.evicts:
+        assert session.stats.kept_fraction == pytest.approx(0.25, abs=0.02)
+    else:  # packed or merged (tests/kv/test_reducers.py counts their bytes)
+        assert 0.25 <= session.stats.kept_fraction < 1.0
     assert sum(sum(sum(row) for row in rec.kept) for rec in session.stats.layers) == 2 * 2 * 12
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import tiny_kvzap, tiny_llama
 from tokensift.bench import RowStore
+from tokensift.kv.api import press_from
 from tokensift.kv.bench import KVBenchConfig, KVBenchmark, run_sample, variants, work
 from tokensift.kv.tasks import Sample, kv_retrieval, split_prompt, string_match
 from tokensift.methods import names
@@ -55,7 +56,10 @@ def test_run_sample_writes_one_row_per_variant_and_resumes(tmp_path, word_tokeni
     rows = {(r["method"], r["ratio"]): r for r in store.rows()}
     assert rows[("full", 0.0)]["kept_fraction"] == 1.0
     for (method, ratio), row in rows.items():
-        assert row["kept_fraction"] == pytest.approx(1 - ratio, abs=0.02), method
+        if method == "full" or press_from(method, ratio=0.5, tokenizer=word_tokenizer).evicts:
+            assert row["kept_fraction"] == pytest.approx(1 - ratio, abs=0.02), method
+        else:  # packed or merged: the kept tokens plus what stands for the rest
+            assert row["kept_fraction"] >= 1 - ratio, method
     assert work(["niah"], ["query-agnostic", "query-aware"], 1) == [
         ("niah", 0, "query-agnostic"),
         ("niah", 0, "query-aware"),

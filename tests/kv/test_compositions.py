@@ -33,8 +33,11 @@ def test_every_wrapper_over_every_scorer_generates_with_its_budget(llama, word_t
         out = llama.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert out.shape == (1, 51)
     kept = sum(n for record in session.stats.layers for row in record.kept for n in row)
-    assert kept == 3 * 2 * 12  # layers x KV heads x 25 % of 48, however the wrapper shares it
-    assert session.stats.kept_fraction == pytest.approx(0.25, abs=0.01)
+    assert kept == 3 * 2 * 12  # layers x KV heads x 25 % of 48 (at full precision), however the wrapper shares it
+    if build("kv", spec, ratio=0.75, **_options(spec, word_tokenizer)).evicts:
+        assert session.stats.kept_fraction == pytest.approx(0.25, abs=0.01)
+    else:  # packed or merged: the kept tokens and what stands for the rest, less than the whole cache
+        assert 0.25 <= session.stats.kept_fraction < 1.0
 
 
 def _cache(llama, press, ids):

@@ -224,7 +224,7 @@ class Session:
             LayerRecord(
                 layer=idx,
                 tokens_before=[key.shape[2] - s for s in starts],
-                kept=replaced.lengths().tolist() if isinstance(replaced, RaggedLayer) else [],
+                kept=replaced.full_lengths().tolist() if isinstance(replaced, RaggedLayer) else [],
                 bytes_before=tensor_bytes(key) + tensor_bytes(value),
                 bytes_after=replaced.nbytes() if isinstance(replaced, RaggedLayer) else 0,
                 seconds=seconds,
@@ -257,8 +257,8 @@ class Session:
             chosen.append({layer: shift(heads, start) for layer, heads in picked.items()})
         seconds = (time.perf_counter() - started) / len(layers)
         for layer in layers:
-            cache, _, key, value, _ = pending[layer]
-            replaced = RaggedLayer.from_selection(key, value, [row[layer] for row in chosen])
+            cache, views_of, key, value, _ = pending[layer]
+            replaced = press.build(key, value, [row[layer] for row in chosen], views_of, starts)
             cache.layers[layer] = replaced
             self._record(layer, key, value, starts, replaced, seconds)
 
@@ -287,7 +287,7 @@ class PrefillPolicy:
 
     @property
     def query_rows(self) -> int | None:
-        return self.press.scorer.query_rows
+        return self.press.rows_wanted
 
     @property
     def needs_probe(self) -> bool:
@@ -305,7 +305,7 @@ class PrefillPolicy:
         if not self.press.active:
             return None
         selection = [shift(self.press.compress(view), start) for view, start in zip(views, starts, strict=True)]
-        return RaggedLayer.from_selection(keys, values, selection)
+        return self.press.build(keys, values, selection, views, starts)
 
 
 @contextlib.contextmanager

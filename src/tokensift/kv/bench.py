@@ -56,6 +56,11 @@ class KVBenchConfig(BenchConfig):
     speed_length: int = 2048
     speed_tokens: int = 16
     """Tokens decoded per decode-speed cell at ``speed_length`` context (0: skip)."""
+    budget: str = "tokens"
+    """What ``ratios`` remove: ``tokens`` (of the context's cache) or ``bytes`` (of the full cache's bytes, so
+    eviction, low-precision storage and merging meet at the same memory)."""
+    bits: int | None = None
+    """Low precision of the methods that pack tokens (the ``quant`` reducer and its kin; default theirs)."""
 
 
 @dataclass
@@ -109,12 +114,27 @@ def reads_hidden(methods: Sequence[str], tokenizer: Any = None) -> bool:
 
 @dataclass
 class Variant:
-    """One method at one ratio: its kept positions per layer and how long choosing them took."""
+    """One method at one ratio: its kept positions per layer and how long choosing them took; for a method
+    that packs or merges what it does not keep, the layers it ``built`` (what the row's cache really holds)."""
 
     method: str
     ratio: float
     selection: dict[int, Selection]
     scoring_s: float
+    built: dict[int, RaggedLayer] | None = None
+    token_ratio: float | None = None
+    """With a bytes budget: the fraction of tokens the method's selection removed to meet it."""
+
+
+BUDGETS = ("tokens", "bytes")
+
+
+def token_ratio(press: Any, ratio: float, budget: str, view: LayerView) -> float | None:
+    """The token ratio that makes ``press`` remove ``ratio`` of the cache's ``budget`` (None: out of its reach)."""
+    if budget == "tokens":
+        return ratio
+    keep = press.keep_for_bytes(1.0 - ratio, int(view.keys.shape[-1]), view.keys.element_size())
+    return None if keep is None else max(0.0, 1.0 - keep)
 
 
 def variants(
@@ -126,12 +146,16 @@ def variants(
     model: torch.nn.Module | None = None,
     tokenizer: Any = None,
     options: dict[str, Any] | None = None,
+    budget: str = "tokens",
 ) -> Iterator[Variant]:
     """Score once per method, select per ratio; only the (method, ratio) pairs ``wanted``.
 
     A press that needs probe passes (KVzip) gets them here, run once by ``model`` on the prefill's cache;
     their time counts as that method's scoring time. ``options`` reach each method that accepts them (a
-    surrogate file for ``kvzap``, say).
+    surrogate file for ``kvzap``, ``bits`` for the packing ones). With ``budget="bytes"`` a ratio is the
+    share of the full cache's bytes removed, turned into each method's token ratio
+    (:meth:`~tokensift.kv.press.Press.keep_for_bytes`); a ratio out of a method's reach yields no variant.
+    A method that packs or merges builds its layers here (their time counts as scoring).
     """
     from tokensift.methods import accepts
 
@@ -150,11 +174,19 @@ def variants(
         scored = time.perf_counter() - started
         for view in pre.views.values():
             view.probes, view.probe_scores = [], []
+        any_view = next(iter(pre.views.values()))
         for ratio in todo:
-            press = press_from(method, ratio=ratio, tokenizer=tokenizer, **extra)
+            tokens = token_ratio(first, ratio, budget, any_view)
+            if tokens is None:
+                continue
+            press = press_from(method, ratio=tokens, tokenizer=tokenizer, **extra)
             started = time.perf_counter()
             chosen = press.select_layers(pre.views, scores)
-            yield Variant(method, ratio, chosen, scored + time.perf_counter() - started)
+            built = None
+            if not press.evicts:
+                built = {i: press.build(v.keys, v.values, [chosen[i]], [v], [0]) for i, v in pre.views.items()}
+            seconds = scored + time.perf_counter() - started
+            yield Variant(method, ratio, chosen, seconds, built, tokens if budget == "bytes" else None)
 
 
 def full_variant(pre: Prefill) -> Variant:
@@ -179,7 +211,11 @@ def batch_context(pre: Prefill, rows: list[Variant], extra: int = 64) -> Compres
             for h, kept in enumerate(variant.selection[idx]):
                 valid[b, h, kept] = True
         expand = (len(rows), -1, -1, -1)
-        layers.append(MaskedLayer(view.keys.expand(*expand), view.values.expand(*expand), valid, extra))
+        masked = MaskedLayer(view.keys.expand(*expand), view.values.expand(*expand), valid, extra)
+        for b, variant in enumerate(rows):
+            if variant.built is not None:
+                masked.place(b, variant.built[idx])
+        layers.append(masked)
     cache.layers = layers
     return CompressedContext(cache, pre.length, CompressionStats(), pre.seconds, pre.logits)
 
@@ -188,7 +224,11 @@ def ragged_context(pre: Prefill, variant: Variant) -> CompressedContext:
     """One variant as the real compressed cache (:class:`RaggedLayer` per compressed layer), batch 1."""
     cache = DynamicCache()
     cache.layers = [
-        RaggedLayer.from_selection(pre.views[idx].keys, pre.views[idx].values, [variant.selection[idx]])
+        (
+            variant.built[idx]
+            if variant.built is not None
+            else RaggedLayer.from_selection(pre.views[idx].keys, pre.views[idx].values, [variant.selection[idx]])
+        )
         if idx in pre.views
         else copy.copy(layer)
         for idx, layer in enumerate(pre.cache.layers)
@@ -196,12 +236,15 @@ def ragged_context(pre: Prefill, variant: Variant) -> CompressedContext:
     return CompressedContext(cache, pre.length, CompressionStats(), pre.seconds, pre.logits)
 
 
-def row_bytes(context: CompressedContext, row: int) -> int:
+def row_bytes(context: CompressedContext, row: int, built: dict[int, RaggedLayer] | None = None) -> int:
     """Bytes row ``row`` holds: kept tokens x head dim x element size for keys and values, i.e. exactly
-    what :class:`RaggedLayer` stores for it (dense layers: their share of the storage)."""
+    what :class:`RaggedLayer` stores for it (dense layers: their share of the storage); the layers a packing
+    or merging method ``built`` count what they store."""
     total = 0
-    for layer in context.cache.layers:
-        if isinstance(layer, MaskedLayer):
+    for idx, layer in enumerate(context.cache.layers):
+        if built is not None and idx in built:
+            total += built[idx].nbytes()
+        elif isinstance(layer, MaskedLayer):
             kept = int(layer.lengths()[row].sum())
             total += kept * (layer.keys.shape[-1] + layer.values.shape[-1]) * layer.keys.element_size()
         elif isinstance(layer, RaggedLayer):
@@ -248,6 +291,9 @@ def run_sample(
     store: RowStore,
     base: dict[str, Any],
     source: VariantSource | None = None,
+    *,
+    budget: str = "tokens",
+    options: dict[str, Any] | None = None,
 ) -> int:
     """All variants of one sample in one mode; returns the number of rows written.
 
@@ -255,7 +301,7 @@ def run_sample(
     variants (ours by default; the kvpress peer passes its presses').
     """
     if source is None:
-        source = functools.partial(variants, model=model, tokenizer=tokenizer)
+        source = functools.partial(variants, model=model, tokenizer=tokenizer, budget=budget, options=options)
 
     def key(method: str, ratio: float) -> dict[str, Any]:
         return {
@@ -297,10 +343,12 @@ def run_sample(
     for b, variant in enumerate(rows):
         if store.has(**key(variant.method, variant.ratio)):
             continue
-        cache_bytes = row_bytes(context, b)
+        cache_bytes = row_bytes(context, b, variant.built)
         store.append(
             {
                 **key(variant.method, variant.ratio),
+                "budget": budget,
+                "token_ratio": variant.ratio if variant.token_ratio is None else variant.token_ratio,
                 "kept_fraction": cache_bytes / full_bytes,
                 "cache_bytes": cache_bytes,
                 "full_cache_bytes": full_bytes,
@@ -358,6 +406,14 @@ class KVBenchmark(Benchmark):
 
     def check(self) -> None:
         super().check()
+        if self.config.budget not in BUDGETS:
+            raise ParameterError(
+                f"--budget must be one of {', '.join(BUDGETS)}, got {self.config.budget!r}", option="budget"
+            )
+        if self.config.bits is not None:
+            from tokensift.reduce.quantize import check_bits
+
+            check_bits(self.config.bits)
         wrong = [m for m in self.config.modes if m not in MODES]
         if wrong or not self.config.modes:
             raise ParameterError(f"--modes must be among {', '.join(MODES)}, got {','.join(wrong)}", option="modes")
@@ -390,12 +446,32 @@ class KVBenchmark(Benchmark):
         task, index, mode = item.args
         assert self.data is not None
         sample = build(task, self.data, self.tokenizer, index, self.config.seed, self.config.length)
-        run_sample(self.model, self.tokenizer, sample, mode, self.methods, self.ratios, self.store, self.base)
+        run_sample(
+            self.model,
+            self.tokenizer,
+            sample,
+            mode,
+            self.methods,
+            self.ratios,
+            self.store,
+            self.base,
+            budget=self.config.budget,
+            options=self.method_options,
+        )
+
+    @property
+    def method_options(self) -> dict[str, Any]:
+        return {} if self.config.bits is None else {"bits": self.config.bits}
 
     def notes(self, rows: Sequence[dict[str, Any]]) -> list[str]:
         return [
-            "ratio = fraction of the context's KV cache removed (kvpress convention); kept_fraction = measured cache "
-            "bytes of the variant / bytes of the full cache",
+            (
+                "ratio = fraction of the full cache's bytes removed (--budget bytes: each method's token ratio is "
+                "chosen to store that many bytes, packed codes, scales and log masses included); "
+                if self.config.budget == "bytes"
+                else "ratio = fraction of the context's KV cache removed (kvpress convention); "
+            )
+            + "kept_fraction = measured cache bytes of the variant / bytes of the full cache",
             "method `full` = the uncompressed cache (baseline); system `kvpress` = kvpress 0.5.5 presses on the same "
             "task instances (benchmarks/peers/kvpress)",
             "query-agnostic: only the context is compressed, the question comes after; query-aware: context and "
@@ -423,6 +499,7 @@ def decode_speed(bench: KVBenchmark, length: int, tokens: int) -> None:
             {
                 **key(method, ratio),
                 "context_tokens": len(head),
+                "budget": bench.config.budget,
                 "cache_bytes": row_bytes(context, 0),
                 "decode_s_per_token": result.decode_seconds_per_token,
                 "decoded_tokens": int(result.ids.shape[1]),
@@ -438,6 +515,8 @@ def decode_speed(bench: KVBenchmark, length: int, tokens: int) -> None:
         lambda m, r: not bench.has(**key(m, r)),
         model=model,
         tokenizer=tokenizer,
+        options=bench.method_options,
+        budget=bench.config.budget,
     )
     for v in todo:
         measure(v.method, v.ratio, ragged_context(pre, v))  # one compressed cache alive at a time

@@ -7,6 +7,11 @@ the same length it stores one dense ``[B, Hkv, L, D]`` tensor instead and attend
 so uniform budgets decode as fast as an ordinary cache. It plugs into any transformers
 :class:`~transformers.Cache` as one of its ``layers``; attention over it (:meth:`RaggedLayer.attend`)
 equals attention over the full cache with the evicted positions masked out.
+
+A merging reducer gives each stored token a *log mass* (``bias``): a kept token that absorbed others
+stands for their attention too, so its logit is raised by the log of the mass it carries
+(:func:`tokensift.reduce.kvmerge.fold_into_kept`). Low-precision storage lives in
+:class:`tokensift.kv.lowbits.QuantizedLayer`, a subclass.
 """
 
 from __future__ import annotations
@@ -51,22 +56,27 @@ class RaggedLayer(CacheLayerMixin):
     keys: Tensor
     values: Tensor
 
-    def __init__(self, keys: Segments, values: Segments) -> None:
+    def __init__(self, keys: Segments, values: Segments, bias: Segments | None = None) -> None:
         super().__init__()
         first = keys[0][0]
         self.dtype, self.device = first.dtype, first.device
         self.is_initialized = True
-        self._store(keys, values)
+        self._store(keys, values, bias)
 
-    def _store(self, keys: Segments, values: Segments) -> None:
+    def _store(self, keys: Segments, values: Segments, bias: Segments | None = None) -> None:
         lengths = {k.shape[0] for row in keys for k in row}
         self.segments_k: Segments | None = None
         self.segments_v: Segments | None = None
+        self.segments_b: Segments | None = None
+        self.bias: Tensor | None = None
+        """``[B, Hkv, L]`` log mass of each stored token (dense layout; ``segments_b`` when ragged), or None."""
         if len(lengths) == 1:
             self.keys = torch.stack([torch.stack(row) for row in keys])
             self.values = torch.stack([torch.stack(row) for row in values])
+            if bias is not None:
+                self.bias = torch.stack([torch.stack(row) for row in bias])
         else:
-            self.segments_k, self.segments_v = keys, values
+            self.segments_k, self.segments_v, self.segments_b = keys, values, bias
             first_k, first_v = keys[0][0], values[0][0]  # zero-length placeholders answer shape queries
             self.keys = first_k.new_empty(len(keys), len(keys[0]), 0, first_k.shape[-1])
             self.values = first_v.new_empty(len(keys), len(keys[0]), 0, first_v.shape[-1])
@@ -88,13 +98,22 @@ class RaggedLayer(CacheLayerMixin):
             return self.keys[row, head], self.values[row, head]
         return self.segments_k[row][head], self.segments_v[row][head]
 
+    def segment_bias(self, row: int, head: int) -> Tensor | None:
+        """Log mass ``[L]`` of one (row, head)'s tokens, or None when no token carries any."""
+        if self.segments_b is not None:
+            return self.segments_b[row][head]
+        return None if self.bias is None else self.bias[row, head]
+
     def keep(self, selection: list[list[Tensor]]) -> None:
         """Keep only ``selection[row][head]`` (indices into what each head holds now)."""
         rows, heads = len(selection), len(selection[0])
         pairs = [[self.segment(b, h) for h in range(heads)] for b in range(rows)]
         keys = [[gather_tokens(pairs[b][h][0], selection[b][h]) for h in range(heads)] for b in range(rows)]
         values = [[gather_tokens(pairs[b][h][1], selection[b][h]) for h in range(heads)] for b in range(rows)]
-        self._store(keys, values)
+        bias = None
+        if self.bias is not None or self.segments_b is not None:
+            bias = [[self.segment_bias(b, h)[selection[b][h]] for h in range(heads)] for b in range(rows)]  # type: ignore[index]
+        self._store(keys, values, bias)
 
     # --- what transformers asks of a layer ------------------------------------------------------------------
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:  # already initialised
@@ -111,14 +130,19 @@ class RaggedLayer(CacheLayerMixin):
         """
         if not _ATTACHED[0]:
             raise ModelError("a compressed (ragged) KV cache can only be used inside tokensift.kv.compress(...)")
+        n_new = key_states.shape[2]
         if self.segments_k is None or self.segments_v is None:
             self.keys = torch.cat([self.keys, key_states], dim=2)
             self.values = torch.cat([self.values, value_states], dim=2)
+            if self.bias is not None:
+                self.bias = torch.cat([self.bias, self.bias.new_zeros(*self.bias.shape[:2], n_new)], dim=2)
             return key_states, value_states
         for b, (row_k, row_v) in enumerate(zip(self.segments_k, self.segments_v, strict=True)):
             for h in range(len(row_k)):
                 row_k[h] = torch.cat([row_k[h], key_states[b, h]])
                 row_v[h] = torch.cat([row_v[h], value_states[b, h]])
+                if self.segments_b is not None:
+                    self.segments_b[b][h] = torch.cat([self.segments_b[b][h], self.segments_b[b][h].new_zeros(n_new)])
         return key_states, value_states
 
     def get_mask_sizes(self, query_length: int | Tensor) -> tuple[int, int]:
@@ -146,7 +170,11 @@ class RaggedLayer(CacheLayerMixin):
             rows = [int(i) for i in indices.tolist()]
             self.segments_k = [list(self.segments_k[i]) for i in rows]
             self.segments_v = [list(self.segments_v[i]) for i in rows]
+            if self.segments_b is not None:
+                self.segments_b = [list(self.segments_b[i]) for i in rows]
         self.keys, self.values = self.keys[indices], self.values[indices]
+        if self.bias is not None:
+            self.bias = self.bias[indices]
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         self.batch_select_indices(torch.arange(self.keys.shape[0]).repeat_interleave(repeats))
@@ -158,11 +186,17 @@ class RaggedLayer(CacheLayerMixin):
             return torch.full(self.keys.shape[:2], self.keys.shape[2])
         return torch.tensor([[k.shape[0] for k in row] for row in self.segments_k])
 
+    def full_lengths(self) -> Tensor:
+        """``[B, Hkv]`` tokens stored at the model's precision (all of them here)."""
+        return self.lengths()
+
     def nbytes(self) -> int:
-        """Bytes really stored (keys + values)."""
+        """Bytes really stored (keys + values, and the log masses of merged tokens)."""
         if self.segments_k is None or self.segments_v is None:
-            return tensor_bytes(self.keys) + tensor_bytes(self.values)
-        return sum(tensor_bytes(t) for rows in (self.segments_k, self.segments_v) for row in rows for t in row)
+            extra = 0 if self.bias is None else tensor_bytes(self.bias)
+            return tensor_bytes(self.keys) + tensor_bytes(self.values) + extra
+        stored = [self.segments_k, self.segments_v] + ([self.segments_b] if self.segments_b is not None else [])
+        return sum(tensor_bytes(t) for rows in stored for row in rows for t in row)
 
     def copy(self) -> RaggedLayer:
         """An independent copy (stored tensors are never changed in place, so they are shared)."""
@@ -171,7 +205,13 @@ class RaggedLayer(CacheLayerMixin):
         if self.segments_k is not None and self.segments_v is not None:
             clone.segments_k = [list(r) for r in self.segments_k]
             clone.segments_v = [list(r) for r in self.segments_v]
+        if self.segments_b is not None:
+            clone.segments_b = [list(r) for r in self.segments_b]
         return clone
+
+    def dense_kv(self) -> tuple[Tensor, Tensor]:
+        """Keys and values ``[B, Hkv, L, D]`` of the dense layout, as attention reads them."""
+        return self.keys, self.values
 
     def attend(self, query: Tensor, scaling: float, *, need_weights: bool = False) -> tuple[Tensor, Segments | None]:
         """Attention of ``query [B, H, q, D]`` (the last ``q`` cached tokens are its own, causal) over the cache.
@@ -180,11 +220,16 @@ class RaggedLayer(CacheLayerMixin):
         token received per (row, KV head), summed over the ``q`` rows and averaged over the query heads.
         """
         if self.segments_k is None and not need_weights:
-            mask = None
+            keys, values = self.dense_kv()
+            mask: Tensor | None = None
             if query.shape[2] > 1:
-                mask = ~_future_mask(query.shape[2], self.keys.shape[2], query.device)
+                mask = ~_future_mask(query.shape[2], keys.shape[2], query.device)
+            if self.bias is not None:
+                group = query.shape[1] // keys.shape[1]
+                bias = self.bias[:, :, None].to(query.dtype).repeat_interleave(group, dim=1)
+                mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
             out = torch.nn.functional.scaled_dot_product_attention(
-                query, self.keys, self.values, attn_mask=mask, scale=scaling, enable_gqa=True
+                query, keys, values, attn_mask=mask, scale=scaling, enable_gqa=True
             )
             return out.transpose(1, 2).contiguous(), None
         batch, heads, n_queries, _ = query.shape
@@ -198,6 +243,9 @@ class RaggedLayer(CacheLayerMixin):
                 keys, values = self.segment(b, h)
                 q = query[b, h * group : (h + 1) * group]  # [G, q, D]
                 logits = (q.float() @ keys.float().T) * scaling
+                log_mass = self.segment_bias(b, h)
+                if log_mass is not None:
+                    logits = logits + log_mass.float()
                 if n_queries > 1:
                     logits = logits.masked_fill(_future_mask(n_queries, keys.shape[0], q.device), float("-inf"))
                 probs = torch.softmax(logits, dim=-1)
@@ -255,6 +303,25 @@ class MaskedLayer(CacheLayerMixin):
         self._keys[:, :, :n], self._values[:, :, :n], self._valid[:, :, :n] = keys, values, valid
         self.end = n
         self.keys, self.values = self._keys[:, :, :n], self._values[:, :, :n]
+        self._bias: Tensor | None = None
+        """``[B, Hkv, n + extra]`` log mass per slot, once a row holds merged tokens (:meth:`place`)."""
+
+    def place(self, row: int, layer: RaggedLayer) -> None:
+        """Make batch row ``row`` hold what ``layer`` (batch 1) stores, in its first slots: a packing or merging
+        method's cache, attended to as it would be (attention does not depend on the slots' order)."""
+        for h in range(self._keys.shape[1]):
+            keys, values = layer.segment(0, h)
+            n = keys.shape[0]
+            if n > self.end:
+                raise ValueError(f"a placed layer holds {n} tokens, more than the {self.end} slots of the row")
+            self._keys[row, h, :n], self._values[row, h, :n] = keys, values
+            self._valid[row, h, : self.end] = False
+            self._valid[row, h, :n] = True
+            bias = layer.segment_bias(0, h)
+            if bias is not None:
+                if self._bias is None:
+                    self._bias = self._keys.new_zeros(self._keys.shape[:3])
+                self._bias[row, h, :n] = bias
 
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
         return None
@@ -272,6 +339,8 @@ class MaskedLayer(CacheLayerMixin):
                 [self._values, self._values.new_zeros(*self._values.shape[:2], grow, self._values.shape[3])], 2
             )
             self._valid = torch.cat([self._valid, self._valid.new_zeros(*self._valid.shape[:2], grow)], 2)
+            if self._bias is not None:
+                self._bias = torch.cat([self._bias, self._bias.new_zeros(*self._bias.shape[:2], grow)], 2)
         span = slice(self.end, self.end + n_new)
         self._keys[:, :, span], self._values[:, :, span], self._valid[:, :, span] = key_states, value_states, True
         self.end += n_new
@@ -298,6 +367,7 @@ class MaskedLayer(CacheLayerMixin):
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone._keys, clone._values, clone._valid = self._keys.clone(), self._values.clone(), self._valid.clone()
+        clone._bias = None if self._bias is None else self._bias.clone()
         clone.keys, clone.values = clone._keys[:, :, : self.end], clone._values[:, :, : self.end]
         return clone
 
@@ -307,7 +377,11 @@ class MaskedLayer(CacheLayerMixin):
         mask = self._valid[:, :, None, : self.end].repeat_interleave(group, dim=1)
         if query.shape[2] > 1:
             mask = mask & ~_future_mask(query.shape[2], self.end, query.device)
+        attn_mask: Tensor = mask
+        if self._bias is not None:
+            bias = self._bias[:, :, None, : self.end].to(query.dtype).repeat_interleave(group, dim=1)
+            attn_mask = bias.masked_fill(~mask, float("-inf"))
         out = torch.nn.functional.scaled_dot_product_attention(
-            query, self.keys, self.values, attn_mask=mask, scale=scaling, enable_gqa=True
+            query, self.keys, self.values, attn_mask=attn_mask, scale=scaling, enable_gqa=True
         )
         return out.transpose(1, 2).contiguous(), None

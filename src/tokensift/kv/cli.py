@@ -37,6 +37,10 @@ def generate(
     keep: options.Keep = None,
     keep_tokens: options.KeepTokens = None,
     option: options.Option = None,
+    bits: Annotated[
+        int | None,
+        typer.Option(help="Low precision (2, 4 or 8) of the tokens a packing method (such as quant2:snapkv) stores."),
+    ] = None,
     query_aware: Annotated[bool, typer.Option("--query-aware", help="Compress with the question in view.")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer.")] = 48,
     as_json: options.Json = False,
@@ -45,7 +49,8 @@ def generate(
     """Compress the context's KV cache, answer the question from it, and report what it cost.
 
     The budget (--ratio, --keep, --keep-tokens per head) applies to the context's cache; without one, half of
-    it is removed (--ratio 0.5).
+    it is removed (--ratio 0.5). For a method that packs what it does not keep (quant2:snapkv, say) --ratio is
+    the fraction of the context's tokens not kept at full precision and --bits their precision.
     """
     import torch
 
@@ -58,6 +63,8 @@ def generate(
     if ratio is None and keep is None and keep_tokens is None:
         ratio = 0.5
     method_options = parse_options(option)
+    if bits is not None:
+        method_options["bits"] = bits
     budget: dict[str, Any] = {"ratio": ratio, "keep": keep, "keep_tokens": keep_tokens}
     press_from(method, **budget, **method_options)  # bad options fail before the model loads
     if max_new_tokens < 1:
@@ -90,6 +97,7 @@ def generate(
         "mode": "query-aware" if query_aware else "query-agnostic",
         "context_tokens": len(head),
         "question_tokens": len(tail),
+        "bits": bits,
         "cache_bytes_before": stats.bytes_before,
         "cache_bytes_after": stats.bytes_after,
         "kept_fraction": stats.kept_fraction,
@@ -127,13 +135,28 @@ def _bench_options(
     speed_tokens: Annotated[
         int, typer.Option(help="Tokens decoded per decode-speed cell at 2k context (0: skip).")
     ] = 16,
+    budget: Annotated[
+        str,
+        typer.Option(
+            help="What --ratios remove: tokens (of the context's cache) or bytes (of the full cache's bytes, so "
+            "eviction, low-precision storage and merging meet at equal memory)."
+        ),
+    ] = "tokens",
+    bits: Annotated[int | None, typer.Option(help="Low precision (2, 4, 8) of the packing methods.")] = None,
 ) -> dict[str, Any]:
     """KV benchmark: tasks (niah, niah_multikey, niah_multivalue, kv_retrieval, nq_qa, fidelity) x methods x
     ratios in both modes, plus decode speed; resumable rows, summary CSV, plots, report."""
     from tokensift.inputs import parse_list
 
     chosen = parse_list(modes, option="modes") or ()
-    return {"length": length, "modes": chosen, "fidelity_samples": fidelity_samples, "speed_tokens": speed_tokens}
+    return {
+        "length": length,
+        "modes": chosen,
+        "fidelity_samples": fidelity_samples,
+        "speed_tokens": speed_tokens,
+        "budget": budget,
+        "bits": bits,
+    }
 
 
 def _benchmark() -> Any:

@@ -27,6 +27,7 @@ from tokensift.select import Budget, global_indices, topk_indices
 
 if TYPE_CHECKING:  # typing only: the session module never imports presses
     from tokensift.kv.attach import Session
+    from tokensift.kv.cache import RaggedLayer
 
 
 class Press:
@@ -49,6 +50,10 @@ class Press:
     """Whether the probe passes form the scores themselves (``LayerView.probe_scores``, KVzip's reconstruction)."""
     needs_hidden: ClassVar[bool] = False
     """Whether :meth:`score` reads the layer's input hidden states (``LayerView.hidden``)."""
+    reducer: ClassVar[bool] = False
+    """Whether :meth:`build` stores the unselected tokens its own way (packed, merged) instead of evicting them."""
+    reducer_rows: ClassVar[int | None] = 0
+    """How many of the last query rows :meth:`build` reads (a merging reducer's attention weights)."""
 
     @property
     def scorer(self) -> ScorerPress:
@@ -64,6 +69,31 @@ class Press:
     def active(self) -> bool:
         """False when nothing would be removed: the cache is left as it is."""
         return self.scorer.budgeted.active
+
+    @property
+    def rows_wanted(self) -> int | None:
+        """Query rows the adapter must hand over: what the scorer and every reducer read (``None``: all)."""
+        return _more_rows(self.scorer.query_rows, self.reducer_rows)
+
+    @property
+    def evicts(self) -> bool:
+        """Whether the unselected tokens are simply dropped (False for low-precision and merging reducers)."""
+        return not self.reducer
+
+    def build(
+        self, keys: Tensor, values: Tensor, selection: list[Selection], views: list[LayerView], starts: list[int]
+    ) -> RaggedLayer:
+        """The layer's new cache from ``keys, values [B, Hkv, T, D]`` and the kept positions ``selection[row]``
+        (positions in the batch; ``views[row]`` and ``starts[row]`` say what each row holds): eviction unless
+        a reducer says otherwise."""
+        from tokensift.kv.cache import RaggedLayer
+
+        return RaggedLayer.from_selection(keys, values, selection)
+
+    def keep_for_bytes(self, fraction: float, head_dim: int, itemsize: int) -> float | None:
+        """The fraction of tokens to select so the layer stores ``fraction`` of its full bytes (None: out of
+        reach). Eviction stores exactly the kept tokens."""
+        return fraction
 
     def budget(self, view: LayerView) -> int:
         """Tokens each KV head of this layer keeps (exact)."""
@@ -174,6 +204,12 @@ class Wrapper(Press):
         if not isinstance(self.press, Press):
             raise ParameterError(f"{self.name} wraps a press, got {type(self.press).__name__}", option="press")
         validate(self)
+        if self.reducer and not self.press.evicts:
+            raise ParameterError(
+                f"{self.name} stores the unselected tokens its own way and cannot wrap {self.press.spec}, which "
+                "does too (one reducer per composition)",
+                option="press",
+            )
 
     @property
     def spec(self) -> str:
@@ -194,3 +230,24 @@ class Wrapper(Press):
 
     def select(self, view: LayerView, scores: Tensor, k: int) -> Selection:
         return self.press.select(view, scores, k)
+
+    @property
+    def rows_wanted(self) -> int | None:
+        return _more_rows(self.press.rows_wanted, self.reducer_rows)
+
+    @property
+    def evicts(self) -> bool:
+        return not self.reducer and self.press.evicts
+
+    def build(
+        self, keys: Tensor, values: Tensor, selection: list[Selection], views: list[LayerView], starts: list[int]
+    ) -> RaggedLayer:
+        return self.press.build(keys, values, selection, views, starts)
+
+    def keep_for_bytes(self, fraction: float, head_dim: int, itemsize: int) -> float | None:
+        return self.press.keep_for_bytes(fraction, head_dim, itemsize)
+
+
+def _more_rows(a: int | None, b: int | None) -> int | None:
+    """The larger of two query-row counts (``None``: every row)."""
+    return None if a is None or b is None else max(a, b)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -93,6 +93,13 @@ class PressLike(Protocol):
     def compress(self, view: LayerView) -> Selection: ...
 
     def select_layers(self, views: dict[int, LayerView], scores: dict[int, Tensor]) -> dict[int, Selection]: ...
+
+    @property
+    def rows_wanted(self) -> int | None: ...
+
+    def build(
+        self, keys: Tensor, values: Tensor, selection: list[Selection], views: list[LayerView], starts: list[int]
+    ) -> Any: ...
 
 
 def last_queries(view: LayerView, rows: int | None) -> Tensor:

@@ -1,0 +1,125 @@
+"""Low-precision storage of KV tensors: KIVI's layout, really packed into bytes.
+
+Liu et al., 2024, "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache" (arXiv:2402.02750):
+keys have outlier *channels*, so they are quantized per channel over groups of ``group`` tokens; values
+have no such structure and are quantized per token over groups of ``group`` channels. Each group gets an
+asymmetric min/max scale and zero point (stored in float16); the integer codes are packed ``8 // bits``
+to a byte, so the storage is what :meth:`Packed.nbytes` counts. Key groups run along the tokens, so a
+last partial group is padded by repeating the last token (its codes are stored; the padding is cropped
+on :func:`dequantize`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tokensift.errors import ParameterError
+
+BITS = (2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A ``[..., N, D]`` tensor in ``bits``-bit codes: ``codes`` uint8 ``[..., N', D * bits / 8]`` (``N'``: ``N``
+    padded to whole token groups for keys), ``scale``/``zero`` float16 per group."""
+
+    codes: Tensor
+    scale: Tensor
+    zero: Tensor
+    bits: int
+    group: int
+    per_channel: bool
+    length: int
+    dtype: torch.dtype
+
+    def nbytes(self) -> int:
+        """Bytes of the packed codes, scales and zero points."""
+        return sum(int(t.untyped_storage().nbytes()) for t in (self.codes, self.scale, self.zero))
+
+    @property
+    def width(self) -> int:
+        return int(self.codes.shape[-1]) * 8 // self.bits
+
+
+def check_bits(bits: int) -> int:
+    if bits not in BITS:
+        raise ParameterError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}", option="bits")
+    return bits
+
+
+def _affine(x: Tensor, dim: int, bits: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Codes of ``x`` with a min/max scale along ``dim``, and that scale and zero (float16)."""
+    low, high = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
+    scale = ((high - low) / (2**bits - 1)).to(torch.float16).clamp_min(1e-6)
+    zero = low.to(torch.float16)
+    codes = ((x - zero.to(x.dtype)) / scale.to(x.dtype)).round_().clamp_(0, 2**bits - 1).to(torch.uint8)
+    return codes, scale, zero
+
+
+def _pack(codes: Tensor, bits: int) -> Tensor:
+    per_byte = 8 // bits
+    parts = codes.reshape(*codes.shape[:-1], codes.shape[-1] // per_byte, per_byte)
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=codes.device)
+    return (parts << shifts).sum(-1, dtype=torch.uint8)
+
+
+@functools.cache
+def _table(bits: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[256, 8 / bits]``: the codes held by each byte value, as ``dtype`` (one gather unpacks a tensor)."""
+    byte = torch.arange(256)
+    shifts = torch.arange(0, 8, bits)
+    return ((byte[:, None] >> shifts) & (2**bits - 1)).to(dtype=dtype, device=device)
+
+
+def _unpack(codes: Tensor, bits: int, dtype: torch.dtype) -> Tensor:
+    table = _table(bits, dtype, codes.device)
+    return table[codes.long()].flatten(-2)
+
+
+def quantize(x: Tensor, bits: int, group: int, *, per_channel: bool) -> Packed:
+    """Pack ``x [..., N, D]``: keys with ``per_channel`` (groups of ``group`` tokens per channel), values
+    without (groups of ``group`` channels per token; ``D`` must divide by ``group`` or the whole row is one)."""
+    check_bits(bits)
+    n, d = x.shape[-2], x.shape[-1]
+    if d % (8 // bits):
+        raise ParameterError(f"head dim {d} does not pack into whole bytes at {bits} bits", option="bits")
+    if per_channel:
+        padded = math.ceil(n / group) * group if n else 0
+        if padded > n:
+            x = torch.cat([x, x[..., -1:, :].expand(*x.shape[:-2], padded - n, d)], dim=-2)
+        grouped = x.reshape(*x.shape[:-2], padded // group, group, d)
+        codes, scale, zero = _affine(grouped, -2, bits)
+        codes = codes.reshape(*x.shape[:-2], padded, d)
+    else:
+        width = group if d % group == 0 else d
+        grouped = x.reshape(*x.shape[:-1], d // width, width)
+        codes, scale, zero = _affine(grouped, -1, bits)
+        codes = codes.reshape(*x.shape)
+        group = width
+    return Packed(_pack(codes, bits), scale, zero, bits, group, per_channel, n, x.dtype)
+
+
+def dequantize(packed: Packed) -> Tensor:
+    """The ``[..., N, D]`` tensor ``packed`` stands for, in its original dtype."""
+    codes = _unpack(packed.codes, packed.bits, packed.dtype)
+    d = codes.shape[-1]
+    if packed.per_channel:
+        grouped = codes.reshape(*codes.shape[:-2], codes.shape[-2] // packed.group, packed.group, d)
+        out = grouped * packed.scale.to(packed.dtype) + packed.zero.to(packed.dtype)
+        return out.reshape(*codes.shape)[..., : packed.length, :]
+    grouped = codes.reshape(*codes.shape[:-1], d // packed.group, packed.group)
+    return (grouped * packed.scale.to(packed.dtype) + packed.zero.to(packed.dtype)).reshape(codes.shape)
+
+
+def packed_bytes_per_token(head_dim: int, bits: int, group: int) -> float:
+    """Bytes one token's key plus value takes packed, scales and zero points included (KIVI layout)."""
+    codes = 2 * head_dim * bits / 8
+    key_stats = head_dim * 2 * 2 / group  # per channel, one fp16 scale and zero per group of tokens
+    width = group if head_dim % group == 0 else head_dim
+    value_stats = head_dim // width * 2 * 2
+    return codes + key_stats + value_stats

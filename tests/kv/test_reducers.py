@@ -1,0 +1,175 @@
+"""Reducers: low-precision storage (KIVI layout, real packed bytes), mass-preserving merging, CaM, KVCrush."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import kv_options, tiny_llama
+from tokensift.errors import ParameterError
+from tokensift.kv import compress
+from tokensift.kv.bench import prefill, variants
+from tokensift.kv.cache import MaskedLayer, RaggedLayer
+from tokensift.kv.lowbits import QuantizedLayer
+from tokensift.kv.methods.kvcrush import representatives
+from tokensift.methods import build, list_methods
+from tokensift.reduce.kvmerge import add_values, fold_into_kept, nearest_kept, next_kept
+from tokensift.reduce.quantize import dequantize, packed_bytes_per_token, quantize
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 70), bits=st.sampled_from([2, 4, 8]), per_channel=st.booleans(), seed=st.integers(0, 99))
+def test_quantization_round_trips_within_half_a_step(n, bits, per_channel, seed):
+    x = torch.randn(2, n, 64, generator=torch.Generator().manual_seed(seed)) * 3
+    packed = quantize(x, bits, 32, per_channel=per_channel)
+    back = dequantize(packed)
+    assert back.shape == x.shape and back.dtype == x.dtype
+    step = packed.scale.float().max()
+    assert (back - x).abs().max() <= step / 2 + 2e-3 * x.abs().max()
+    assert packed.codes.dtype == torch.uint8 and packed.codes.shape[-1] == 64 * bits // 8  # really packed
+
+
+def test_packed_bytes_are_the_codes_scales_and_zero_points():
+    x = torch.randn(3, 64, 64)
+    keys, values = quantize(x, 2, 32, per_channel=True), quantize(x, 2, 32, per_channel=False)
+    # keys: 64 tokens x 64 channels x 2 bits + per channel an fp16 scale and zero per 32 tokens
+    assert keys.nbytes() == 3 * (64 * 16 + 2 * 64 * 2 * 2)
+    assert values.nbytes() == 3 * (64 * 16 + 64 * 2 * 2 * 2)  # per token, two groups of 32 channels
+    assert keys.nbytes() + values.nbytes() == 3 * 64 * packed_bytes_per_token(64, 2, 32)
+    with pytest.raises(ParameterError, match="bits"):
+        quantize(x, 3, 32, per_channel=True)
+
+
+def _layer(seed=0, ragged=False):
+    g = torch.Generator().manual_seed(seed)
+    keys, values = torch.randn(1, 2, 40, 64, generator=g), torch.randn(1, 2, 40, 64, generator=g)
+    first = torch.tensor([0, 3, 7, 20, 39]) if not ragged else torch.tensor([0, 3, 7, 20, 30, 39])
+    selection = [[first, torch.tensor([1, 2, 10, 38, 39])]]
+    return keys, values, selection, QuantizedLayer.quantized(keys, values, selection, [0], bits=2, group=32)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_quantized_layer_attends_over_its_kept_tokens_exactly_and_the_rest_dequantized(ragged):
+    keys, values, selection, layer = _layer(ragged=ragged)
+    assert layer.dense != ragged
+    query = torch.randn(1, 4, 1, 64)
+    out, _ = layer.attend(query, 0.125)
+    for h, kept in enumerate(selection[0]):
+        rest = torch.tensor([i for i in range(40) if i not in kept.tolist()])
+        low_k = dequantize(quantize(keys[0, h, rest], 2, 32, per_channel=True))
+        low_v = dequantize(quantize(values[0, h, rest], 2, 32, per_channel=False))
+        k, v = torch.cat([low_k, keys[0, h, kept]]), torch.cat([low_v, values[0, h, kept]])
+        expected = torch.softmax(query[0, 2 * h : 2 * h + 2, 0] @ k.T * 0.125, -1) @ v
+        torch.testing.assert_close(out[0, 0, 2 * h : 2 * h + 2], expected, rtol=1e-4, atol=1e-5)
+    assert layer.lengths().tolist() == [[40, 40]]
+    assert layer.full_lengths().tolist() == [[len(s) for s in selection[0]]]
+
+
+def test_quantized_layer_stores_its_budget_in_bytes():
+    keys, values = torch.randn(1, 3, 1024, 64), torch.randn(1, 3, 1024, 64)
+    press = build("kv", "quant2:knorm", ratio=0.5)
+    for fraction in (0.125, 0.25, 0.5):
+        keep = press.keep_for_bytes(fraction, 64, 4)
+        k = round(keep * 1024)
+        selection = [[torch.arange(1024 - k, 1024)] * 3]
+        layer = QuantizedLayer.quantized(keys, values, selection, [0], bits=2, group=32)
+        full = keys.untyped_storage().nbytes() + values.untyped_storage().nbytes()
+        assert layer.nbytes() / full == pytest.approx(fraction, rel=0.02)
+    assert build("kv", "quant4:knorm", ratio=0.5).keep_for_bytes(0.125, 64, 4) is None  # 4 bits alone is 19 %
+
+
+def test_a_quantized_session_generates_and_counts_packed_bytes():
+    llama = tiny_llama(layers=2, context=256, kv_heads=2)
+    ids = torch.randint(2, 64, (1, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), compress(llama, "quant2:knorm", ratio=0.75) as session:
+        out = llama.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape == (1, 68)
+    record = session.stats.layers[0]
+    assert record.kept == [[16, 16]]
+    head_dim = llama.config.hidden_size // llama.config.num_attention_heads
+    # 16 kept tokens at 4 bytes x 2 (k, v) x head dim, 48 packed ones; per (layer, head)
+    packed = quantize(torch.zeros(48, head_dim), 2, 32, per_channel=True).nbytes()
+    packed += quantize(torch.zeros(48, head_dim), 2, 32, per_channel=False).nbytes()
+    assert record.bytes_after == 2 * (16 * head_dim * 4 * 2 + packed)
+
+
+def test_mass_preserving_merge_reproduces_the_reference_querys_output():
+    g = torch.Generator().manual_seed(0)
+    keys, values, query = (
+        torch.randn(30, 16, generator=g),
+        torch.randn(30, 16, generator=g),
+        torch.randn(16, generator=g),
+    )
+    logits = keys @ query
+    weights = torch.softmax(logits, -1)
+    kept = torch.tensor([2, 9, 17, 25])
+    target = nearest_kept(keys, kept)
+    merged_k, merged_v, log_mass = fold_into_kept(keys, values, kept, weights, target)
+    full = weights @ values
+    after = torch.softmax(merged_k @ query + log_mass, -1) @ merged_v
+    torch.testing.assert_close(after, full, rtol=1e-5, atol=1e-5)
+    evicted = torch.softmax(logits[kept], -1) @ values[kept]
+    assert (evicted - full).norm() > 10 * (after - full).norm()
+    assert target[kept].tolist() == [0, 1, 2, 3]
+    assert (nearest_kept(keys, kept, min_similarity=0.99) == -1).sum() == 26  # nothing that similar: dropped
+
+
+def test_cam_restores_the_numerator_of_what_it_evicts():
+    g = torch.Generator().manual_seed(1)
+    values = torch.randn(10, 4, generator=g)
+    weights = torch.tensor([0.5, 0.05, 0.3, 0.02, 0.01, 0.04, 0.03, 0.02, 0.02, 0.01])
+    kept = torch.tensor([0, 2, 5])
+    target = next_kept(10, kept)
+    assert target.tolist() == [0, 1, 1, 2, 2, 2, 2, 2, 2, 2]
+    merged = add_values(values, kept, weights, target)
+    assert torch.allclose(weights[kept] @ merged, weights @ values, atol=1e-6)  # every ratio is below 1 here
+
+
+def test_merged_cache_attends_the_same_ragged_and_placed_in_a_masked_batch():
+    llama = tiny_llama(layers=2, context=256)
+    ids = torch.randint(2, 64, (1, 40), generator=torch.Generator().manual_seed(2)).tolist()[0]
+    pre = prefill(llama, ids)
+    (variant,) = variants(pre, ["merge:adakv:keydiff"], [0.75], lambda m, r: True)
+    assert variant.built is not None
+    query = torch.randn(1, 4, 1, 8)
+    for idx, layer in variant.built.items():
+        assert isinstance(layer, RaggedLayer) and layer.segments_b is not None
+        masked = MaskedLayer(pre.views[idx].keys, pre.views[idx].values, torch.ones(1, 2, 40, dtype=torch.bool))
+        masked.place(0, layer)
+        torch.testing.assert_close(masked.attend(query, 0.3)[0], layer.attend(query, 0.3)[0], rtol=1e-5, atol=1e-6)
+
+
+REDUCING = [m.name for m in list_methods("kv") if m.cls.reducer or m.name == "kvcrush"]
+
+
+@pytest.mark.parametrize("spec", [*REDUCING, "quant4:kvzip"])
+def test_reducing_methods_answer_through_generate(spec, word_tokenizer):
+    llama = tiny_llama(layers=2, context=256)
+    ids = torch.randint(2, 64, (2, 48), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0  # a left-padded row compresses as if it ran alone
+    with torch.no_grad(), compress(llama, spec, ratio=0.75, **kv_options(spec, word_tokenizer)) as session:
+        out = llama.generate(ids, attention_mask=mask, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape == (2, 51)
+    assert session.stats.layers[0].kept == [[12, 12], [11, 11]]
+
+
+def test_one_reducer_per_composition():
+    with pytest.raises(ParameterError, match="one reducer per composition"):
+        build("kv", "quant2:mikv", ratio=0.5)
+    with pytest.raises(ParameterError, match="bits"):
+        build("kv", "quant", ratio=0.5, bits=3)
+    with pytest.raises(ParameterError, match="takes no option 'bits'"):
+        build("kv", "snapkv", ratio=0.5, bits=2)
+
+
+def test_kvcrush_keeps_one_representative_per_behaviour_bucket():
+    scores = torch.tensor([9.0, 8.0, 1.0, 0.9, 0.8, 0.1, 0.2, 0.3])
+    signatures = torch.tensor([[1, 1], [1, 1], [0, 0], [0, 0], [1, 0], [1, 0], [0, 1], [0, 1]], dtype=torch.bool)
+    chosen = representatives(scores, signatures, torch.arange(2, 8), 3)
+    # anchor = rounded mean signature (0, 0); order by distance, then score: 2 3 | 4 7 | 6 5 -> the first of each
+    assert sorted(chosen.tolist()) == [2, 4, 6]
+    press = build("kv", "kvcrush:knorm", ratio=0.5, share=0.5)
+    assert math.isclose(press.share, 0.5)
