@@ -6,17 +6,21 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from transformers.cache_utils import DynamicLayer
 
 from tests.conftest import kv_options, tiny_llama
-from tokensift.errors import ParameterError
+from tokensift.errors import MethodUnsupportedError, ParameterError
 from tokensift.kv import compress
+from tokensift.kv.api import press_from
 from tokensift.kv.bench import prefill, variants
-from tokensift.kv.cache import MaskedLayer, RaggedLayer
+from tokensift.kv.cache import MaskedLayer, RaggedLayer, dense_cache, generate_inputs
 from tokensift.kv.lowbits import QuantizedLayer
 from tokensift.kv.methods.kvcrush import representatives
+from tokensift.kv.qa import answer, compress_context
 from tokensift.methods import build, list_methods
 from tokensift.reduce.kvmerge import add_values, fold_into_kept, nearest_kept, next_kept
 from tokensift.reduce.quantize import dequantize, packed_bytes_per_token, quantize
+from tokensift.select import composite_indices
 
 
 @settings(max_examples=30, deadline=None)
@@ -153,7 +157,8 @@ def test_reducing_methods_answer_through_generate(spec, word_tokenizer):
     with torch.no_grad(), compress(llama, spec, ratio=0.75, **kv_options(spec, word_tokenizer)) as session:
         out = llama.generate(ids, attention_mask=mask, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert out.shape == (2, 51)
-    assert session.stats.layers[0].kept == [[12, 12], [11, 11]]
+    totals = [sum(sum(record.kept[row]) for record in session.stats.layers) for row in range(2)]
+    assert totals == [2 * 2 * 12, 2 * 2 * 11]  # layers x heads x 25 % of each row (shared freely by kvzip)
 
 
 def test_one_reducer_per_composition():
@@ -173,3 +178,36 @@ def test_kvcrush_keeps_one_representative_per_behaviour_bucket():
     assert sorted(chosen.tolist()) == [2, 4, 6]
     press = build("kv", "kvcrush:knorm", ratio=0.5, share=0.5)
     assert math.isclose(press.share, 0.5)
+
+
+def test_composite_tokens_give_every_head_of_a_layer_the_same_length_under_one_model_budget():
+    g = torch.Generator().manual_seed(0)
+    scores = [torch.rand(3, 20, generator=g), torch.rand(3, 20, generator=g) * 5, torch.rand(3, 20, generator=g)]
+    chosen = composite_indices(scores, 6, protect_first=1)
+    lengths = [{len(head) for head in layer} for layer in chosen]
+    assert all(len(per_layer) == 1 for per_layer in lengths)  # dense per layer
+    assert sum(len(layer[0]) for layer in chosen) == 3 * 6  # layers x keep composites
+    assert len(chosen[1][0]) > len(chosen[0][0]) and len(chosen[1][0]) > len(chosen[2][0])  # high scores keep more
+    for layer, layer_scores in zip(chosen, scores, strict=True):
+        for h, kept in enumerate(layer):
+            assert 0 in kept.tolist()  # protected
+            rest = layer_scores[h, 1:].topk(len(kept) - 1).indices + 1
+            assert sorted(kept.tolist()) == sorted([0, *rest.tolist()])  # each head its own best tokens
+
+
+def test_kvcompose_cache_decodes_with_plain_generate_and_no_tokensift_attention():
+    llama = tiny_llama(layers=3, context=256)
+    context = torch.randint(2, 64, (1, 60), generator=torch.Generator().manual_seed(0))
+    question = torch.randint(2, 64, (1, 5), generator=torch.Generator().manual_seed(1))
+    press = press_from("kvcompose", ratio=0.75, window=4, kernel=3)
+    reference = answer(llama, compress_context(llama, context, press), question, max_new_tokens=6).ids
+    compressed = compress_context(llama, context, press)
+    lengths = [layer.keys.shape[2] for layer in compressed.cache.layers]
+    assert len(set(lengths)) > 1 and sum(lengths) == 3 * 15  # a global layer budget, dense per layer
+    dense = dense_cache(compressed.cache)
+    assert all(type(layer) is DynamicLayer for layer in dense.layers)
+    with torch.no_grad():  # outside any tokensift block: plain transformers attention
+        out = llama.generate(question, **generate_inputs(dense, 60, 5), max_new_tokens=6, do_sample=False)
+    assert torch.equal(out[:, 5:], reference)
+    with pytest.raises(MethodUnsupportedError, match="kvcompose"):
+        dense_cache(compress_context(llama, context, press_from("adakv:knorm", ratio=0.75)).cache)

@@ -4,7 +4,9 @@
   — compresses the cache right after prefill; compositions by name (``"adakv:kvzip"``) or by object
   (``kv.AdaKV(press=kv.KVzip(ratio=0.75, tokenizer=tok))``);
 * :func:`bounded` keeps the cache under a fixed size while decoding;
-* :func:`compress_context` compresses a context once, :func:`answer` answers questions from it.
+* :func:`compress_context` compresses a context once, :func:`answer` answers questions from it;
+* :func:`dense_cache` turns a cache whose heads all keep the same number of tokens per layer (``kvcompose``) into
+  an ordinary ``DynamicCache``, and :func:`generate_inputs` says what ``model.generate()`` needs to go on from it.
 
 Every press class is exported under its class name (read from the method registry). Attributes load on
 first use, so ``import tokensift.kv`` is cheap and the method registry can import this package's modules.
@@ -30,6 +32,9 @@ _FACE = {
     "LayerView": "tokensift.kv.view",
     "RaggedLayer": "tokensift.kv.cache",
     "cache_bytes": "tokensift.kv.cache",
+    "dense_cache": "tokensift.kv.cache",
+    "generate_inputs": "tokensift.kv.cache",
+    "QuantizedLayer": "tokensift.kv.lowbits",
 }
 
 __getattr__, __dir__ = lazy_face(__name__, "kv", _FACE)

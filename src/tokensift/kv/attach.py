@@ -299,7 +299,7 @@ class PrefillPolicy:
 
     @property
     def model_wide(self) -> bool:
-        return self.press.model_wide and self.press.active
+        return self.press.wide and self.press.active
 
     def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> RaggedLayer | None:
         if not self.press.active:

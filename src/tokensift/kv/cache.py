@@ -16,11 +16,13 @@ stands for their attention too, so its logit is raised by the log of the mass it
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
-from transformers.cache_utils import CacheLayerMixin
+from transformers.cache_utils import CacheLayerMixin, DynamicCache, DynamicLayer
 
-from tokensift.errors import ModelError
+from tokensift.errors import MethodUnsupportedError, ModelError
 from tokensift.reduce import gather_tokens
 
 Segments = list[list[Tensor]]
@@ -385,3 +387,50 @@ class MaskedLayer(CacheLayerMixin):
             query, self.keys, self.values, attn_mask=attn_mask, scale=scaling, enable_gqa=True
         )
         return out.transpose(1, 2).contiguous(), None
+
+
+def dense_cache(cache: Any) -> DynamicCache:
+    """The compressed ``cache`` as an ordinary transformers ``DynamicCache`` that decodes without tokensift.
+
+    Every compressed layer must hold the same number of tokens in every (row, head) at the model's precision
+    with no log masses (KVCompose's composite tokens, or any uniform per-head budget); layers may differ in
+    length. Layers tokensift did not compress are passed on as they are. Raises
+    :class:`~tokensift.errors.MethodUnsupportedError` for a ragged, packed or merged layer.
+    """
+    layers: list[Any] = []
+    for idx, layer in enumerate(getattr(cache, "layers", [])):
+        if not isinstance(layer, RaggedLayer):
+            layers.append(layer)
+            continue
+        if type(layer) is not RaggedLayer or not layer.dense or layer.bias is not None:
+            raise MethodUnsupportedError(
+                f"layer {idx} is not a dense cache (heads of different lengths, packed or merged tokens); "
+                "use a method that keeps the same number of tokens per head, such as kvcompose"
+            )
+        fresh = DynamicLayer()
+        fresh.update(layer.keys, layer.values)
+        layers.append(fresh)
+    out = DynamicCache()
+    out.layers = layers
+    return out
+
+
+def generate_inputs(dense: DynamicCache, context_length: int, new_tokens: int) -> dict[str, Any]:
+    """What ``model.generate(new_ids, **generate_inputs(...))`` needs to continue from a :func:`dense_cache`.
+
+    The compressed cache is shorter than the context, and its layers may differ in length, so positions and the
+    attention mask cannot be inferred from it: the new tokens go at positions ``context_length …`` (the rotary
+    positions they would have had), one at a time (``prefill_chunk_size=1``: a one-token step needs no mask, so
+    every layer's own length is fine). generate reads positions and the mask from the cache's first layer's
+    length ``L``, so both are given for ``L`` tokens before the new ones (the first ``L`` positions are unused).
+    """
+    stored = dense.get_seq_length()
+    positions = torch.cat(
+        [torch.zeros(stored, dtype=torch.long), torch.arange(context_length, context_length + new_tokens)]
+    )
+    return {
+        "past_key_values": dense,
+        "attention_mask": torch.ones(1, stored + new_tokens, dtype=torch.long),
+        "position_ids": positions[None],
+        "prefill_chunk_size": 1,
+    }

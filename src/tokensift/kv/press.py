@@ -71,6 +71,12 @@ class Press:
         return self.scorer.budgeted.active
 
     @property
+    def wide(self) -> bool:
+        """Whether compression waits for the whole forward: this press (or the one a reducer wraps) selects every
+        layer together."""
+        return self.model_wide
+
+    @property
     def rows_wanted(self) -> int | None:
         """Query rows the adapter must hand over: what the scorer and every reducer read (``None``: all)."""
         return _more_rows(self.scorer.query_rows, self.reducer_rows)
@@ -234,6 +240,16 @@ class Wrapper(Press):
     @property
     def rows_wanted(self) -> int | None:
         return _more_rows(self.press.rows_wanted, self.reducer_rows)
+
+    @property
+    def wide(self) -> bool:
+        return self.model_wide or (self.reducer and self.press.wide)
+
+    def select_layers(self, views: dict[int, LayerView], scores: dict[int, Tensor]) -> dict[int, Selection]:
+        """A reducer keeps the wrapped press's selection, model-wide ones included; other wrappers select per layer."""
+        if self.reducer:
+            return self.press.select_layers(views, scores)
+        return super().select_layers(views, scores)
 
     @property
     def evicts(self) -> bool:

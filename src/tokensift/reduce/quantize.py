@@ -69,16 +69,13 @@ def _pack(codes: Tensor, bits: int) -> Tensor:
 
 
 @functools.cache
-def _table(bits: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``[256, 8 / bits]``: the codes held by each byte value, as ``dtype`` (one gather unpacks a tensor)."""
-    byte = torch.arange(256)
-    shifts = torch.arange(0, 8, bits)
-    return ((byte[:, None] >> shifts) & (2**bits - 1)).to(dtype=dtype, device=device)
+def _shifts(bits: int, device: torch.device) -> Tensor:
+    return torch.arange(0, 8, bits, dtype=torch.uint8, device=device)
 
 
 def _unpack(codes: Tensor, bits: int, dtype: torch.dtype) -> Tensor:
-    table = _table(bits, dtype, codes.device)
-    return table[codes.long()].flatten(-2)
+    """Codes ``[..., D]`` as ``dtype`` from bytes ``[..., D * bits / 8]`` (shifts and a mask, still on bytes)."""
+    return ((codes[..., None] >> _shifts(bits, codes.device)) & (2**bits - 1)).flatten(-2).to(dtype)
 
 
 def quantize(x: Tensor, bits: int, group: int, *, per_channel: bool) -> Packed:
@@ -108,12 +105,13 @@ def dequantize(packed: Packed) -> Tensor:
     """The ``[..., N, D]`` tensor ``packed`` stands for, in its original dtype."""
     codes = _unpack(packed.codes, packed.bits, packed.dtype)
     d = codes.shape[-1]
+    scale, zero = packed.scale.to(packed.dtype), packed.zero.to(packed.dtype)
     if packed.per_channel:
-        grouped = codes.reshape(*codes.shape[:-2], codes.shape[-2] // packed.group, packed.group, d)
-        out = grouped * packed.scale.to(packed.dtype) + packed.zero.to(packed.dtype)
-        return out.reshape(*codes.shape)[..., : packed.length, :]
-    grouped = codes.reshape(*codes.shape[:-1], d // packed.group, packed.group)
-    return (grouped * packed.scale.to(packed.dtype) + packed.zero.to(packed.dtype)).reshape(codes.shape)
+        grouped = codes.view(*codes.shape[:-2], codes.shape[-2] // packed.group, packed.group, d)
+        out = torch.addcmul(zero, grouped, scale, out=grouped)  # in place: the codes are a fresh tensor
+        return out.view(*codes.shape)[..., : packed.length, :]
+    grouped = codes.view(*codes.shape[:-1], d // packed.group, packed.group)
+    return torch.addcmul(zero, grouped, scale, out=grouped).view(codes.shape)
 
 
 def packed_bytes_per_token(head_dim: int, bits: int, group: int) -> float:

@@ -99,3 +99,38 @@ def global_indices(
     boosted.scatter_(-1, best, float("inf"))
     layers = _top_together(boosted, len(scores) * heads * keep)
     return [[row.nonzero().flatten() for row in layer] for layer in layers]
+
+
+def composite_indices(
+    scores: list[Tensor], keep: int, *, protect_first: int = 0, protect_last: int = 0
+) -> list[list[Tensor]]:
+    """Kept positions as *composite tokens*: every head of a layer keeps the same number of tokens, the number
+    set per layer by one budget for the whole model.
+
+    KVCompose (Akulov et al., 2025, arXiv:2509.05165): each head ranks its own tokens; the ``i``-th composite
+    token of a layer is the ``i``-th best token of every head, scored by the mean of those heads' scores. All
+    layers' composite tokens are ranked together and the ``layers * keep`` best are kept, so a layer whose heads
+    score many tokens high keeps more; a layer keeps a prefix of its composites (their scores fall with ``i``),
+    so every head of it holds the same number of tokens: a dense ``[Hkv, L_layer, D]`` cache. Protected positions
+    rank first in every head; each layer keeps at least one composite. ``scores``: one ``[H, T]`` per layer.
+    """
+    if not scores:
+        return []
+    heads, n = scores[0].shape
+    if not 1 <= keep <= n:
+        raise ParameterError(f"cannot keep {keep} of {n} tokens")
+    if any(s.shape != (heads, n) for s in scores):
+        raise ParameterError("composite selection needs every layer's scores with the same shape")
+    positions = torch.arange(n, device=scores[0].device)
+    protected = (positions < protect_first) | (positions >= n - protect_last)
+    ranked, composite = [], []
+    for layer in scores:
+        boosted = layer.float().masked_fill(protected, float("inf"))
+        values, order = boosted.sort(dim=-1, descending=True, stable=True)
+        ranked.append(order)
+        composite.append(values.mean(0))
+    together = torch.stack(composite)  # [L, T], falling along T
+    together[:, 0] = float("inf")  # at least one composite per layer
+    flat = torch.topk(together.flatten(), len(scores) * keep).indices
+    counts = torch.bincount(torch.div(flat, n, rounding_mode="floor"), minlength=len(scores))
+    return [[order[h, : int(c)].sort().values for h in range(heads)] for order, c in zip(ranked, counts, strict=True)]
