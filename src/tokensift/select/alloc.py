@@ -74,6 +74,16 @@ def head_adaptive_indices(
     return [row.nonzero().flatten() for row in _top_together(boosted, heads * keep)]
 
 
+def _layer_shape(scores: list[Tensor], keep: int) -> tuple[int, int]:
+    """``(heads, tokens)`` shared by every layer's scores, checked, and ``keep`` within the tokens."""
+    heads, n = scores[0].shape
+    if not 1 <= keep <= n:
+        raise ParameterError(f"cannot keep {keep} of {n} tokens")
+    if any(s.shape != (heads, n) for s in scores):
+        raise ParameterError("a model-wide selection needs every layer's scores with the same shape")
+    return int(heads), int(n)
+
+
 def global_indices(
     scores: list[Tensor], keep: int, *, protect_first: int = 0, protect_last: int = 0
 ) -> list[list[Tensor]]:
@@ -87,11 +97,7 @@ def global_indices(
     """
     if not scores:
         return []
-    heads, n = scores[0].shape
-    if not 1 <= keep <= n:
-        raise ParameterError(f"cannot keep {keep} of {n} tokens")
-    if any(s.shape != (heads, n) for s in scores):
-        raise ParameterError("global selection needs every layer's scores with the same shape")
+    heads, n = _layer_shape(scores, keep)
     boosted = torch.stack([s.float() for s in scores]).clone()  # [L, H, T]
     positions = torch.arange(n, device=boosted.device)
     boosted[:, :, (positions < protect_first) | (positions >= n - protect_last)] = float("inf")
@@ -116,11 +122,7 @@ def composite_indices(
     """
     if not scores:
         return []
-    heads, n = scores[0].shape
-    if not 1 <= keep <= n:
-        raise ParameterError(f"cannot keep {keep} of {n} tokens")
-    if any(s.shape != (heads, n) for s in scores):
-        raise ParameterError("composite selection needs every layer's scores with the same shape")
+    heads, n = _layer_shape(scores, keep)
     positions = torch.arange(n, device=scores[0].device)
     protected = (positions < protect_first) | (positions >= n - protect_last)
     ranked, composite = [], []
