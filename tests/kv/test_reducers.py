@@ -211,3 +211,18 @@ def test_kvcompose_cache_decodes_with_plain_generate_and_no_tokensift_attention(
     assert torch.equal(out[:, 5:], reference)
     with pytest.raises(MethodUnsupportedError, match="kvcompose"):
         dense_cache(compress_context(llama, context, press_from("adakv:knorm", ratio=0.75)).cache)
+
+
+def test_packed_attention_equals_attention_over_the_dequantized_segments():
+    from tokensift.kv.cache import _ATTACHED
+
+    keys, values, selection, layer = _layer(seed=4)
+    _ATTACHED[0] += 1  # as inside a session, where the layer may grow
+    try:
+        layer.update(torch.randn(1, 2, 3, 64), torch.randn(1, 2, 3, 64))  # three new tokens, causal among themselves
+    finally:
+        _ATTACHED[0] -= 1
+    query = torch.randn(1, 4, 3, 64)
+    packed, _ = layer.attend(query, 0.125)  # dense: scales folded into the products
+    looped, _ = layer.attend(query, 0.125, need_weights=True)  # per head over dequantize(...)
+    torch.testing.assert_close(packed, looped, rtol=1e-4, atol=1e-5)

@@ -28,7 +28,7 @@ from tokensift.inputs import whole_number
 from tokensift.kv.api import press_from
 from tokensift.kv.attach import CompressionStats, attached, probe_views
 from tokensift.kv.cache import MaskedLayer, RaggedLayer, tensor_bytes
-from tokensift.kv.qa import CompressedContext, answer, continue_from
+from tokensift.kv.qa import CompressedContext, answer, cache_rows, continue_from
 from tokensift.kv.tasks import Sample, build, split_prompt, string_match
 from tokensift.kv.view import LayerView, Selection
 
@@ -102,7 +102,7 @@ def prefill(model: torch.nn.Module, ids: list[int], *, hidden: bool = False) -> 
     cache = DynamicCache(config=config)
     with attached(model, capture):
         started = time.perf_counter()
-        logits = model(torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = model(torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         seconds = time.perf_counter() - started
     return Prefill(capture.views, cache, seconds, logits, list(ids))
 
@@ -159,21 +159,27 @@ def variants(
     """
     from tokensift.methods import accepts
 
+    scored_by: dict[tuple, tuple[dict[int, Tensor], float]] = {}
+    """Scores (and the seconds they took) per scorer: compositions over one scorer share them (wrappers and
+    reducers never change scores), and each is charged the full scoring time, as if it ran alone."""
     for method in methods:
         todo = [r for r in ratios if wanted(method, r)]
         if not todo:
             continue
         extra = {k: v for k, v in (options or {}).items() if accepts("kv", method, k)}
         first = press_from(method, ratio=todo[0], tokenizer=tokenizer, **extra)  # scores do not depend on the ratio
-        started = time.perf_counter()
-        if first.scorer.needs_probe:
-            if model is None:
-                raise ValueError(f"{method} needs probe passes: call variants(..., model=...)")
-            probe_views(model, first, pre.views, pre.ids)
-        scores = {layer: first.score(view) for layer, view in sorted(pre.views.items())}
-        scored = time.perf_counter() - started
-        for view in pre.views.values():
-            view.probes, view.probe_scores = [], []
+        signature = scorer_signature(first.scorer)
+        if signature not in scored_by:
+            started = time.perf_counter()
+            if first.scorer.needs_probe:
+                if model is None:
+                    raise ValueError(f"{method} needs probe passes: call variants(..., model=...)")
+                probe_views(model, first, pre.views, pre.ids)
+            found = {layer: first.score(view) for layer, view in sorted(pre.views.items())}
+            scored_by[signature] = (found, time.perf_counter() - started)
+            for view in pre.views.values():
+                view.probes, view.probe_scores = [], []
+        scores, scored = scored_by[signature]
         any_view = next(iter(pre.views.values()))
         for ratio in todo:
             tokens = token_ratio(first, ratio, budget, any_view)
@@ -187,6 +193,24 @@ def variants(
                 built = {i: press.build(v.keys, v.values, [chosen[i]], [v], [0]) for i, v in pre.views.items()}
             seconds = scored + time.perf_counter() - started
             yield Variant(method, ratio, chosen, seconds, built, tokens if budget == "bytes" else None)
+
+
+def scorer_signature(scorer: Any) -> tuple:
+    """What a scorer's scores depend on: its class and options, not its budget."""
+    import dataclasses
+
+    from tokensift.registry import BUDGET_FIELDS
+
+    fields = [(f.name, getattr(scorer, f.name)) for f in dataclasses.fields(scorer) if f.name not in BUDGET_FIELDS]
+    return (type(scorer), *((name, value if _hashable(value) else id(value)) for name, value in fields))
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def full_variant(pre: Prefill) -> Variant:
@@ -256,7 +280,7 @@ def row_bytes(context: CompressedContext, row: int, built: dict[int, RaggedLayer
 
 def _logprob(model: torch.nn.Module, context: CompressedContext, tail: list[int], gold: list[int]) -> list[float]:
     """log p(gold | context, tail) for every row of a batch context."""
-    rows = context.cache.layers[0].keys.shape[0]
+    rows = cache_rows(context.cache)
     ids = torch.tensor([tail + gold]).expand(rows, -1)
     logits = continue_from(model, context, ids)[:, len(tail) - 1 : -1].float().log_softmax(-1)
     return logits.gather(-1, torch.tensor(gold)[None, :, None].expand(rows, -1, 1)).sum((1, 2)).tolist()

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from tokensift.errors import MethodUnsupportedError
-from tokensift.kv.cache import RaggedLayer, Segments
+from tokensift.kv.cache import RaggedLayer, Segments, _future_mask
 from tokensift.reduce import gather_tokens
-from tokensift.reduce.quantize import Packed, dequantize, quantize
+from tokensift.reduce.quantize import Packed, dequantize, quantize, unpack_codes
 
 LowPart = tuple[Packed, Packed]
 """Packed keys and values of the low-precision tokens."""
@@ -112,7 +112,9 @@ class QuantizedLayer(RaggedLayer):
         return torch.cat([low_k, keys]), torch.cat([low_v, values])
 
     def attend(self, query: Tensor, scaling: float, *, need_weights: bool = False) -> tuple[Tensor, Segments | None]:
-        if self.segments_k is None and not isinstance(self.low, tuple) and not need_weights:
+        if self.segments_k is None and not need_weights:
+            if isinstance(self.low, tuple):
+                return attend_packed(query, scaling, self.low, self.keys, self.values), None
             self._split_dense()
         return super().attend(query, scaling, need_weights=need_weights)
 
@@ -153,3 +155,38 @@ class QuantizedLayer(RaggedLayer):
         if not isinstance(self.low, tuple):
             clone.low = [list(r) for r in self.low]
         return clone
+
+
+def attend_packed(query: Tensor, scaling: float, low: LowPart, keys: Tensor, values: Tensor) -> Tensor:
+    """Attention of ``query [B, H, q, D]`` over packed tokens ``low`` and full-precision ``keys, values [B, Hkv,
+    L, D]`` (the last ``q`` of them the queries' own, causal), without materialising the dequantized tensors.
+
+    The scales and zero points are folded into the products instead: a key group's logits are ``(q * scale)
+    . codes + q . zero`` and a value group's output ``(p * scale) @ codes + p . zero``, so only the integer
+    codes are widened (to the query's dtype), and nothing of the cache's size is written but them. Returns
+    ``[B, q, H, D]`` (transformers' layout), equal to attention over the dequantized cache.
+    """
+    low_k, low_v = low
+    batch, heads, n_queries, dim = query.shape
+    kv_heads = keys.shape[1]
+    rows = heads // kv_heads * n_queries
+    q = (query * scaling).reshape(batch, kv_heads, rows, dim)  # the (group head, query) rows of each KV head
+    codes = unpack_codes(low_k).view(batch, kv_heads, -1, low_k.group, dim)  # [B, Hkv, groups, g, D]
+    scale, zero = low_k.scale.to(q.dtype), low_k.zero.to(q.dtype)  # [B, Hkv, groups, 1, D]
+    low_logits = (q[:, :, None] * scale) @ codes.transpose(-1, -2) + (q[:, :, None] * zero).sum(-1, keepdim=True)
+    low_logits = low_logits.permute(0, 1, 3, 2, 4).reshape(batch, kv_heads, rows, -1)[..., : low_k.length]
+    full_logits = q @ keys.transpose(-1, -2)
+    if n_queries > 1:
+        future = _future_mask(n_queries, keys.shape[2], query.device).repeat(rows // n_queries, 1)
+        full_logits = full_logits.masked_fill(future, float("-inf"))
+    probs = torch.softmax(torch.cat([low_logits, full_logits], dim=-1), dim=-1)
+    p_low, p_full = probs[..., : low_k.length], probs[..., low_k.length :]
+    out = p_full @ values
+    groups = dim // low_v.group
+    v_codes = unpack_codes(low_v).view(batch, kv_heads, -1, groups, low_v.group).transpose(2, 3)  # [B,Hkv,J,N,g]
+    v_scale = low_v.scale.to(q.dtype).squeeze(-1).permute(0, 1, 3, 2)  # [B, Hkv, J, N]
+    v_zero = low_v.zero.to(q.dtype).squeeze(-1).permute(0, 1, 3, 2)
+    weighted = p_low[:, :, None] * v_scale[:, :, :, None]  # [B, Hkv, J, rows, N]
+    low_out = weighted @ v_codes + (p_low[:, :, None] @ v_zero[..., None])  # [B, Hkv, J, rows, g]
+    out = out + low_out.permute(0, 1, 3, 2, 4).reshape(batch, kv_heads, rows, dim)
+    return out.view(batch, heads, n_queries, dim).transpose(1, 2).contiguous()

@@ -45,6 +45,13 @@ class Answer:
     question_seconds: float
 
 
+def cache_rows(cache: Any) -> int:
+    """Batch rows of a cache (1 for a layer holding no full-precision keys at all, as transformers' quantized
+    cache after a prefill)."""
+    shape = cache.layers[0].keys.shape
+    return int(shape[0]) if len(shape) == 4 else 1
+
+
 def copy_cache(cache: Any, batch: int = 1) -> Any:
     """An independent copy of a transformers cache (ragged layers included) for ``batch`` rows.
 
@@ -54,7 +61,7 @@ def copy_cache(cache: Any, batch: int = 1) -> Any:
     clone.layers = [
         layer.copy() if isinstance(layer, (RaggedLayer, MaskedLayer)) else copy.copy(layer) for layer in cache.layers
     ]
-    rows = int(clone.layers[0].keys.shape[0])
+    rows = cache_rows(clone)
     if rows != batch:
         if rows != 1:
             raise InputError(f"a cache of {rows} rows cannot serve a batch of {batch}")

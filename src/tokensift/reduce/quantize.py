@@ -78,6 +78,11 @@ def _unpack(codes: Tensor, bits: int, dtype: torch.dtype) -> Tensor:
     return ((codes[..., None] >> _shifts(bits, codes.device)) & (2**bits - 1)).flatten(-2).to(dtype)
 
 
+def unpack_codes(packed: Packed, dtype: torch.dtype | None = None) -> Tensor:
+    """The integer codes of ``packed`` as ``[..., N', D]`` floats (keys: ``N'`` padded to whole groups)."""
+    return _unpack(packed.codes, packed.bits, dtype or packed.dtype)
+
+
 def quantize(x: Tensor, bits: int, group: int, *, per_channel: bool) -> Packed:
     """Pack ``x [..., N, D]``: keys with ``per_channel`` (groups of ``group`` tokens per channel), values
     without (groups of ``group`` channels per token; ``D`` must divide by ``group`` or the whole row is one)."""
