@@ -158,7 +158,7 @@ def reconstruction_attention(
 
 
 def attend_and_reconstruct(
-    queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, chunk: int = 256
+    queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, chunk: int = 512
 ) -> tuple[Tensor, Tensor]:
     """A probe pass's attention and KVzip's reconstruction scores, without a second softmax.
 
@@ -194,20 +194,25 @@ def attention_with_lse(
 ) -> tuple[Tensor, Tensor]:
     """Attention of probe rows over ``n`` context keys plus their own (causal) and each row's log-sum-exp.
 
-    On the CPU torch's fused flash kernel returns both (GQA without repeating keys); elsewhere, or if that
-    kernel is missing (or ``fused=False``), the same is computed explicitly. Returns ``([H, m, D], [H, m])``.
+    On the CPU torch's fused flash kernel returns both (GQA without repeating keys), called twice without a mask
+    (a mask takes the kernel's slow path): once over the context keys, once over the rows' own keys with its
+    causal flag (square, so aligned), the two merged by their log-sum-exps. Elsewhere, or if that kernel is
+    missing (or ``fused=False``), the same is computed explicitly. Returns ``([H, m, D], [H, m])``.
     """
     heads, m, _ = queries.shape
+    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if fused and queries.device.type == "cpu" and kernel is not None:
+        try:  # two unmasked calls (the context; the rows' own keys, causal and aligned), merged by their lse
+            out_c, lse_c = kernel(queries[None], keys[None, :, :n], values[None, :, :n], 0.0, False, scale=scaling)
+            out_p, lse_p = kernel(queries[None], keys[None, :, n:], values[None, :, n:], 0.0, True, scale=scaling)
+            lse = torch.logaddexp(lse_c, lse_p)
+            out = out_c * (lse_c - lse).exp()[..., None] + out_p * (lse_p - lse).exp()[..., None]
+            return out[0].to(queries.dtype), lse[0]
+        except RuntimeError:  # a dtype or shape the kernel does not take: the explicit way below
+            pass
     future = torch.ones(m, m, dtype=torch.bool, device=queries.device).triu(1)
     mask = torch.zeros(m, n + m, dtype=queries.dtype, device=queries.device)
     mask[:, n:] = mask[:, n:].masked_fill(future, float("-inf"))
-    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if fused and queries.device.type == "cpu" and kernel is not None:
-        try:
-            out, lse = kernel(queries[None], keys[None], values[None], 0.0, False, attn_mask=mask, scale=scaling)
-            return out[0], lse[0]
-        except RuntimeError:  # a dtype or shape the kernel does not take: the explicit way below
-            pass
     group = heads // keys.shape[0]
     logits = (queries.float() @ keys.float().repeat_interleave(group, 0).transpose(-1, -2)) * scaling + mask.float()
     lse = torch.logsumexp(logits, -1)
