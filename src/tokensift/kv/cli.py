@@ -97,7 +97,7 @@ def generate(
         "mode": "query-aware" if query_aware else "query-agnostic",
         "context_tokens": len(head),
         "question_tokens": len(tail),
-        "bits": bits,
+        "bits": getattr(press, "bits", None),  # the low precision of a packing method (None: nothing packed)
         "cache_bytes_before": stats.bytes_before,
         "cache_bytes_after": stats.bytes_after,
         "kept_fraction": stats.kept_fraction,
@@ -155,7 +155,7 @@ def _bench_options(
         "fidelity_samples": fidelity_samples,
         "speed_tokens": speed_tokens,
         "budget": budget,
-        "bits": bits,
+        "bits": getattr(press, "bits", None),  # the low precision of a packing method (None: nothing packed)
     }
 
 
