@@ -155,7 +155,7 @@ def _bench_options(
         "fidelity_samples": fidelity_samples,
         "speed_tokens": speed_tokens,
         "budget": budget,
-        "bits": getattr(press, "bits", None),  # the low precision of a packing method (None: nothing packed)
+        "bits": bits,
     }
 
 
