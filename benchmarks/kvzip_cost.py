@@ -14,7 +14,9 @@ alike (medians of ``--repeats``):
 * ``kvzap``: the same compression with kvzap's surrogate scoring the prefill's hidden states (no repeat
   pass): ``score`` is its linear maps.
 
-Prints a table and, with ``--json``, one JSON object per line.
+Prints a table and, with ``--json``, one JSON object per line; ``--profile`` also prints torch's profile of one
+kvzip compression per length (the operators that take the time: the flash attention calls, the reconstruction
+max's batched products, the MLP's linear layers).
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print torch's operator profile of one kvzip run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
@@ -140,6 +143,12 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, run in variants.items():
                 found[name].append(run(ids))
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                run_kvzip(model, tokenizer, ids, args.ratio, recompute=False)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
         base = statistics.median(f["total"] for f in found["prefill"])
         print(f"\n{args.model}, {ids.shape[1]} tokens, {args.threads} threads, medians of {args.repeats}:")
         print(f"{'variant':<17}{'total s':>9}{'÷ prefill':>11}" + "".join(f"{p:>9}" for p in PHASES))

@@ -216,7 +216,7 @@ def test_kvcompose_cache_decodes_with_plain_generate_and_no_tokensift_attention(
 def test_packed_attention_equals_attention_over_the_dequantized_segments():
     from tokensift.kv.cache import _ATTACHED
 
-    keys, values, selection, layer = _layer(seed=4)
+    layer = _layer(seed=4)[-1]
     _ATTACHED[0] += 1  # as inside a session, where the layer may grow
     try:
         layer.update(torch.randn(1, 2, 3, 64), torch.randn(1, 2, 3, 64))  # three new tokens, causal among themselves
@@ -226,3 +226,10 @@ def test_packed_attention_equals_attention_over_the_dequantized_segments():
     packed, _ = layer.attend(query, 0.125)  # dense: scales folded into the products
     looped, _ = layer.attend(query, 0.125, need_weights=True)  # per head over dequantize(...)
     torch.testing.assert_close(packed, looped, rtol=1e-4, atol=1e-5)
+
+
+def test_a_row_with_nothing_to_pack_stores_no_codes():
+    keys = torch.randn(1, 2, 0, 64)
+    for per_channel in (True, False):
+        packed = quantize(keys, 2, 32, per_channel=per_channel)
+        assert packed.nbytes() == 0 and dequantize(packed).shape == (1, 2, 0, 64)

@@ -90,8 +90,12 @@ def quantize(x: Tensor, bits: int, group: int, *, per_channel: bool) -> Packed:
     n, d = x.shape[-2], x.shape[-1]
     if d % (8 // bits):
         raise ParameterError(f"head dim {d} does not pack into whole bytes at {bits} bits", option="bits")
+    if n == 0:  # nothing to pack (a row that keeps every token at full precision)
+        empty = x.new_empty(*x.shape[:-2], 0, d)
+        stats = torch.zeros(*x.shape[:-2], 0, 1, d if per_channel else 1, dtype=torch.float16, device=x.device)
+        return Packed(_pack(empty.to(torch.uint8), bits), stats, stats.clone(), bits, group, per_channel, 0, x.dtype)
     if per_channel:
-        padded = math.ceil(n / group) * group if n else 0
+        padded = math.ceil(n / group) * group
         if padded > n:
             x = torch.cat([x, x[..., -1:, :].expand(*x.shape[:-2], padded - n, d)], dim=-2)
         grouped = x.reshape(*x.shape[:-2], padded // group, group, d)
