@@ -82,7 +82,7 @@ def best(table: dict, task: str, ratio: float) -> tuple[str, dict[str, Any]] | N
     return ", ".join(names), next(c for m, c in found if m == names[0])
 
 
-def section(runs: dict[int, list[dict[str, Any]]]) -> list[str]:
+def section(runs: dict[int, list[dict[str, Any]]], extra: str = "") -> list[str]:
     lines = [
         MARKERS[0],
         "## At equal bytes: eviction, low precision and merging at 12.5 / 25 % of the full cache's bytes",
@@ -97,6 +97,14 @@ def section(runs: dict[int, list[dict[str, Any]]]) -> list[str]:
         "`bytes` = measured bytes of the stored cache ÷ the full cache's (what `--json` reports). `× prefill` = "
         "median over samples of (prefill + scoring) ÷ prefill, both timed in the same process (scoring includes "
         "KVzip's repeat pass and building packed or merged layers).",
+        "",
+        "Peers: transformers' own quantized cache (`QuantizedCache(backend='quanto')`, 2 and 4 bits, groups of 64, "
+        "every context token quantized; `benchmarks/peers/hf_quantized.py`) on the same instances, placed in the "
+        "smallest budget it fits under with its measured bytes; kvpress 0.5.5's KVzip from the token-budget run "
+        "below (its first 20 of the same seed-0 instances; for eviction the kept tokens are the bytes). kvpress "
+        "0.5.5 also ships KVzap and Fast KVzip presses, but they load trained scorers from the model hub and none "
+        "exists for SmolLM2, so they are not run; its CaM and KVCompose presses need eager attention weights "
+        "and were not run either.",
         "",
     ]
     for length, rows in sorted(runs.items()):
@@ -149,6 +157,8 @@ def section(runs: dict[int, list[dict[str, Any]]]) -> list[str]:
                     )
                 lines.append("".join(row))
         lines += ["", f"![quality against bytes, {length} tokens](RESULTS-kv-bytes/bytes-{length}.png)", ""]
+    if extra:
+        lines += [extra.strip(), ""]
     lines.append(MARKERS[1])
     return lines
 
@@ -189,7 +199,8 @@ def plot(length: int, rows: list[dict[str, Any]]) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         methods = sorted({(k[0], k[2]) for k in table if k[1] == task and k[2] != "full"})
-        for system, method in methods:
+        colours = plt.get_cmap("tab20")
+        for index, (system, method) in enumerate(methods):
             points = sorted(
                 (c["bytes"], c["quality"])
                 for k, c in table.items()
@@ -200,6 +211,7 @@ def plot(length: int, rows: list[dict[str, Any]]) -> None:
                 ax.plot(
                     *zip(*points, strict=True),
                     style,
+                    color=colours(index % 20),
                     marker="o",
                     label=f"{method}" + ("" if system == "tokensift" else f" ({system})"),
                 )
@@ -227,6 +239,7 @@ def plot(length: int, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, help="LENGTH=FOLDER (repeatable)")
+    parser.add_argument("--extra", type=Path, help="Markdown appended to the section (timings measured apart)")
     args = parser.parse_args()
     runs = {}
     for item in args.run:
@@ -234,7 +247,7 @@ def main() -> None:
         runs[int(length)] = rows_of(Path(folder))
         plot(int(length), runs[int(length)])
     text = RESULTS.read_text(encoding="utf-8")
-    block = "\n".join(section(runs))
+    block = "\n".join(section(runs, args.extra.read_text(encoding="utf-8") if args.extra else ""))
     pattern = re.compile(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
