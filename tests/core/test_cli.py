@@ -50,6 +50,28 @@ def files(tmp_path_factory):
             "(smollm2-135m, gemma3-270m, minilm-l6) nor a local model folder or .gguf file",
         ),
         (
+            ["kv", "generate", "--context", "{d}/ok.txt", "-q", "what?", "--method", "snapkv", "--bits", "2"],
+            b"",
+            "error: snapkv takes no option 'bits'; its options: keep, keep_tokens, kernel, protect_first, "
+            "protect_last, ratio, window",
+        ),
+        (
+            ["kv", "generate", "--context", "{d}/ok.txt", "-q", "what?", "--method", "quant2:snapkv", "--bits", "3"],
+            b"",
+            "error: bits must be one of 2, 4, 8, got 3",
+        ),
+        (
+            ["kv", "generate", "--context", "{d}/ok.txt", "-q", "what?", "--method", "quant2:mikv"],
+            b"",
+            "error: quant2 stores the unselected tokens its own way and cannot wrap mikv, which does too (one "
+            "reducer per composition)",
+        ),
+        (
+            ["bench", "kv", "--out", "{d}/b", "--budget", "watts"],
+            b"",
+            "error: --budget must be one of tokens, bytes, got 'watts'",
+        ),
+        (
             ["methods", "--target", "audio"],
             b"",
             "error: unknown target 'audio'; targets are: kv, text, encoder, vision, training",

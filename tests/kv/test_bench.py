@@ -103,3 +103,18 @@ def test_kv_retrieval_leaves_room_for_a_whole_uuid_even_one_token_per_character(
     sample = kv_retrieval(tmp_path, 0, 0, pairs=10)
     assert sample.answers == [pairs[3][1]] and f'"{pairs[3][0]}": "{pairs[3][1]}"' in sample.context
     assert sample.max_new_tokens >= len(sample.answers[0]) == 36
+
+
+def test_a_bytes_budget_gives_every_method_the_same_memory(tmp_path, word_tokenizer):
+    llama = tiny_llama(context=256)
+    store = RowStore(tmp_path)
+    base = {"system": "tokensift", "target": "kv", "model": "tiny"}
+    methods = ["knorm", "quant2:knorm", "merge:knorm"]
+    run_sample(llama, word_tokenizer, _sample(), "query-agnostic", methods, [0.5, 0.9], store, base, budget="bytes")
+    rows = {(r["method"], r["ratio"]): r for r in store.rows()}
+    for method in methods:  # half of the full cache's bytes, however each method stores what it keeps
+        assert rows[(method, 0.5)]["kept_fraction"] == pytest.approx(0.5, abs=0.05), method
+        assert rows[(method, 0.5)]["budget"] == "bytes"
+    assert rows[("quant2:knorm", 0.5)]["token_ratio"] > 0.5  # packing the rest costs bytes: fewer tokens kept whole
+    assert ("quant2:knorm", 0.9) not in rows  # 2-bit codes of every token alone exceed 10 % (head dim 8): no row
+    assert rows[("knorm", 0.9)]["kept_fraction"] == pytest.approx(0.1, abs=0.03)
