@@ -82,6 +82,16 @@ def best(table: dict, task: str, ratio: float) -> tuple[str, dict[str, Any]] | N
     return ", ".join(names), next(c for m, c in found if m == names[0])
 
 
+def kvpress_cell(table: dict, task: str, ratio: float, length: int) -> str:
+    """kvpress's KVzip on the same instances when the run has its rows, else the earlier run's figure (1k)."""
+    ran, full = table.get(("kvpress", task, "kvzip", ratio)), table.get(("kvpress", task, "full", 0.0))
+    if ran is not None:
+        full_text = f"; full {fmt(full['quality'], task)}" if full else ""
+        return f"{fmt(ran['quality'], task)} ({ran['n']}{full_text}, bytes {ran['bytes']:.3f})"
+    quoted = KVPRESS_KVZIP.get((task, ratio)) if length == 1024 else None
+    return f"{quoted[0]:.2f} ({quoted[1]}, earlier run; full {KVPRESS_FULL[task][0]:.2f})" if quoted else "–"
+
+
 def section(runs: dict[int, list[dict[str, Any]]], extra: str = "") -> list[str]:
     lines = [
         MARKERS[0],
@@ -100,8 +110,9 @@ def section(runs: dict[int, list[dict[str, Any]]], extra: str = "") -> list[str]
         "",
         "Peers: transformers' own quantized cache (`QuantizedCache(backend='quanto')`, 2 and 4 bits, groups of 64, "
         "every context token quantized; `benchmarks/peers/hf_quantized.py`) on the same instances, placed in the "
-        "smallest budget it fits under with its measured bytes; kvpress 0.5.5's KVzip from the token-budget run "
-        "below (its first 20 of the same seed-0 instances; for eviction the kept tokens are the bytes). kvpress "
+        "smallest budget it fits under with its measured bytes; kvpress 0.5.5's KVzip on the same instances "
+        "(`benchmarks/peers/kvpress/run.py --methods kvzip`: its own prefill, repeat passes and global "
+        "selection; for eviction the kept tokens are the bytes). kvpress "
         "0.5.5 also ships KVzap and Fast KVzip presses, but they load trained scorers from the model hub and none "
         "exists for SmolLM2, so they are not run; its CaM and KVCompose presses need eager attention weights "
         "and were not run either.",
@@ -128,8 +139,7 @@ def section(runs: dict[int, list[dict[str, Any]]], extra: str = "") -> list[str]
                     for k, c in sorted(table.items())
                     if k[0] == "transformers" and k[1] == task and k[3] == ratio
                 ]
-                press = KVPRESS_KVZIP.get((task, ratio)) if length == 1024 else None
-                press_cell = f"{press[0]:.2f} ({press[1]}; full {KVPRESS_FULL[task][0]:.2f})" if press else "–"
+                press_cell = kvpress_cell(table, task, ratio, length)
                 full_cell = f"{fmt(full['quality'], task)} ({full['n']})" if full else "–"
                 lines.append(
                     f"| {task} | {1 - ratio:.1%} | {full_cell} "

@@ -3,7 +3,7 @@
 # benchmarks/RESULTS-kv.md (resumable: rerun to continue). Run it alone: it also times compression and decoding.
 #   1k: every family on niah / niah_multikey / nq_qa at 12.5 % and 25 % of the full cache's bytes
 #   2k: the best of them on the needle tasks at 12.5 %
-#   transformers' quantized cache (quanto, 2 and 4 bits) on the same 1k instances
+#   transformers' quantized cache (quanto, 2 and 4 bits) and kvpress's KVzip on the same 1k instances
 #   kvzip's cost against a plain prefill (benchmarks/kvzip_cost.py) and decode time with a packed cache
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,11 @@ bench --tasks niah,niah_multikey,nq_qa --methods "$ALL" --ratios 0.875,0.75 --le
 bench --tasks niah,niah_multikey --methods "$BEST" --ratios 0.875 --length 2048 --out "$OUT2"
 .venv/bin/python -m pip install -q --no-deps optimum-quanto==0.2.7  # transformers' quantized-cache backend
 .venv/bin/python benchmarks/peers/hf_quantized.py --out "$OUT1" --tasks niah,niah_multikey,nq_qa --samples "$SAMPLES"
+bash benchmarks/peers/kvpress/setup.sh   # kvpress's KVzip on the same instances (eviction: kept tokens = bytes)
+(cd benchmarks/peers/kvpress && .venv/bin/python run.py --out "../../../$OUT1" --samples "$SAMPLES" \
+  --tasks niah,niah_multikey --modes query-agnostic --methods kvzip --ratios 0.875,0.75)
 .venv/bin/python benchmarks/kvzip_cost.py --lengths 1024,2048
 .venv/bin/tokensift bench kv --budget bytes --samples 0 --speed-tokens 32 --methods kvzip,quant2:kvzip \
   --ratios 0.75 --out benchmarks/out/kv-bytes-speed
-.venv/bin/python benchmarks/kv_bytes.py --run 1024="$OUT1" --run 2048="$OUT2"
+.venv/bin/python benchmarks/kv_bytes.py --run 1024="$OUT1" --run 2048="$OUT2" \
+  --extra benchmarks/RESULTS-kv-bytes/timings.md   # the timings above, as measured (edit after a rerun)
