@@ -42,6 +42,20 @@ def _query_length(query: int | Tensor) -> int:
     return query if isinstance(query, int) else int(query.shape[0])
 
 
+def gather_segments(keys: Tensor, values: Tensor, selection: list[list[Tensor]]) -> tuple[Segments, Segments]:
+    """Per (row, head), ``keys, values [B, Hkv, T, D]`` gathered at ``selection[row][head]``: ``[L, D]`` each."""
+    seg_k = [[gather_tokens(keys[b, h], idx) for h, idx in enumerate(row)] for b, row in enumerate(selection)]
+    seg_v = [[gather_tokens(values[b, h], idx) for h, idx in enumerate(row)] for b, row in enumerate(selection)]
+    return seg_k, seg_v
+
+
+def bias_mask(bias: Tensor, group: int, dtype: torch.dtype, allowed: Tensor | None) -> Tensor:
+    """SDPA's additive mask from log masses ``bias [B, Hkv, L]``: repeated for the ``group`` query heads of each
+    KV head, ``-inf`` where ``allowed`` (boolean, broadcast to ``[B, H, q, L]``) is False."""
+    mask = bias[:, :, None].to(dtype).repeat_interleave(group, dim=1)
+    return mask if allowed is None else mask.masked_fill(~allowed, float("-inf"))
+
+
 def _future_mask(n_queries: int, length: int, device: torch.device) -> Tensor:
     """``[q, L]`` True where query ``i`` (the last ``q`` positions are the queries) must not look."""
     return (
@@ -90,9 +104,7 @@ class RaggedLayer(CacheLayerMixin):
     @classmethod
     def from_selection(cls, keys: Tensor, values: Tensor, selection: list[list[Tensor]]) -> RaggedLayer:
         """Gather ``keys, values [B, Hkv, T, D]`` at ``selection[row][head]`` (ascending positions)."""
-        seg_k = [[gather_tokens(keys[b, h], idx) for h, idx in enumerate(row)] for b, row in enumerate(selection)]
-        seg_v = [[gather_tokens(values[b, h], idx) for h, idx in enumerate(row)] for b, row in enumerate(selection)]
-        return cls(seg_k, seg_v)
+        return cls(*gather_segments(keys, values, selection))
 
     def segment(self, row: int, head: int) -> tuple[Tensor, Tensor]:
         """Keys and values ``[L, D]`` stored for one (row, head)."""
@@ -211,10 +223,6 @@ class RaggedLayer(CacheLayerMixin):
             clone.segments_b = [list(r) for r in self.segments_b]
         return clone
 
-    def dense_kv(self) -> tuple[Tensor, Tensor]:
-        """Keys and values ``[B, Hkv, L, D]`` of the dense layout, as attention reads them."""
-        return self.keys, self.values
-
     def attend(self, query: Tensor, scaling: float, *, need_weights: bool = False) -> tuple[Tensor, Segments | None]:
         """Attention of ``query [B, H, q, D]`` (the last ``q`` cached tokens are its own, causal) over the cache.
 
@@ -222,16 +230,13 @@ class RaggedLayer(CacheLayerMixin):
         token received per (row, KV head), summed over the ``q`` rows and averaged over the query heads.
         """
         if self.segments_k is None and not need_weights:
-            keys, values = self.dense_kv()
             mask: Tensor | None = None
             if query.shape[2] > 1:
-                mask = ~_future_mask(query.shape[2], keys.shape[2], query.device)
+                mask = ~_future_mask(query.shape[2], self.keys.shape[2], query.device)
             if self.bias is not None:
-                group = query.shape[1] // keys.shape[1]
-                bias = self.bias[:, :, None].to(query.dtype).repeat_interleave(group, dim=1)
-                mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+                mask = bias_mask(self.bias, query.shape[1] // self.keys.shape[1], query.dtype, mask)
             out = torch.nn.functional.scaled_dot_product_attention(
-                query, keys, values, attn_mask=mask, scale=scaling, enable_gqa=True
+                query, self.keys, self.values, attn_mask=mask, scale=scaling, enable_gqa=True
             )
             return out.transpose(1, 2).contiguous(), None
         batch, heads, n_queries, _ = query.shape
@@ -379,10 +384,7 @@ class MaskedLayer(CacheLayerMixin):
         mask = self._valid[:, :, None, : self.end].repeat_interleave(group, dim=1)
         if query.shape[2] > 1:
             mask = mask & ~_future_mask(query.shape[2], self.end, query.device)
-        attn_mask: Tensor = mask
-        if self._bias is not None:
-            bias = self._bias[:, :, None, : self.end].to(query.dtype).repeat_interleave(group, dim=1)
-            attn_mask = bias.masked_fill(~mask, float("-inf"))
+        attn_mask = mask if self._bias is None else bias_mask(self._bias[:, :, : self.end], group, query.dtype, mask)
         out = torch.nn.functional.scaled_dot_product_attention(
             query, self.keys, self.values, attn_mask=attn_mask, scale=scaling, enable_gqa=True
         )

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from tokensift.errors import MethodUnsupportedError
-from tokensift.kv.cache import RaggedLayer, Segments, _future_mask
+from tokensift.kv.cache import RaggedLayer, Segments, _future_mask, gather_segments
 from tokensift.reduce import gather_tokens
 from tokensift.reduce.quantize import Packed, dequantize, quantize, unpack_codes
 
@@ -64,8 +64,7 @@ class QuantizedLayer(RaggedLayer):
         (from ``starts[row]``, left padding excluded) packed at ``bits`` bits in groups of ``group``."""
         n = keys.shape[2]
         rest = [[complement(kept, starts[b], n) for kept in row] for b, row in enumerate(selection)]
-        seg_k = [[gather_tokens(keys[b, h], idx) for h, idx in enumerate(row)] for b, row in enumerate(selection)]
-        seg_v = [[gather_tokens(values[b, h], idx) for h, idx in enumerate(row)] for b, row in enumerate(selection)]
+        seg_k, seg_v = gather_segments(keys, values, selection)
         if len({idx.numel() for row in rest for idx in row}) == 1:
             index = torch.stack([torch.stack(row) for row in rest])
             low_k = gather_tokens(keys, index)
@@ -97,11 +96,6 @@ class QuantizedLayer(RaggedLayer):
     @property
     def dense(self) -> bool:
         return self.segments_k is None and isinstance(self.low, tuple)
-
-    def dense_kv(self) -> tuple[Tensor, Tensor]:
-        assert isinstance(self.low, tuple)
-        low_k, low_v = self.low
-        return torch.cat([dequantize(low_k), self.keys], dim=2), torch.cat([dequantize(low_v), self.values], dim=2)
 
     def segment(self, row: int, head: int) -> tuple[Tensor, Tensor]:
         keys, values = super().segment(row, head)

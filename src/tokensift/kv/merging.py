@@ -50,6 +50,6 @@ def merged_layer(
     return RaggedLayer(seg_k, seg_v, [[b.to(keys.dtype) for b in row] for row in seg_b] if has_bias else None)
 
 
-def merged_bytes_fraction(head_dim: int, itemsize: int) -> float:
-    """A kept token's bytes with its log mass over its bytes without: ``1 + 1 / (2 * head_dim)``."""
-    return 1 + itemsize / (2 * head_dim * itemsize)
+def merged_bytes_fraction(head_dim: int) -> float:
+    """A kept token's bytes with its log mass (one value in the cache's dtype) over its bytes without."""
+    return 1 + 1 / (2 * head_dim)

@@ -34,7 +34,8 @@ def representatives(scores: Tensor, signatures: Tensor, candidates: Tensor, coun
     sig = signatures[candidates].float()
     anchor = sig.mean(0).round()
     distance = (sig - anchor).abs().sum(-1)
-    order = torch.argsort(distance * (scores.abs().max() + 1) * 2 - scores[candidates], stable=True)
+    by_score = torch.argsort(scores[candidates], descending=True, stable=True)
+    order = by_score[torch.argsort(distance[by_score], stable=True)]  # by distance, then by score
     buckets = torch.tensor_split(order, count)
     best = torch.stack([bucket[0] for bucket in buckets])  # each bucket is sorted by distance, then score
     return candidates[best]

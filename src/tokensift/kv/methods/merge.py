@@ -44,7 +44,7 @@ class MassMerging:
         return merged_layer(keys, values, selection, views, starts, self.fold)
 
     def keep_for_bytes(self, fraction: float, head_dim: int, itemsize: int) -> float | None:
-        return fraction / merged_bytes_fraction(head_dim, itemsize)
+        return fraction / merged_bytes_fraction(head_dim)
 
 
 @register

@@ -34,7 +34,3 @@ class MiKV(LowBits, H2O):
     )
     summary: ClassVar[str] = "H2O's tokens at full precision, the rest packed at --bits"
     online = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_low_bits()

@@ -33,7 +33,8 @@ class LowBits:
     group: int = option(32, low=1)
     reducer: ClassVar[bool] = True
 
-    def check_low_bits(self) -> None:
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]  # the press's own checks (a mixin before a Press)
         check_bits(self.bits)
 
     def build(
@@ -60,10 +61,6 @@ class Quantize(LowBits, Wrapper):
     summary: ClassVar[str] = "unselected tokens packed at --bits (KIVI layout) instead of evicted"
 
     press: Press = field(default_factory=SnapKV)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_low_bits()
 
 
 @register

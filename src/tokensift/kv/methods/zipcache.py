@@ -37,9 +37,5 @@ class ZipCache(LowBits, ScorerPress):
     summary: ClassVar[str] = "normalised attention picks full-precision tokens, the rest packed at --bits"
     query_rows = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_low_bits()
-
     def score(self, view: LayerView) -> Tensor:
         return attention_received(view.queries, view.keys, scaling=view.scaling, normalize=True)[0]
