@@ -80,19 +80,20 @@ def tiny_llama(
     return LlamaForCausalLM(config).eval()
 
 
-def tiny_gemma3(*, window: int = 8, seed: int = 0) -> Gemma3ForCausalLM:
-    """A two-layer Gemma-3 text model: a sliding-window layer (``window`` positions) then a global one."""
+def tiny_gemma3(*, window: int = 8, seed: int = 0, layers: int = 2) -> Gemma3ForCausalLM:
+    """A Gemma-3 text model of ``layers`` (even) layers: sliding-window (``window`` positions) then global, in
+    turn."""
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
         vocab_size=64,
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=1,
         head_dim=16,
         sliding_window=window,
-        layer_types=["sliding_attention", "full_attention"],
+        layer_types=["sliding_attention", "full_attention"] * (layers // 2),
         max_position_embeddings=128,
     )
     return Gemma3ForCausalLM(config).eval()

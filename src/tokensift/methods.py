@@ -47,9 +47,10 @@ def list_methods(target: str | None = None) -> list[MethodInfo]:
     return [m for key, m in sorted(registered().items()) if target is None or m.target == target]
 
 
-def names(target: str) -> list[str]:
-    """The names of ``target``'s registered methods, sorted."""
-    return [m.name for m in list_methods(target)]
+def names(target: str, *, stage: str | None = None) -> list[str]:
+    """The names of ``target``'s registered methods, sorted; ``stage``: only the KV methods acting at that stage
+    (``cache``, ``prefill`` or ``decode``, see :attr:`tokensift.kv.press.Press.stage`)."""
+    return [m.name for m in list_methods(target) if stage is None or getattr(m.cls, "stage", "cache") == stage]
 
 
 def get_method(name: str, target: str) -> MethodInfo:
@@ -87,7 +88,7 @@ def compositions(target: str) -> list[str]:
     """Every wrapper over every method that scores (``"adakv:keydiff"`` …): what composition tests run."""
     methods = list_methods(target)
     wrappers = [m for m in methods if m.wraps]
-    scorers = [m for m in methods if not m.wraps]
+    scorers = [m for m in methods if not m.wraps and getattr(m.cls, "stage", "cache") == "cache"]
     return [
         f"{w.name}:{s.name}"
         for w in wrappers

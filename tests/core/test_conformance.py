@@ -19,7 +19,8 @@ import torch
 from tests.conftest import kv_options, tiny_llama, word_level_tokenizer
 from tests.text.helpers import scorer, sentence_text
 from tokensift.errors import ParameterError
-from tokensift.methods import accepts, build, list_methods
+from tokensift.kv.sparse import DecodeState
+from tokensift.methods import accepts, build, get_method, list_methods
 
 
 @dataclass
@@ -36,14 +37,19 @@ _kv_options = kv_options
 
 
 def kv_exact(ctx: Any, name: str) -> tuple[Any, Any]:
-    from tokensift.kv import compress
+    from tokensift.kv import compress, compress_context, press_from, sparse_decoding
 
     model, tokenizer = ctx["llama"], ctx["tokenizer"]
     ids = torch.randint(2, 64, (1, 40), generator=torch.Generator().manual_seed(0))
     kwargs = dict(max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    stage = get_method(name, "kv").cls.stage
     with torch.no_grad():
         plain = torch.stack(model.generate(ids, **kwargs).logits)
-        with compress(model, name, ratio=0.0, **_kv_options(name, tokenizer)):
+        if stage == "prefill":  # the filter keeps every token: its prefill is the plain one
+            full = compress_context(model, ids, press_from("knorm", ratio=0.0)).last_logits
+            return full, compress_context(model, ids, press_from(name, ratio=0.0)).last_logits
+        around = sparse_decoding if stage == "decode" else compress
+        with around(model, name, ratio=0.0, **_kv_options(name, tokenizer)):
             same = torch.stack(model.generate(ids, **kwargs).logits)
     return plain, same
 
@@ -51,14 +57,29 @@ def kv_exact(ctx: Any, name: str) -> tuple[Any, Any]:
 def kv_kept(ctx: Any, name: str, k: int) -> tuple[int, int]:
     from transformers import DynamicCache
 
-    from tokensift.kv import compress
+    from tokensift.kv import compress, compress_context, press_from
 
     model, tokenizer = ctx["llama"], ctx["tokenizer"]
     ids = torch.randint(2, 64, (1, 40), generator=torch.Generator().manual_seed(1))
+    layers, heads = model.config.num_hidden_layers, model.config.num_key_value_heads
+    stage = get_method(name, "kv").cls.stage
+    if stage == "prefill":  # every layer's cache holds the kept tokens
+        done = compress_context(model, ids, press_from(name, keep_tokens=k))
+        return sum(layer.keys.shape[1] * layer.keys.shape[2] for layer in done.cache.layers), layers * heads * k
+    if stage == "decode":  # positions one decoding step attends in one layer
+        press = (
+            press_from(name, keep_tokens=k, dense_layers=0)
+            if name == "tidaldecode"
+            else press_from(name, keep_tokens=k)
+        )
+        query, keys = torch.randn(1, 4, 1, 8), torch.randn(1, heads, 40, 8)
+        state = DecodeState([0, 1])
+        picks = [press.positions(state, layer, query, keys, 0.35, None) for layer in (0, 1)]
+        picked = picks[-1]  # (a selection layer attends fully and leaves its pick to the next layer)
+        return int(picked.shape[1] * picked.shape[2]), heads * k
     cache = DynamicCache(config=model.config)
     with torch.no_grad(), compress(model, name, keep_tokens=k, **_kv_options(name, tokenizer)) as session:
         model(ids, past_key_values=cache)
-    layers, heads = model.config.num_hidden_layers, model.config.num_key_value_heads
     kept = sum(n for record in session.stats.layers for row in record.kept for n in row)
     return kept, layers * heads * k  # per-head budgets may differ (AdaKV, PyramidKV, KVzip); their total may not
 

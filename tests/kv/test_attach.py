@@ -18,11 +18,11 @@ from tokensift.hooks import _HANDLERS
 from tokensift.kv import bounded, compress, press_from
 from tokensift.kv.cache import RaggedLayer, cache_bytes
 from tokensift.kv.methods.knorm import Knorm
-from tokensift.methods import list_methods
+from tokensift.methods import names
 from tokensift.scores import key_norm_score
 from tokensift.select import topk_indices
 
-METHODS = [m.name for m in list_methods("kv")]
+METHODS = names("kv", stage="cache")  # prefill filters and decoding policies: tests/kv/test_long.py
 SMALL = {"window": 4, "kernel": 3}  # observation window options for 40-token inputs
 
 

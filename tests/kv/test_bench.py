@@ -45,7 +45,7 @@ def test_string_match_is_case_and_punctuation_blind():
 
 def test_run_sample_writes_one_row_per_variant_and_resumes(tmp_path, word_tokenizer):
     llama = tiny_llama(context=256)  # room for kvzip's repeat pass after the context
-    methods, ratios = names("kv"), [0.5, 0.75]
+    methods, ratios = names("kv", stage="cache"), [0.5, 0.75]
     store = RowStore(tmp_path)
     base = {"system": "tokensift", "target": "kv", "model": "tiny"}
     sample = _sample()

@@ -81,13 +81,38 @@ def test_kvzip_needs_a_tokenizer_and_full_attention_layers(llama):
     assert press_from("knorm", ratio=0.5, tokenizer=object()).ratio == 0.5  # only probe presses take it
 
 
-def test_kvzip_on_sliding_window_layers_is_refused(word_tokenizer):
-    from tests.kv.test_attach import _tiny
+def test_kvzip_on_gemma3_scores_the_global_layers_through_the_sliding_windows(word_tokenizer):
+    from transformers import DynamicCache
 
-    gemma = _tiny("gemma3")
+    from tests.conftest import tiny_gemma3
+    from tokensift.hooks import observe_attention
+    from tokensift.kv.probe import reconstruction_probes
+
+    gemma = tiny_gemma3(window=8)
+    context, probe = torch.randint(2, 64, (1, 20)), torch.randint(2, 64, (1, 6))
+    cache = DynamicCache(config=gemma.config)
+    with torch.no_grad():
+        gemma(context, past_key_values=cache, use_cache=True)
+    keys, values = {1: cache.layers[1].keys}, {1: cache.layers[1].values}
+    scores = reconstruction_probes(gemma, keys, values, [probe[0].tolist()], base=cache)[1][0]
+    assert cache.layers[0].keys.shape[2] < 20  # the sliding layer holds its window only, and still does
+    seen = {}
+
+    def observer(module, query, key, value, mask, kwargs):
+        seen["q"], seen["k"] = query, key
+
+    with torch.no_grad(), observe_attention(gemma, {1: observer}):
+        gemma(torch.cat([context, probe], dim=1))  # the context and the probe in one forward, no cache
+    logits = seen["q"][0, :, 20:] @ seen["k"][0].transpose(-1, -2) * gemma.model.layers[1].self_attn.scaling
+    logits = logits.masked_fill(~torch.ones(6, 26, dtype=torch.bool).tril(20), float("-inf"))
+    expected = logits.softmax(-1)[..., :20].amax(dim=(0, 1))  # one KV head: every query head, every probe row
+    torch.testing.assert_close(scores[0], expected, atol=1e-5, rtol=1e-4)
     press = press_from("kvzip", ratio=0.5, tokenizer=word_tokenizer)
-    with pytest.raises(MethodUnsupportedError, match="sliding"), torch.no_grad(), compress(gemma, press):
-        gemma(torch.randint(2, 64, (1, 20)))
+    with torch.no_grad(), compress(gemma, press) as session:
+        gemma(torch.randint(2, 64, (1, 20)), past_key_values=DynamicCache(config=gemma.config), use_cache=True)
+    assert [r.layer for r in session.stats.layers] == [1] and session.stats.layers[0].kept == [[10]]
+    with pytest.raises(MethodUnsupportedError, match="batch-1"), torch.no_grad(), compress(gemma, press):
+        gemma(torch.randint(2, 64, (2, 20)), past_key_values=DynamicCache(config=gemma.config), use_cache=True)
 
 
 def test_probe_prompts_skip_the_template_opening_and_chunk_long_contexts(word_tokenizer):

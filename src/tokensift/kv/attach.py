@@ -142,6 +142,11 @@ class Session:
         self.compress_prefill = policy is not None
         self.pending: dict[int, tuple[Any, list[LayerView], Tensor, Tensor, list[int]]] = {}
         """Layers whose compression waits for the press's probe passes (see :meth:`after_forward`)."""
+        self.compress_at: int | None = None
+        """Cache length at which a layer is compressed: None for a fresh cache filled by one prefill; the context's
+        length when the prefill comes in chunks and compression waits for the last one."""
+        self.context_ids: Tensor | None = None
+        """The whole context ``[B, T]`` when the prefill comes in chunks (probe passes read it)."""
 
     def route(self) -> Route:
         """The session as handlers on the router, with the hooks that record caches and run probe passes."""
@@ -171,9 +176,16 @@ class Session:
             output, weights = layer.attend(query, call.scaling, need_weights=tracks)
             if tracks:
                 layer.observe(weights)  # type: ignore[attr-defined]
+            after_chunk = getattr(self.policy, "after_chunk", None)
+            if after_chunk is not None and query.shape[2] > 1 and idx in self.compressible:
+                after_chunk(self, idx, layer, query, call.scaling)
             return output, None
-        fresh = key.shape[2] == query.shape[2]
-        if cache is not None and layer is not None and fresh and self.compress_prefill and idx in self.compressible:
+        decode = getattr(self.policy, "decode", None)
+        if decode is not None and query.shape[2] == 1 and layer is not None and idx in self.compressible:
+            answered: tuple[Tensor, None] | None = decode(self, idx, call)
+            return answered
+        due = key.shape[2] == (query.shape[2] if self.compress_at is None else self.compress_at)
+        if cache is not None and layer is not None and due and self.compress_prefill and idx in self.compressible:
             check_length(self.model, key.shape[2])
             replaced = self._compress(idx, call)
             if replaced is not None:
@@ -189,6 +201,12 @@ class Session:
         starts = _row_starts(call.mask, batch, n)
         rows = policy.query_rows
         hidden = self.hidden.pop(id(call.module), None)
+        offset = n - query.shape[2]  # the cached positions before this forward's queries (the last chunk's)
+        if hidden is not None and hidden.shape[1] != n:
+            raise MethodUnsupportedError(
+                f"{policy.press.name if policy.press else 'this method'} reads the hidden "
+                "states of the whole context: prefill it in one pass"
+            )
         views = []
         for b, start in enumerate(starts):
             first_query = start if rows is None else max(start, n - rows)
@@ -197,7 +215,7 @@ class Session:
                     layer=idx,
                     n_layers=len(self.modules),
                     row=b,
-                    queries=query[b : b + 1, :, first_query:],
+                    queries=query[b : b + 1, :, max(0, first_query - offset) :],
                     keys=key[b : b + 1, :, start:],
                     values=value[b : b + 1, :, start:],
                     scaling=call.scaling,
@@ -240,7 +258,7 @@ class Session:
         press = self.policy.press if self.policy is not None else None
         assert press is not None, "a policy that waits for the whole forward scores with its press"
         probing = press.scorer.needs_probe
-        ids = kwargs.get("input_ids", args[0] if args else None)
+        ids = self.context_ids if self.context_ids is not None else kwargs.get("input_ids", args[0] if args else None)
         if probing and not isinstance(ids, Tensor):
             raise MethodUnsupportedError(f"{press.name} needs the prefill's input_ids (not inputs_embeds)")
         started = time.perf_counter()
@@ -251,7 +269,8 @@ class Session:
             views = {layer: pending[layer][1][b] for layer in layers}
             if probing:
                 assert isinstance(ids, Tensor)
-                probe_views(self.model, press, views, ids[b, start:].tolist())
+                base = pending[layers[0]][0] if len(starts) == 1 else None  # sliding windows: a batch-1 cache
+                probe_views(self.model, press, views, ids[b, start:].tolist(), base)
             scores = {layer: press.score(v) if v.early_score is None else v.early_score for layer, v in views.items()}
             picked = press.select_layers(views, scores)
             chosen.append({layer: shift(heads, start) for layer, heads in picked.items()})
@@ -263,20 +282,46 @@ class Session:
             self._record(layer, key, value, starts, replaced, seconds)
 
 
-def probe_views(model: torch.nn.Module, press: PressLike, views: dict[int, LayerView], ids: list[int]) -> None:
+def probe_views(
+    model: torch.nn.Module, press: PressLike, views: dict[int, LayerView], ids: list[int], base: Any = None
+) -> None:
     """Run ``press``'s probe passes after the context ``ids`` (one row; ``views`` hold its cache per layer)
-    and hand every view its layer's probe rows, or the scores the passes formed (``scorer.scores_in_probe``)."""
+    and hand every view its layer's probe rows, or the scores the passes formed (``scorer.scores_in_probe``).
+    ``base``: the batch-1 cache of the prefill, whose sliding-window layers the passes continue."""
     keys = {layer: view.keys for layer, view in views.items()}
     values = {layer: view.values for layer, view in views.items()}
     inputs = press.scorer.probe_inputs(ids)
     if press.scorer.scores_in_probe:
-        scores = reconstruction_probes(model, keys, values, inputs)
+        scores = reconstruction_probes(model, keys, values, inputs, base)
         for layer, view in views.items():
             view.probe_scores = scores[layer]
         return
-    probes = run_probes(model, keys, values, inputs)
+    probes = run_probes(model, keys, values, inputs, base)
     for layer, view in views.items():
         view.probes = probes[layer]
+
+
+class LayerByLayer:
+    """Base of the policies that act on each layer with ``self.press`` as its prefill ends: no probe passes, no
+    hidden states, nothing waiting for the end of the forward."""
+
+    press: Any
+
+    @property
+    def query_rows(self) -> int | None:
+        return self.press.rows_wanted
+
+    @property
+    def needs_probe(self) -> bool:
+        return False
+
+    @property
+    def needs_hidden(self) -> bool:
+        return False
+
+    @property
+    def model_wide(self) -> bool:
+        return False
 
 
 @dataclass
@@ -284,6 +329,18 @@ class PrefillPolicy:
     """Compress each layer once, right after prefill, with ``press``."""
 
     press: PressLike
+
+    def __post_init__(self) -> None:
+        stage = getattr(self.press, "stage", "cache")
+        if stage != "cache":
+            raise MethodUnsupportedError(
+                f"{self.press.name} changes the {stage}, not the cache a prefill leaves: use "
+                + (
+                    "tokensift.kv.qa.compress_context (or `tokensift kv generate`)"
+                    if stage == "prefill"
+                    else "tokensift.kv.sparse_decoding(model, ...) around generate, or answer(..., decode=press)"
+                )
+            )
 
     @property
     def query_rows(self) -> int | None:

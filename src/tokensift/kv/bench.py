@@ -40,6 +40,7 @@ QUALITY = {
     "kv_retrieval": "correct",
     "nq_qa": "correct",
     "fidelity": "top1_agreement",
+    "passkey": "correct",
 }
 COST = ("kept_fraction", "cache_bytes", "prefill_s", "scoring_s")
 
@@ -428,8 +429,24 @@ class KVBenchmark(Benchmark):
     default_samples = 30
     config: KVBenchConfig
 
+    def registered(self) -> list[str]:
+        """The cache methods: prefill filters and decoding policies do not share one prefill (see check)."""
+        from tokensift.methods import names
+
+        return names("kv", stage="cache")
+
     def check(self) -> None:
         super().check()
+        from tokensift.methods import parse
+
+        for method in self.methods:
+            stage = getattr(parse("kv", method)[-1].cls, "stage", "cache")
+            if stage != "cache":
+                raise ParameterError(
+                    f"{method} changes the {stage}, so it cannot share the one prefill bench kv gives every method; "
+                    "measure it with benchmarks/kv_long.py or `tokensift kv generate`",
+                    option="methods",
+                )
         if self.config.budget not in BUDGETS:
             raise ParameterError(
                 f"--budget must be one of {', '.join(BUDGETS)}, got {self.config.budget!r}", option="budget"

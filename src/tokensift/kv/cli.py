@@ -43,6 +43,21 @@ def generate(
     ] = None,
     query_aware: Annotated[bool, typer.Option("--query-aware", help="Compress with the question in view.")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer.")] = 48,
+    prefill_chunk: Annotated[
+        int,
+        typer.Option(
+            help="Prefill the context this many tokens at a time (0: in one pass); compression still sees the whole "
+            "context unless --bounded."
+        ),
+    ] = 2048,
+    bounded: Annotated[
+        bool,
+        typer.Option(
+            "--bounded",
+            help="Compress after every prefill chunk, so the cache never holds more than its budget plus one chunk "
+            "(a method that can score what the cache holds now; later chunks see only the kept tokens).",
+        ),
+    ] = False,
     as_json: options.Json = False,
     cache_dir: options.CacheDir = None,
 ) -> None:
@@ -71,19 +86,35 @@ def generate(
         raise ParameterError(f"--max-new-tokens must be at least 1, got {max_new_tokens}", option="max_new_tokens")
     if not question.strip():
         raise ParameterError("--question is empty", option="question")
+    if prefill_chunk < 0:
+        raise ParameterError(
+            f"--prefill-chunk must be 0 (one pass) or positive, got {prefill_chunk}", option="prefill_chunk"
+        )
     text = read_text(str(context))
     loaded = _load(model, cache_dir)
     press = press_from(method, **budget, tokenizer=loaded.tokenizer, **method_options)
     sample = Sample("generate", "cli", text, question=question)
     head, tail = split_prompt(loaded.tokenizer, sample, query_aware)
-    compressed = compress_context(loaded.model, torch.tensor([head]), press)
+    from tokensift.report.progress import progress_bar
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"prefill ({len(head)} tokens)", total=len(head))
+        compressed = compress_context(
+            loaded.model,
+            torch.tensor([head], device=loaded.model.device),
+            press,
+            chunk_size=prefill_chunk or None,
+            bounded=bounded,
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )
     eos = loaded.tokenizer.eos_token_id
     result = answer(
         loaded.model,
         compressed,
-        torch.tensor([tail]),
+        torch.tensor([tail], device=loaded.model.device),
         max_new_tokens=max_new_tokens,
         stop_ids={eos} if eos is not None else None,
+        decode=press,
     )
     answer_text = loaded.tokenizer.decode(result.ids[0], skip_special_tokens=True).strip()
     stats = compressed.stats
@@ -102,6 +133,9 @@ def generate(
         "cache_bytes_after": stats.bytes_after,
         "kept_fraction": stats.kept_fraction,
         "prefill_seconds": compressed.prefill_seconds,
+        "prefill_chunk": prefill_chunk or None,
+        "bounded": bounded,
+        "peak_cache_bytes": compressed.peak_cache_bytes,
         "scoring_seconds": stats.scoring_seconds,
         "decode_seconds_per_token": result.decode_seconds_per_token,
         "tokens_kept_per_layer_head": {r.layer: r.kept[0] for r in stats.layers},

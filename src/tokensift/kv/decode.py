@@ -1,4 +1,5 @@
-"""Decoding-time compression: a KV cache that never holds more than ``max_cache_tokens`` per head.
+"""Decoding-time policies: a KV cache that never holds more than ``max_cache_tokens`` per head, and sparse
+decoding over a whole cache (:class:`DecodePolicy`, :func:`sparse_decoding`).
 
 ``with bounded(model, "h2o", max_cache_tokens=256, every=16): model.generate(...)`` works with greedy
 and sampled generation and with left-padded batches. After prefill each layer keeps its best
@@ -19,10 +20,12 @@ import torch
 from torch import Tensor
 
 from tokensift.errors import MethodUnsupportedError, ParameterError
+from tokensift.hooks import AttentionCall
 from tokensift.inputs import whole_number
-from tokensift.kv.attach import Session, attached
+from tokensift.kv.attach import LayerByLayer, Session, attached
 from tokensift.kv.cache import RaggedLayer, Segments
 from tokensift.kv.press import Press, ScorerPress
+from tokensift.kv.sparse import DecodeState, SparseDecode, allowed_positions, attend_positions
 from tokensift.kv.view import LayerView
 from tokensift.methods import build, list_methods
 from tokensift.reduce import gather_tokens
@@ -79,7 +82,7 @@ class BoundedLayer(RaggedLayer):
 
 
 @dataclass
-class DecodeBound:
+class DecodeBound(LayerByLayer):
     """At most ``max_tokens`` cached tokens per head, evicting every ``every`` steps with ``press``."""
 
     press: ScorerPress
@@ -100,22 +103,6 @@ class DecodeBound:
                 f"plus the {self.every}-step eviction interval",
                 option="max_cache_tokens",
             )
-
-    @property
-    def query_rows(self) -> int | None:
-        return self.press.query_rows
-
-    @property
-    def needs_probe(self) -> bool:
-        return False
-
-    @property
-    def needs_hidden(self) -> bool:
-        return False
-
-    @property
-    def model_wide(self) -> bool:
-        return False
 
     def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> BoundedLayer:
         target = self.max_tokens - self.every
@@ -138,4 +125,41 @@ def bounded(
     """Keep every compressible layer's cache at most ``max_cache_tokens`` per head while decoding."""
     press: Any = build("kv", method, **options) if isinstance(method, str) else method
     with attached(model, DecodeBound(press, max_cache_tokens, every)) as session:
+        yield session
+
+
+@dataclass
+class DecodePolicy:
+    """Session policy: no prefill compression; every single-token step of a full-attention layer attends over
+    the positions ``press`` picks."""
+
+    press: SparseDecode
+    state: DecodeState | None = None
+    query_rows: int | None = 0
+    needs_probe: bool = False
+    needs_hidden: bool = False
+    model_wide: bool = False
+
+    def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> None:
+        return None
+
+    def decode(self, session: Session, idx: int, call: AttentionCall) -> tuple[Tensor, None] | None:
+        if self.state is None:
+            self.state = DecodeState(sorted(session.compressible))
+        n = call.key.shape[2]
+        allowed = allowed_positions(call.mask, n)
+        positions = self.press.positions(self.state, idx, call.query, call.key, call.scaling, allowed)
+        if positions is None or positions.shape[-1] >= n:  # every position: plain attention, bit for bit
+            return None
+        return attend_positions(call.query, call.key, call.value, positions, call.scaling, allowed), None
+
+
+@contextlib.contextmanager
+def sparse_decoding(model: torch.nn.Module, method: str | SparseDecode, **options: Any) -> Iterator[Session]:
+    """Inside the block every decoding step of ``model`` attends sparsely with ``method`` (full cache kept)."""
+    press = build("kv", method, **options) if isinstance(method, str) else method
+    if not isinstance(press, SparseDecode):
+        raise MethodUnsupportedError(f"{press.spec} is not a decoding policy (its stage is {press.stage})")
+    with attached(model, DecodePolicy(press)) as session:
+        session.compress_prefill = False
         yield session

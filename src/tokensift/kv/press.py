@@ -54,6 +54,10 @@ class Press:
     """Whether :meth:`build` stores the unselected tokens its own way (packed, merged) instead of evicting them."""
     reducer_rows: ClassVar[int | None] = 0
     """How many of the last query rows :meth:`build` reads (a merging reducer's attention weights)."""
+    stage: ClassVar[str] = "cache"
+    """What the method changes: ``cache`` (the prefill's cache, the default), ``prefill`` (which tokens the
+    later layers see at all: :mod:`tokensift.kv.filter`) or ``decode`` (which cached tokens each decoding step
+    attends: :mod:`tokensift.kv.sparse`). Only ``cache`` methods can be wrapped."""
 
     @property
     def scorer(self) -> ScorerPress:
@@ -210,6 +214,12 @@ class Wrapper(Press):
         if not isinstance(self.press, Press):
             raise ParameterError(f"{self.name} wraps a press, got {type(self.press).__name__}", option="press")
         validate(self)
+        if self.press.stage != "cache":
+            raise ParameterError(
+                f"{self.name} cannot wrap {self.press.spec}: it changes the {self.press.stage}, not a cache a wrapper "
+                "could share out or reduce",
+                option="press",
+            )
         if self.reducer and not self.press.evicts:
             raise ParameterError(
                 f"{self.name} stores the unselected tokens its own way and cannot wrap {self.press.spec}, which "

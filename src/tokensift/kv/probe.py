@@ -12,6 +12,9 @@ nothing kept but ``[Hkv, T]`` per layer).
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import torch
 from torch import Tensor
 from transformers import DynamicCache
@@ -29,7 +32,11 @@ ProbeScores = dict[int, list[Tensor]]
 
 @torch.no_grad()
 def run_probes(
-    model: torch.nn.Module, keys: dict[int, Tensor], values: dict[int, Tensor], inputs: list[list[int]]
+    model: torch.nn.Module,
+    keys: dict[int, Tensor],
+    values: dict[int, Tensor],
+    inputs: list[list[int]],
+    base: Any = None,
 ) -> ProbeRows:
     """Run each of ``inputs`` after the context whose per-layer cache is ``keys``/``values`` (``[1, Hkv, T,
     D]``, every layer of the model) and return the probes' query and key rows per layer."""
@@ -39,13 +46,17 @@ def run_probes(
         found[layer_index(module)].append((query, key[:, :, -query.shape[2] :]))
 
     with observe_attention(model, dict.fromkeys(found, record)):
-        _passes(model, keys, values, inputs)
+        _passes(model, keys, values, inputs, base)
     return found
 
 
 @torch.no_grad()
 def reconstruction_probes(
-    model: torch.nn.Module, keys: dict[int, Tensor], values: dict[int, Tensor], inputs: list[list[int]]
+    model: torch.nn.Module,
+    keys: dict[int, Tensor],
+    values: dict[int, Tensor],
+    inputs: list[list[int]],
+    base: Any = None,
 ) -> ProbeScores:
     """Run each of ``inputs`` after the context (as :func:`run_probes`), answering every attention call with
     :func:`~tokensift.scores.attend_and_reconstruct`: KVzip's scores per layer and pass, formed in the pass."""
@@ -61,26 +72,39 @@ def reconstruction_probes(
 
     modules = layer_modules(model)
     with Route(model, {modules[layer]: answer for layer in found}):
-        _passes(model, keys, values, inputs)
+        _passes(model, keys, values, inputs, base)
     return found
 
 
 def _passes(
-    model: torch.nn.Module, keys: dict[int, Tensor], values: dict[int, Tensor], inputs: list[list[int]]
+    model: torch.nn.Module,
+    keys: dict[int, Tensor],
+    values: dict[int, Tensor],
+    inputs: list[list[int]],
+    base: Any = None,
 ) -> None:
-    """Feed each of ``inputs`` after a batch-1 copy of the context cache, at the positions that follow it."""
+    """Feed each of ``inputs`` after a batch-1 copy of the context cache, at the positions that follow it.
+
+    ``keys``/``values`` hold the layers being scored; the others (Gemma-3's sliding-window layers) come from
+    ``base``, the batch-1 cache the prefill left: their windows go on sliding over the probe tokens in a copy,
+    while only the full-attention layers are scored."""
     layers = sorted(keys)
-    if layers != list(range(len(attention_modules(model)))):
+    others = [i for i in range(len(attention_modules(model))) if i not in keys]
+    if others and (base is None or any(not _windowed(base.layers[i]) for i in others)):
         raise MethodUnsupportedError(
-            "a probe pass needs the cache of every layer; models with sliding-window layers (Gemma-3) are not supported"
+            "a probe pass needs the cache of every layer: the full-attention layers' keys and values, the "
+            "sliding-window layers' own windows (a batch-1 cache)"
         )
     n = int(keys[layers[0]].shape[2])
     device = keys[layers[0]].device
     for ids in inputs:
         check_length(model, n + len(ids))
-        cache = DynamicCache()
+        config: Any = model.config
+        cache = DynamicCache(config=config) if others else DynamicCache()
         for layer in layers:
             cache.update(keys[layer], values[layer], layer)
+        for layer in others:
+            cache.layers[layer] = copy.copy(base.layers[layer])  # updates rebind its tensors: the base is untouched
         positions = torch.arange(n, n + len(ids), device=device)[None]
         model(
             torch.tensor([ids], device=device),
@@ -89,3 +113,12 @@ def _passes(
             use_cache=True,
             logits_to_keep=1,
         )
+
+
+def _windowed(layer: Any) -> bool:
+    """Whether a cache layer is a sliding-window one holding one row (its window is its own to keep)."""
+    return (
+        bool(getattr(layer, "is_sliding", False))
+        and getattr(layer, "keys", None) is not None
+        and (layer.keys.shape[0] == 1)
+    )

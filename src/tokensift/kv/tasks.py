@@ -6,6 +6,8 @@
 * ``kv_retrieval``: lost-in-the-middle JSON key-value retrieval (Liu et al., 2023), ``pairs`` pairs.
 * ``nq_qa``: a NaturalQuestions-Open gold passage among the gold passages of other questions.
 * ``fidelity``: a WikiText-2 context and the next 64 tokens (distribution fidelity, perplexity).
+* ``passkey``: Landmark Attention's long-context probe (Mohtashami & Jaggi, 2023, arXiv:2305.16300): a
+  5-digit pass key once among repeated filler sentences, ``length`` tokens in all.
 
 Only the standard library and a tokenizer are needed, so the kvpress peer builds the very same samples
 in its own environment. Every sample is a pure function of ``(task, index, seed, length)``.
@@ -22,7 +24,9 @@ from typing import Any
 from tokensift.bench import data as files
 from tokensift.errors import ParameterError
 
-TASKS = ("niah", "niah_multikey", "niah_multivalue", "kv_retrieval", "nq_qa", "fidelity")
+TASKS = ("niah", "niah_multikey", "niah_multivalue", "kv_retrieval", "nq_qa", "fidelity", "passkey")
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+"""Landmark Attention's filler block (the task's standard text)."""
 KEYS = ["apple", "river", "violet", "compass", "lantern", "harbor", "meadow", "falcon", "granite", "orchid"]
 
 
@@ -183,8 +187,35 @@ def fidelity(data: Path, tokenizer: Any, index: int, seed: int, length: int, fol
     return Sample("fidelity", f"fidelity-{length}-{index}", context, continuation=continuation, meta={"length": length})
 
 
+def passkey(tokenizer: Any, index: int, seed: int, length: int) -> Sample:
+    """A 5-digit pass key stated once at a random depth among repeated filler blocks, about ``length`` tokens."""
+    rng = random.Random(f"passkey-{seed}-{index}-{length}")
+    key = str(rng.randrange(10_000, 100_000))
+    intro = (
+        "Somewhere in the long text below there is one important piece of information. "
+        "Find it and remember it: you will be asked about it."
+    )
+    needle = f"The pass key is {key}. Remember it. {key} is the pass key."
+    block = len(tokenizer(" " + FILLER, add_special_tokens=False).input_ids)
+    spare = length - len(tokenizer(intro + " " + needle, add_special_tokens=False).input_ids)
+    blocks = max(2, spare // block)
+    depth = rng.uniform(0.05, 0.95)
+    before = round(depth * blocks)
+    parts = [intro, *[FILLER] * before, needle, *[FILLER] * (blocks - before)]
+    return Sample(
+        "passkey",
+        f"passkey-{length}-{index}",
+        " ".join(parts),
+        question="What is the pass key?",
+        answer_prefix="The pass key is",
+        answers=[key],
+        max_new_tokens=8,
+        meta={"length": length, "depth": round(depth, 3)},
+    )
+
+
 def build(task: str, data: Path, tokenizer: Any, index: int, seed: int, length: int) -> Sample:
-    """Sample ``index`` of ``task`` (NIAH and fidelity at ``length`` context tokens)."""
+    """Sample ``index`` of ``task`` (NIAH, passkey and fidelity at ``length`` context tokens)."""
     if task == "niah":
         return niah(data, tokenizer, index, seed, length)
     if task in ("niah_multikey", "niah_multivalue"):
@@ -195,6 +226,8 @@ def build(task: str, data: Path, tokenizer: Any, index: int, seed: int, length: 
         return nq_qa(data, index, seed)
     if task == "fidelity":
         return fidelity(data, tokenizer, index, seed, length)
+    if task == "passkey":
+        return passkey(tokenizer, index, seed, length)
     raise ParameterError(f"unknown kv task {task!r}; tasks: {', '.join(TASKS)}")
 
 

@@ -43,6 +43,11 @@ class SnapKV(ScorerPress):
             )
         self.protect_last = max(self.protect_last, self.window)
 
+    @property
+    def rows_wanted(self) -> int | None:
+        """Only the observation window's rows are read."""
+        return self.window
+
     def score(self, view: LayerView) -> Tensor:
         rows = last_queries(view, self.window)
         received = attention_received(rows, view.keys, scaling=view.scaling)[0]
