@@ -36,12 +36,13 @@ CHUNK = 2048
 
 
 def grid(args: argparse.Namespace) -> None:
-    """Quality, prefill and decode time per (length, method) on the passkey task, rows appended to rows.jsonl."""
+    """Quality, prefill and decode time per (length, method) on ``--task``, rows appended to rows.jsonl."""
     import torch
 
+    from tokensift.bench.data import require_data_dir
     from tokensift.kv.api import press_from
     from tokensift.kv.qa import compress_context
-    from tokensift.kv.tasks import passkey
+    from tokensift.kv.tasks import build
     from tokensift.models import load_model
     from tokensift.report.progress import progress_bar
 
@@ -51,7 +52,8 @@ def grid(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
-    done = {(r["model"], r["length"], r["sample"], r["method"]) for r in _rows(rows_path)}
+    folder = require_data_dir()
+    done = {(r["model"], r["length"], r["sample"], r["method"]) for r in _rows(rows_path) if r["task"] == args.task}
     filters = [m for m in args.filters.split(",") if m]
     decoders = [m for m in args.decoders.split(",") if m]
     bounded = [m for m in args.bounded.split(",") if m]
@@ -60,7 +62,7 @@ def grid(args: argparse.Namespace) -> None:
         task = bar.add_task("long-context grid", total=len(lengths) * args.samples)
         for length in lengths:
             for index in range(args.samples):
-                sample = passkey(tokenizer, index, args.seed, length)
+                sample = build(args.task, folder, tokenizer, index, args.seed, length)
                 cell = Cell(loaded, sample, index, length, args, rows_path)
                 key = (loaded.name, length, index)
                 if any((*key, m) not in done for m in ["full", *decoders]):
@@ -109,11 +111,13 @@ class Cell:
 
     def row(self, method: str, ratio: float, context: Any, ans: Any, **extra: Any) -> None:
         """Append one row: the answer, whether it holds the key, times and cache bytes."""
+        from tokensift.kv.cache import cache_bytes
         from tokensift.kv.tasks import string_match
 
         text = self.loaded.tokenizer.decode(ans.ids[0], skip_special_tokens=True)
         record = {
             "model": self.loaded.name,
+            "task": self.sample.task,
             "length": self.length,
             "tokens": self.tokens,
             "sample": self.index,
@@ -123,8 +127,8 @@ class Cell:
             "correct": string_match(text, self.sample)[0],
             "prefill_s": context.prefill_seconds,
             "decode_ms": ans.decode_seconds_per_token * 1000,
-            "cache_bytes": context.stats.bytes_after if context.stats.layers else None,
-            "cache_bytes_full": context.stats.bytes_before if context.stats.layers else None,
+            "cache_bytes": cache_bytes(context.cache),  # every layer, sliding windows included
+            "compressed_bytes_full": context.stats.bytes_before if context.stats.layers else None,
             "peak_cache_bytes": context.peak_cache_bytes,
             **extra,
         }
@@ -208,18 +212,21 @@ def report(args: argparse.Namespace) -> None:
     rows = _rows(out / "rows.jsonl")
     grouped: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        grouped[(r["model"], r["length"], r["method"])].append(r)
+        grouped[(f"{r['model']} · {r['task']}", r["length"], r["method"])].append(r)
     lines = [
         MARKERS[0],
-        "## Long contexts (passkey, 4k-32k tokens)",
+        "## Long contexts (4k-32k tokens)",
         "",
         f"`python benchmarks/kv_long.py grid --model MODEL --lengths ... --samples N` ({CHUNK}-token prefill chunks, "
         "2 CPU threads, fp32, question inside the prefill). Prefill = seconds to the cache the answer is read from "
-        "(a filter's two passes included); decode = median ms per generated token; `ratio` 0.9 for every method "
+        "(a filter's two passes included); decode = median ms per generated token; speed-up = full / method; cache "
+        "= bytes of every layer after the prefill (Gemma-3's sliding windows included), peak cache = the most the "
+        "compressed layers held during the prefill; `ratio` 0.9 for every method "
         "(filters: 90 % of the context never reaches the later layers; decoding policies: each step attends 10 % "
         "of the cache; bounded: the cache is cut to 10 % after every chunk). Medians over the samples.",
         "",
-        "| model | tokens | method | correct | prefill s | × full | decode ms | × full | cache MiB | peak cache MiB |",
+        "| model · task | tokens | method | correct | prefill s | speed-up | decode ms | speed-up | cache MiB "
+        "| peak cache MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, length in sorted({(m, n) for m, n, _ in grouped}):
@@ -236,8 +243,8 @@ def report(args: argparse.Namespace) -> None:
             lines.append(
                 f"| {model} | {statistics.median(r['tokens'] for r in group):.0f} | {method} | "
                 f"{sum(r['correct'] for r in group)}/{len(group)} | {prefill:.1f} | "
-                f"{base_prefill / prefill if base_prefill else float('nan'):.2f}× faster | {decode:.0f} | "
-                f"{base_decode / decode if base_decode else float('nan'):.2f}× faster | "
+                f"{base_prefill / prefill if base_prefill else float('nan'):.2f}× | {decode:.0f} | "
+                f"{base_decode / decode if base_decode else float('nan'):.2f}× | "
                 f"{statistics.median(cache) / 2**20 if cache else float('nan'):.1f} | "
                 f"{statistics.median(peak) / 2**20 if peak else float('nan'):.1f} |"
             )
@@ -270,7 +277,7 @@ def report(args: argparse.Namespace) -> None:
         axes[1].set(xlabel="context tokens", ylabel="ms per token", title=f"{model}: decode", xscale="log")
         axes[0].legend(fontsize=7)
         figure.tight_layout()
-        name = f"time-{model}.png"
+        name = "time-" + re.sub(r"[^A-Za-z0-9.-]+", "-", model) + ".png"
         figure.savefig(PLOTS / name, dpi=110)
         plt.close(figure)
         lines += ["", f"![prefill and decode time against context length, {model}](RESULTS-kv-long/{name})"]
@@ -290,6 +297,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     g = commands.add_parser("grid")
     g.add_argument("--model", default="gemma3-270m")
+    g.add_argument("--task", default="passkey", help="passkey, or niah (the essays) for a model passkey defeats")
     g.add_argument("--lengths", default="4096,8192,16384")
     g.add_argument("--samples", type=int, default=3)
     g.add_argument("--seed", type=int, default=0)

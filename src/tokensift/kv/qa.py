@@ -139,7 +139,7 @@ def compress_context(
         stats, peak = _chunked_stats(cache, policy, n), sum(policy.peak_bytes.values())
     else:  # the compressed layers held the whole context's cache before compression
         stats, peak = session.stats, session.stats.bytes_before
-    if policy is None:
+    if not stats.layers:  # nothing compressed: the cache as the prefill left it
         peak = cache_bytes(cache)
     return CompressedContext(cache, n, stats, seconds, logits, peak_cache_bytes=peak)
 
