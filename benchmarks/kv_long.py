@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from sections import replace_section  # noqa: E402 - a sibling module of this script
+
 RESULTS = HERE / "RESULTS-kv.md"
 PLOTS = HERE / "RESULTS-kv-long"
 MARKERS = ("<!-- long:start -->", "<!-- long:end -->")
@@ -282,13 +285,8 @@ def report(args: argparse.Namespace) -> None:
         plt.close(figure)
         lines += ["", f"![prefill and decode time against context length, {model}](RESULTS-kv-long/{name})"]
     lines.append(MARKERS[1])
-    text = RESULTS.read_text(encoding="utf-8")
     section = "\n".join(lines)
-    if MARKERS[0] in text:
-        text = re.sub(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+    replace_section(RESULTS, MARKERS, section)
     print(section)
 
 

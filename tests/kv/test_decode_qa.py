@@ -57,3 +57,21 @@ def test_qa_answers_several_questions_from_one_compressed_context(llama):
     assert torch.equal(one.ids, again.ids)  # the context's cache was restored between questions
     assert torch.equal(small.cache.layers[0].lengths(), lengths) and other.ids.shape[1] >= 1
     assert small.stats.kept_fraction == pytest.approx(0.5, abs=0.02)
+
+
+def test_lazyeviction_remembers_recurrence_intervals_and_spares_the_newest_window():
+    press = press_from("lazyeviction", window=2, threshold=1.0)
+    positions = torch.arange(6)[None]
+    state = press.fresh_state(positions)
+    assert state[0, :, 0].tolist() == [0, 1, 2, 3, 4, 5]  # not yet recalled: its own step
+    uniform = torch.full((1, 6), 1 / 6)
+    focus = torch.tensor([[0.9, 0.02, 0.02, 0.02, 0.02, 0.02]])
+    steps = {10: focus, 13: uniform * 0.5, 17: focus}  # token 0 recalled at 10 and 17 (a gap of 7)
+    for now in range(6, 20):
+        attention = steps.get(now, uniform * 0.5)
+        state, scores = press.update_state(state, attention, torch.tensor([[0, 1, 2, 3, 4, now]]))
+    assert state[0, 0].tolist() == [17.0, 7.0, 2.0]  # last recall, longest gap between recalls, recalls
+    assert state[0, 1].tolist() == [1.0, 0.0, 0.0]  # never recalled
+    assert scores[0, 0] == 7 - (19 - 17)  # still inside its usual gap
+    assert scores[0, 1] == -(19 - 1) and scores[0, 5] == float("inf")  # ages out / the newest window kept
+    assert press.choose(scores, 2)[0].tolist() == [0, 5]

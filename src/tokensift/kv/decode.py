@@ -46,9 +46,12 @@ class BoundedLayer(RaggedLayer):
         scores: list[Tensor],
         positions: list[Tensor],
         bound: DecodeBound,
+        state: list[Tensor] | None = None,
     ) -> None:
         super().__init__(keys, values)
         self.scores, self.positions, self.bound = scores, positions, bound
+        self.state = state
+        """Per row ``[Hkv, T, C]``: what a press with ``state_channels`` remembers of each token."""
 
     def update(
         self, key_states: Tensor, value_states: Tensor, *args: object, **kwargs: object
@@ -63,13 +66,20 @@ class BoundedLayer(RaggedLayer):
             new_positions = start + torch.arange(n_new)[None]
             self.positions[b] = torch.cat([self.positions[b], new_positions.expand(heads, -1)], dim=1)
             self.scores[b] = torch.cat([self.scores[b], self.scores[b].new_zeros(heads, n_new)], dim=1)
+            if self.state is not None:
+                fresh = self.bound.press.fresh_state(new_positions.expand(heads, -1))
+                self.state[b] = torch.cat([self.state[b], fresh], dim=1)
         return out
 
     def observe(self, weights: Segments | None) -> None:
         """Fold the attention of the latest query rows into the running scores."""
         assert weights is not None
+        press = self.bound.press
         for b, row in enumerate(weights):
-            self.scores[b] = self.bound.press.update_online(self.scores[b], torch.stack(row), self.positions[b])
+            if self.state is not None:
+                self.state[b], self.scores[b] = press.update_state(self.state[b], torch.stack(row), self.positions[b])
+            else:
+                self.scores[b] = press.update_online(self.scores[b], torch.stack(row), self.positions[b])
 
     def _evict(self, target: int) -> None:
         selection = []
@@ -78,6 +88,8 @@ class BoundedLayer(RaggedLayer):
             selection.append(list(keep))
             self.scores[b] = self.scores[b].gather(1, keep)
             self.positions[b] = self.positions[b].gather(1, keep)
+            if self.state is not None:
+                self.state[b] = self.state[b].gather(1, keep[..., None].expand(-1, -1, self.state[b].shape[-1]))
         self.keep(selection)
 
 
@@ -106,16 +118,21 @@ class DecodeBound(LayerByLayer):
 
     def prefill(self, views: list[LayerView], keys: Tensor, values: Tensor, starts: list[int]) -> BoundedLayer:
         target = self.max_tokens - self.every
-        seg_k, seg_v, scores, positions = [], [], [], []
+        seg_k, seg_v, scores, positions, states = [], [], [], [], []
         for view in views:
-            row_scores = self.press.score(view)
             row_positions = torch.arange(view.n)[None].expand(view.kv_heads, -1)
+            if self.press.state_channels:
+                state, row_scores = self.press.prefill_state(view, row_positions)
+            else:
+                row_scores = self.press.score(view)
             keep = torch.stack(self.press.choose(row_scores, min(target, view.n)))
             seg_k.append([gather_tokens(view.keys[0, h], idx) for h, idx in enumerate(keep)])
             seg_v.append([gather_tokens(view.values[0, h], idx) for h, idx in enumerate(keep)])
             scores.append(row_scores.gather(1, keep))
             positions.append(row_positions.gather(1, keep))
-        return BoundedLayer(seg_k, seg_v, scores, positions, self)
+            if self.press.state_channels:
+                states.append(state.gather(1, keep[..., None].expand(-1, -1, state.shape[-1])))
+        return BoundedLayer(seg_k, seg_v, scores, positions, self, states if self.press.state_channels else None)
 
 
 @contextlib.contextmanager

@@ -183,6 +183,22 @@ class ScorerPress(Press):
         """New running scores after one decoding step (``attention``: weight each cached token received)."""
         raise MethodUnsupportedError(f"{self.name} cannot update its scores while decoding")
 
+    state_channels: ClassVar[int] = 0
+    """Values an online press remembers per cached token beside its score while decoding (0: none; then
+    :meth:`prefill_state`, :meth:`fresh_state` and :meth:`update_state` replace :meth:`update_online`)."""
+
+    def prefill_state(self, view: LayerView, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(state [Hkv, T, C], scores [Hkv, T])`` of the prompt's tokens right after prefill."""
+        raise NotImplementedError
+
+    def fresh_state(self, positions: Tensor) -> Tensor:
+        """``[Hkv, n, C]`` state of tokens just appended at ``positions [Hkv, n]`` (not yet attended)."""
+        raise NotImplementedError
+
+    def update_state(self, state: Tensor, attention: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(state, scores)`` after one decoding step's ``attention [Hkv, T]``."""
+        raise NotImplementedError
+
 
 @dataclass
 class GlobalBudgetPress(ScorerPress):
