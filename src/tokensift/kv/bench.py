@@ -28,6 +28,7 @@ from tokensift.inputs import whole_number
 from tokensift.kv.api import press_from
 from tokensift.kv.attach import CompressionStats, attached, probe_views
 from tokensift.kv.cache import MaskedLayer, RaggedLayer, tensor_bytes
+from tokensift.kv.model import device_of
 from tokensift.kv.qa import CompressedContext, answer, cache_rows, continue_from
 from tokensift.kv.tasks import Sample, build, split_prompt, string_match
 from tokensift.kv.view import LayerView, Selection
@@ -103,7 +104,8 @@ def prefill(model: torch.nn.Module, ids: list[int], *, hidden: bool = False) -> 
     cache = DynamicCache(config=config)
     with attached(model, capture):
         started = time.perf_counter()
-        logits = model(torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        inputs = torch.tensor([ids], device=device_of(model))
+        logits = model(inputs, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         seconds = time.perf_counter() - started
     return Prefill(capture.views, cache, seconds, logits, list(ids))
 
@@ -282,17 +284,18 @@ def row_bytes(context: CompressedContext, row: int, built: dict[int, RaggedLayer
 def _logprob(model: torch.nn.Module, context: CompressedContext, tail: list[int], gold: list[int]) -> list[float]:
     """log p(gold | context, tail) for every row of a batch context."""
     rows = cache_rows(context.cache)
-    ids = torch.tensor([tail + gold]).expand(rows, -1)
+    ids = torch.tensor([tail + gold], device=device_of(model)).expand(rows, -1)
     logits = continue_from(model, context, ids)[:, len(tail) - 1 : -1].float().log_softmax(-1)
-    return logits.gather(-1, torch.tensor(gold)[None, :, None].expand(rows, -1, 1)).sum((1, 2)).tolist()
+    index = torch.tensor(gold, device=logits.device)[None, :, None].expand(rows, -1, 1)
+    return logits.gather(-1, index).sum((1, 2)).tolist()
 
 
 def _fidelity(model: torch.nn.Module, context: CompressedContext, continuation: list[int]) -> list[dict[str, float]]:
     """KL to row 0 (full cache), top-1 agreement and perplexity over the continuation, per row."""
     rows = context.cache.layers[0].keys.shape[0]
-    ids = torch.tensor([continuation[:-1]]).expand(rows, -1)
+    ids = torch.tensor([continuation[:-1]], device=device_of(model)).expand(rows, -1)
     logp = continue_from(model, context, ids).float().log_softmax(-1)  # predicts continuation[1:]
-    target = torch.tensor(continuation[1:])
+    target = torch.tensor(continuation[1:], device=logp.device)
     reference = logp[0]
     results = []
     for b in range(rows):
@@ -353,7 +356,7 @@ def run_sample(
         result = answer(
             model,
             context,
-            torch.tensor([tail]).expand(len(rows), -1),
+            torch.tensor([tail], device=device_of(model)).expand(len(rows), -1),
             max_new_tokens=sample.max_new_tokens,
             stop_ids=stop,
         )
@@ -535,7 +538,7 @@ def decode_speed(bench: KVBenchmark, length: int, tokens: int) -> None:
     pre = prefill(model, head, hidden=reads_hidden(bench.methods, tokenizer))
 
     def measure(method: str, ratio: float, context: CompressedContext) -> None:
-        result = answer(model, context, torch.tensor([tail]), max_new_tokens=tokens)
+        result = answer(model, context, torch.tensor([tail], device=device_of(model)), max_new_tokens=tokens)
         bench.store.append(
             {
                 **key(method, ratio),

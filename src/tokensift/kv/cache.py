@@ -191,7 +191,7 @@ class RaggedLayer(CacheLayerMixin):
             self.bias = self.bias[indices]
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        self.batch_select_indices(torch.arange(self.keys.shape[0]).repeat_interleave(repeats))
+        self.batch_select_indices(torch.arange(self.keys.shape[0], device=self.keys.device).repeat_interleave(repeats))
 
     # --- ours -----------------------------------------------------------------------------------------------
     def lengths(self) -> Tensor:
@@ -427,12 +427,17 @@ def generate_inputs(dense: DynamicCache, context_length: int, new_tokens: int) -
     length ``L``, so both are given for ``L`` tokens before the new ones (the first ``L`` positions are unused).
     """
     stored = dense.get_seq_length()
+    first: Any = dense.layers[0]
+    device = first.keys.device
     positions = torch.cat(
-        [torch.zeros(stored, dtype=torch.long), torch.arange(context_length, context_length + new_tokens)]
+        [
+            torch.zeros(stored, dtype=torch.long, device=device),
+            torch.arange(context_length, context_length + new_tokens, device=device),
+        ]
     )
     return {
         "past_key_values": dense,
-        "attention_mask": torch.ones(1, stored + new_tokens, dtype=torch.long),
+        "attention_mask": torch.ones(1, stored + new_tokens, dtype=torch.long, device=device),
         "position_ids": positions[None],
         "prefill_chunk_size": 1,
     }

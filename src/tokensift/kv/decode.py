@@ -63,7 +63,7 @@ class BoundedLayer(RaggedLayer):
         for b in range(len(self.scores)):
             heads = self.scores[b].shape[0]
             start = self.positions[b][:, -1:] + 1
-            new_positions = start + torch.arange(n_new)[None]
+            new_positions = start + torch.arange(n_new, device=start.device)[None]
             self.positions[b] = torch.cat([self.positions[b], new_positions.expand(heads, -1)], dim=1)
             self.scores[b] = torch.cat([self.scores[b], self.scores[b].new_zeros(heads, n_new)], dim=1)
             if self.state is not None:
@@ -120,7 +120,7 @@ class DecodeBound(LayerByLayer):
         target = self.max_tokens - self.every
         seg_k, seg_v, scores, positions, states = [], [], [], [], []
         for view in views:
-            row_positions = torch.arange(view.n)[None].expand(view.kv_heads, -1)
+            row_positions = torch.arange(view.n, device=view.keys.device)[None].expand(view.kv_heads, -1)
             if self.press.state_channels:
                 state, row_scores = self.press.prefill_state(view, row_positions)
             else:

@@ -37,8 +37,8 @@ def kv_side_by_side(out: Console, loaded: Any, text: str, *, method: str = "keyd
     full_bytes = 0
     presses = (press_from(method, ratio=r, tokenizer=loaded.tokenizer) for r in (0.0, ratio))
     for label, press in zip(("full", method), presses, strict=True):
-        context = compress_context(loaded.model, torch.tensor([head]), press)
-        result = answer(loaded.model, context, torch.tensor([tail]), max_new_tokens=9)
+        context = compress_context(loaded.model, torch.tensor([head], device=loaded.model.device), press)
+        result = answer(loaded.model, context, torch.tensor([tail], device=loaded.model.device), max_new_tokens=9)
         stored = cache_bytes(context.cache)
         full_bytes = full_bytes or stored
         table.add_row(

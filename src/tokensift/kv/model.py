@@ -66,3 +66,8 @@ def check_ids(model: torch.nn.Module, ids: object, name: str, *, rows: int | Non
     if int(ids.min()) < 0 or (vocab is not None and int(ids.max()) >= vocab):
         raise InputError(f"{name} has token ids outside the model's vocabulary (0..{vocab - 1 if vocab else '?'})")
     return ids.long()
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights are (new tensors for it are made there)."""
+    return next(model.parameters()).device

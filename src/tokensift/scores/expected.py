@@ -34,12 +34,12 @@ def unrotate(states: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
 
 def average_rotation(inv_freq: Tensor, start: int, count: int) -> Tensor:
     """Mean rotary rotation matrix ``[D, D]`` over positions ``start .. start + count - 1``."""
-    cos, sin = rope_angles(inv_freq, torch.arange(start, start + count))
+    cos, sin = rope_angles(inv_freq, torch.arange(start, start + count, device=inv_freq.device))
     dim = cos.shape[-1]
     half = dim // 2
-    swap = torch.zeros(dim, dim)
-    swap[half:, :half] = torch.eye(half)
-    swap[:half, half:] = -torch.eye(half)
+    swap = torch.zeros(dim, dim, device=inv_freq.device)
+    swap[half:, :half] = torch.eye(half, device=inv_freq.device)
+    swap[:half, half:] = -torch.eye(half, device=inv_freq.device)
     rotations = cos[:, :, None] * torch.eye(dim) + sin[:, :, None] * swap  # R = diag(cos) + diag(sin) P
     return rotations.mean(0)
 

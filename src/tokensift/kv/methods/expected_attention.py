@@ -45,7 +45,7 @@ class ExpectedAttention(ScorerPress):
         if view.inv_freq is None:
             raise MethodUnsupportedError("expected_attention needs rotary position embeddings; this layer has none")
         n_queries = view.queries.shape[2]
-        positions = torch.arange(view.n - n_queries, view.n)[None]
+        positions = torch.arange(view.n - n_queries, view.n, device=view.keys.device)[None]
         raw = unrotate(view.queries, positions, view.inv_freq)[:, :, self.protect_first :]
         key = (id(view.inv_freq), view.n)
         if key not in self._rotations:  # the same for every layer sharing the rotary frequencies

@@ -12,9 +12,8 @@ uniform share ``1/T`` of the step's attention (mean over the KV head's query hea
 its last recall, its maximum recurrence interval (the longest gap between two recalls so far) and its number
 of recalls. Its priority is ``interval - (now - last recall)``: positive while the token is still inside its
 usual gap (it is expected to come back), falling as it overstays; a token never recalled has interval 0, so it
-ages out oldest first. Tokens
-younger than ``window`` steps are never evicted (they have not been observed yet), and eviction itself is
-lagged: with ``bounded(..., every=N)`` the cache is cut back only every ``N`` steps.
+ages out oldest first. Tokens younger than ``window`` steps are never evicted (they have not been observed
+yet), and eviction itself is lagged: with ``bounded(..., every=N)`` the cache is cut back only every ``N`` steps.
 """
 
 from __future__ import annotations
