@@ -270,20 +270,24 @@ def report(args: argparse.Namespace) -> None:
             )
     PLOTS.mkdir(exist_ok=True)
     for model in sorted({m for m, _, _ in grouped}):
-        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        figure, axes = plt.subplots(1, 3, figsize=(15, 4))
         for method in sorted({m for mm, _, m in grouped if mm == model}):
             points = sorted((n, grouped[(model, n, method)]) for mm, n, m in grouped if (mm, m) == (model, method))
             xs = [n for n, _ in points]
-            for axis, field in zip(axes, ("prefill_s", "decode_ms"), strict=True):
-                axis.plot(xs, [statistics.median(r[field] for r in g) for _, g in points], marker="o", label=method)
+            for axis, field, scale in zip(
+                axes, ("prefill_s", "decode_ms", "peak_cache_bytes"), (1.0, 1.0, 2**-20), strict=True
+            ):
+                values = [statistics.median(float(r[field] or 0) for r in g) * scale for _, g in points]
+                axis.plot(xs, values, marker="o", label=method)
         axes[0].set(xlabel="context tokens", ylabel="prefill s", title=f"{model}: prefill", xscale="log")
         axes[1].set(xlabel="context tokens", ylabel="ms per token", title=f"{model}: decode", xscale="log")
+        axes[2].set(xlabel="context tokens", ylabel="MiB", title=f"{model}: peak cache in the prefill", xscale="log")
         axes[0].legend(fontsize=7)
         figure.tight_layout()
         name = "time-" + re.sub(r"[^A-Za-z0-9.-]+", "-", model) + ".png"
         figure.savefig(PLOTS / name, dpi=110)
         plt.close(figure)
-        lines += ["", f"![prefill and decode time against context length, {model}](RESULTS-kv-long/{name})"]
+        lines += ["", f"![prefill, decode and cache against context length, {model}](RESULTS-kv-long/{name})"]
     lines.append(MARKERS[1])
     section = "\n".join(lines)
     replace_section(RESULTS, MARKERS, section)

@@ -201,3 +201,14 @@ def test_tidaldecode_selects_at_two_layers_and_reuses_elsewhere():
     press = press_from("tidaldecode", ratio=0.5)
     assert press.selecting(list(range(30)), 30) == {2, 12}
     assert press.selecting([5, 11, 17], 18) == {5}
+
+
+def test_a_prefill_leaves_no_chunk_allocated_behind_the_sliding_windows():
+    from tokensift.kv.cache import tensor_bytes
+
+    model = tiny_gemma3(window=8)
+    done = compress_context(model, IDS, press_from("knorm", ratio=0.0), chunk_size=32)
+    window = done.cache.layers[0]
+    assert window.keys.shape[2] == 7  # the window's last 7 tokens
+    assert window.keys.untyped_storage().nbytes() == window.keys.nbytes  # not a view of the last 26-token chunk
+    assert tensor_bytes(window.keys) == 7 * 16 * 4

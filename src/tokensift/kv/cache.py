@@ -441,3 +441,13 @@ def generate_inputs(dense: DynamicCache, context_length: int, new_tokens: int) -
         "position_ids": positions[None],
         "prefill_chunk_size": 1,
     }
+
+
+def compact(cache: Any) -> None:
+    """Let go of storage a cache layer no longer uses: transformers' sliding-window layer keeps its window as a
+    view of the last update, so after a prefill (or a chunk) of many tokens the whole update stays allocated."""
+    for layer in getattr(cache, "layers", []):
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            if isinstance(tensor, Tensor) and tensor.untyped_storage().nbytes() > tensor.nbytes:
+                setattr(layer, name, tensor.clone())

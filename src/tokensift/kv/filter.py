@@ -33,6 +33,7 @@ from transformers.cache_utils import DynamicSlidingWindowLayer
 from tokensift.errors import ModelError, ParameterError
 from tokensift.hooks import AttentionCall, Route, attention_modules, layer_index
 from tokensift.kv.attach import CompressionStats, LayerRecord
+from tokensift.kv.cache import compact
 from tokensift.kv.model import check_ids, check_length, text_config
 from tokensift.kv.press import ScorerPress
 from tokensift.kv.view import LayerView
@@ -239,6 +240,7 @@ def filtered_prefill(
                 cache.layers[i] = early
         length = n
     seconds = time.perf_counter() - started
+    compact(cache)
     return Filtered(cache, length, _stats(cache, n, kept.numel(), seconds), seconds, logits, kept)
 
 

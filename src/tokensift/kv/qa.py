@@ -21,7 +21,7 @@ from transformers import DynamicCache
 from tokensift.errors import InputError, MethodUnsupportedError
 from tokensift.inputs import whole_number
 from tokensift.kv.attach import CompressionStats, LayerRecord, PrefillPolicy, attached
-from tokensift.kv.cache import MaskedLayer, RaggedLayer, cache_bytes
+from tokensift.kv.cache import MaskedLayer, RaggedLayer, cache_bytes, compact
 from tokensift.kv.chunked import ChunkedPolicy, chunk_reason
 from tokensift.kv.filter import ContextFilter, filtered_prefill
 from tokensift.kv.model import check_ids, check_length
@@ -135,6 +135,7 @@ def compress_context(
             if progress is not None:
                 progress(end, n)
         seconds = time.perf_counter() - started
+    compact(cache)
     if isinstance(policy, ChunkedPolicy):
         stats, peak = _chunked_stats(cache, policy, n), sum(policy.peak_bytes.values())
     else:  # the compressed layers held the whole context's cache before compression
