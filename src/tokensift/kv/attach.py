@@ -34,6 +34,7 @@ from tokensift.kv.cache import _ATTACHED, MaskedLayer, RaggedLayer, tensor_bytes
 from tokensift.kv.model import check_length, check_supported, inv_freq, text_config
 from tokensift.kv.probe import reconstruction_probes, run_probes
 from tokensift.kv.view import LayerView, PressLike, Selection, shift
+from tokensift.scores.attention import attention_with_lse
 
 
 class Policy(Protocol):
@@ -190,7 +191,17 @@ class Session:
             replaced = self._compress(idx, call)
             if replaced is not None:
                 cache.layers[idx] = replaced
-        return None
+        return _chunk_attention(call) if self._chunk_call(idx, call, layer) else None
+
+    def _chunk_call(self, idx: int, call: AttentionCall, layer: Any) -> bool:
+        """Whether this is a later prefill chunk of one unpadded row at a full-attention layer: its queries sit at
+        the end of the keys, which SDPA can only express with a mask (the kernel's slow, memory-hungry path)."""
+        query, key = call.query, call.key
+        if layer is None or idx not in self.compressible or query.shape[0] != 1:
+            return False
+        if not 1 < query.shape[2] < key.shape[2]:
+            return False
+        return _row_starts(call.mask, 1, key.shape[2])[0] == 0
 
     def _compress(self, idx: int, call: AttentionCall) -> CacheLayerMixin | None:
         policy = self.policy
@@ -280,6 +291,14 @@ class Session:
             replaced = press.build(key, value, [row[layer] for row in chosen], views_of, starts)
             cache.layers[layer] = replaced
             self._record(layer, key, value, starts, replaced, seconds)
+
+
+def _chunk_attention(call: AttentionCall) -> tuple[Tensor, None]:
+    """A chunk's attention over the cached keys and its own (causal): two unmasked fused calls merged by their
+    log-sum-exps (:func:`tokensift.scores.attention_with_lse`), the same output as the masked call."""
+    n = call.key.shape[2] - call.query.shape[2]
+    out, _ = attention_with_lse(call.query[0], call.key[0], call.value[0], n, scaling=call.scaling)
+    return out.transpose(0, 1)[None].contiguous(), None
 
 
 def probe_views(

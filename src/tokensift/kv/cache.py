@@ -24,6 +24,7 @@ from transformers.cache_utils import CacheLayerMixin, DynamicCache, DynamicLayer
 
 from tokensift.errors import MethodUnsupportedError, ModelError
 from tokensift.reduce import gather_tokens
+from tokensift.scores.attention import attention_with_lse
 
 Segments = list[list[Tensor]]
 """``segments[row][head]``: a ``[L, D]`` tensor (or, for attention weights, an ``[L]`` one)."""
@@ -230,6 +231,10 @@ class RaggedLayer(CacheLayerMixin):
         token received per (row, KV head), summed over the ``q`` rows and averaged over the query heads.
         """
         if self.segments_k is None and not need_weights:
+            if self.bias is None and 1 < query.shape[2] < self.keys.shape[2] and query.shape[0] == 1:
+                n = self.keys.shape[2] - query.shape[2]  # a prefill chunk after the kept tokens: no mask needed
+                out, _ = attention_with_lse(query[0], self.keys[0], self.values[0], n, scaling=scaling)
+                return out.transpose(0, 1)[None].contiguous(), None
             mask: Tensor | None = None
             if query.shape[2] > 1:
                 mask = ~_future_mask(query.shape[2], self.keys.shape[2], query.device)
