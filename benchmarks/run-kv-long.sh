@@ -16,6 +16,5 @@ $PY benchmarks/kv_long.py grid --model smollm2-135m --task niah --lengths 4096 -
 for only in "full cache" bounded gemfilter; do
   $PY benchmarks/kv_long.py memory --model gemma3-270m --length 32000 --only "chunks of 2048, $only" --out "$OUT"
 done
-$PY benchmarks/kv_long.py memory --model gemma3-270m --length 16384 --only "one pass" --out "$OUT"
 $PY benchmarks/kv_long.py memory --model gemma3-270m --length 32000 --only "one pass" --out "$OUT"
 $PY benchmarks/kv_long.py report --out "$OUT"
