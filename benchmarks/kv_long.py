@@ -264,12 +264,12 @@ def report(args: argparse.Namespace) -> None:
             "the model's weights included; `python benchmarks/kv_long.py memory --length N --only CONFIG`; times "
             "are in the table above, these runs shared the machine):",
             "",
-            "| model | tokens | configuration | peak RSS MiB | peak cache MiB | answer correct |",
+            "| model | tokens | configuration | peak RSS MiB | peak cache MiB | answer (8 tokens, the key cut short) |",
             "|---|---|---|---|---|---|",
         ]
         for r in memory_rows:
             peak_cache = f"{r['peak_cache_bytes'] / 2**20:.1f}" if r.get("peak_cache_bytes") else "-"
-            outcome = str(r["correct"]) if r.get("rc") == 0 else f"failed: {r.get('error')}"
+            outcome = repr(r["answer"]) if r.get("rc") == 0 else f"failed: {r.get('error')}"
             lines.append(
                 f"| {r['model']} | {r['length']} | {r['config']} | {r['peak_rss_mb']:.0f} | {peak_cache} | {outcome} |"
             )
