@@ -30,7 +30,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from sections import replace_section  # noqa: E402 - a sibling module of this script
+from sections import read_rows, replace_section  # noqa: E402 - a sibling module of this script
 
 RESULTS = HERE / "RESULTS-kv.md"
 PLOTS = HERE / "RESULTS-kv-long"
@@ -56,7 +56,7 @@ def grid(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
     folder = require_data_dir()
-    done = {(r["model"], r["length"], r["sample"], r["method"]) for r in _rows(rows_path) if r["task"] == args.task}
+    done = {(r["model"], r["length"], r["sample"], r["method"]) for r in read_rows(rows_path) if r["task"] == args.task}
     filters = [m for m in args.filters.split(",") if m]
     decoders = [m for m in args.decoders.split(",") if m]
     bounded = [m for m in args.bounded.split(",") if m]
@@ -198,12 +198,6 @@ finally:
 """Runs the CLI in the child and prints the child's own peak resident memory (Linux: KiB) on its way out."""
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def report(args: argparse.Namespace) -> None:
     """The long-context section of RESULTS-kv.md and its plots, from the rows of ``grid`` and ``memory``."""
     import matplotlib
@@ -212,7 +206,7 @@ def report(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     out = Path(args.out)
-    rows = _rows(out / "rows.jsonl")
+    rows = read_rows(out / "rows.jsonl")
     grouped: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         grouped[(f"{r['model']} · {r['task']}", r["length"], r["method"])].append(r)
@@ -256,7 +250,7 @@ def report(args: argparse.Namespace) -> None:
                 f"{statistics.median(cache) / 2**20 if cache else float('nan'):.1f} | "
                 f"{statistics.median(peak) / 2**20 if peak else float('nan'):.1f} |"
             )
-    memory_rows = _rows(out / "memory.jsonl")
+    memory_rows = read_rows(out / "memory.jsonl")
     if memory_rows:
         lines += [
             "",

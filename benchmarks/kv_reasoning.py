@@ -25,7 +25,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from sections import replace_section  # noqa: E402 - a sibling module of this script
+from sections import read_rows, replace_section  # noqa: E402 - a sibling module of this script
 
 RESULTS = HERE / "RESULTS-kv.md"
 MARKERS = ("<!-- reasoning:start -->", "<!-- reasoning:end -->")
@@ -51,12 +51,13 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "rows.jsonl"
-    done = {(r["method"], r["cache"], r["index"]) for r in _rows(path)}
+    existing = read_rows(path)
+    done = {(r["method"], r["cache"], r["index"]) for r in existing}
     tokenizer.padding_side = "left"
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     configs = [("full", 0), *[(m, c) for c in caches for m in methods]]
     batches = [list(range(i, min(len(problems), i + args.batch))) for i in range(0, len(problems), args.batch)]
-    full_ids: dict[int, list[int]] = {r["index"]: r["ids"] for r in _rows(path) if r["method"] == "full"}
+    full_ids: dict[int, list[int]] = {r["index"]: r["ids"] for r in existing if r["method"] == "full"}
     with progress_bar(transient=False) as bar:
         task = bar.add_task("GSM8K generations", total=len(configs) * len(batches))
         for method, cache in configs:
@@ -111,15 +112,9 @@ def run(args: argparse.Namespace) -> None:
                 bar.advance(task)
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def report(args: argparse.Namespace) -> None:
     """The decoding-time eviction section of RESULTS-kv.md."""
-    rows = _rows(Path(args.out) / "rows.jsonl")
+    rows = read_rows(Path(args.out) / "rows.jsonl")
     grouped: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         grouped[(r["method"], r["cache"])].append(r)

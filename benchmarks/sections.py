@@ -1,9 +1,19 @@
-"""One marked section of a results file, rewritten in place (the KV benchmark scripts each own one)."""
+"""What the KV benchmark scripts share: their rows (JSON lines) and the marked section of a results file each
+one rewrites in place."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def replace_section(path: Path, markers: tuple[str, str], section: str) -> None:

@@ -31,9 +31,9 @@ from tokensift.errors import MethodUnsupportedError
 from tokensift.hooks import AttentionCall, Route, attention_modules, layer_index
 from tokensift.kv.batch import BatchLayer
 from tokensift.kv.cache import _ATTACHED, MaskedLayer, RaggedLayer, tensor_bytes
-from tokensift.kv.model import check_length, check_supported, inv_freq, text_config
+from tokensift.kv.model import check_length, check_supported, inv_freq, layer_types
 from tokensift.kv.probe import reconstruction_probes, run_probes
-from tokensift.kv.view import LayerView, PressLike, Selection, shift
+from tokensift.kv.view import LayerView, PressLike, Selection, allowed_keys, shift
 from tokensift.scores.attention import attention_with_lse
 
 
@@ -117,10 +117,9 @@ class CompressionStats:
 
 def _row_starts(mask: Tensor | None, batch: int, n: int) -> list[int]:
     """First real (non-padding) position of each row, read from the last row of the model's mask."""
-    if mask is None:
+    allowed = allowed_keys(mask, n)
+    if allowed is None:
         return [0] * batch
-    last = mask[:, 0, -1, :n]
-    allowed = last if last.dtype == torch.bool else torch.isfinite(last) & (last == 0)
     allowed = allowed.expand(batch, -1)
     return [int(row.float().argmax()) if bool(row.any()) else n for row in allowed]
 
@@ -132,7 +131,7 @@ class Session:
         self.model = model
         self.policy = policy
         self.modules = attention_modules(model)
-        types = getattr(text_config(model), "layer_types", None) or ["full_attention"] * len(self.modules)
+        types = layer_types(model)
         self.compressible = {layer_index(m) for m in self.modules if types[layer_index(m)] == "full_attention"}
         self.inv_freq = {t: inv_freq(model, t) for t in set(types)}
         self.layer_types = types

@@ -28,8 +28,13 @@ from tokensift.kv.view import LayerView, shift
 if TYPE_CHECKING:
     from tokensift.kv.attach import Session
 
-DEFAULT_CHUNK = 2048
-"""Prefill chunk (tokens) of ``tokensift kv generate`` when none is given."""
+
+def spans(n: int, step: int, tail: int | None) -> list[tuple[int, int]]:
+    """``(start, end)`` chunks of ``step`` tokens over ``n``, the last one at least ``tail`` long (the query rows a
+    press reads after the last chunk; ``None``: all of them, so one chunk)."""
+    last = 0 if tail is None else max(0, n - max(tail, n - (n - 1) // step * step))
+    cuts = [*range(0, last, step), last]
+    return [(a, b) for a, b in zip(cuts, [*cuts[1:], n], strict=True) if b > a]
 
 
 def chunk_reason(press: Press) -> str | None:
@@ -76,25 +81,16 @@ class ChunkedPolicy(LayerByLayer):
         if layer.get_seq_length() <= self.keep:
             return
         started = time.perf_counter()
-        heads = layer.keys.shape[1] if layer.dense else len(layer.segments_k[0])  # type: ignore[index]
-        pairs = [layer.segment(0, h) for h in range(heads)]
         rows = self.press.rows_wanted
         view = LayerView(
             layer=idx,
             n_layers=len(session.modules),
             row=0,
             queries=query[:1, :, max(0, query.shape[2] - rows) :] if rows is not None else query[:1],
-            keys=_stack([k for k, _ in pairs]),
-            values=_stack([v for _, v in pairs]),
+            keys=layer.keys,  # every head keeps the same count, so the layer is dense: [1, Hkv, L, D]
+            values=layer.values,
             scaling=scaling,
             inv_freq=session.inv_freq.get(session.layer_types[idx]),
         )
         layer.keep([self.press.select(view, self.press.score(view), self.keep)])
         self.seconds[idx] = self.seconds.get(idx, 0.0) + time.perf_counter() - started
-
-
-def _stack(segments: list[Tensor]) -> Tensor:
-    """``[1, Hkv, L, D]`` from one ``[L, D]`` segment per head (equal lengths: a chunked layer is never ragged)."""
-    import torch
-
-    return torch.stack(segments)[None]

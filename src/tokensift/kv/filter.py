@@ -31,10 +31,11 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicSlidingWindowLayer
 
 from tokensift.errors import ModelError, ParameterError
-from tokensift.hooks import AttentionCall, Route, attention_modules, layer_index
+from tokensift.hooks import AttentionCall, Route, attention_modules, layer_modules
 from tokensift.kv.attach import CompressionStats, LayerRecord
 from tokensift.kv.cache import compact
-from tokensift.kv.model import check_ids, check_length, text_config
+from tokensift.kv.chunked import spans
+from tokensift.kv.model import check_ids, check_length, layer_types
 from tokensift.kv.press import ScorerPress
 from tokensift.kv.view import LayerView
 from tokensift.registry import option
@@ -64,7 +65,7 @@ class ContextFilter(ScorerPress):
 
     def layer_for(self, model: torch.nn.Module) -> int:
         """The selecting layer: ``select_layer`` or the default, always a full-attention layer."""
-        types = getattr(text_config(model), "layer_types", None) or ["full_attention"] * len(attention_modules(model))
+        types = layer_types(model)
         full = [i for i, kind in enumerate(types) if kind == "full_attention"]
         if not self.rerun:
             full = [i for i in full if i < len(types) - 1]
@@ -94,16 +95,11 @@ def _config(model: torch.nn.Module) -> Any:
 
 def decoder_layer(model: torch.nn.Module, idx: int) -> torch.nn.Module:
     """The decoder layer (norms, attention, MLP, residuals) that holds attention layer ``idx``."""
-    attention = next(m for m in attention_modules(model) if layer_index(m) == idx)
+    attention = layer_modules(model, [idx])[idx]
     for module in model.modules():
         if any(child is attention for child in module.children()):
             return module
     raise ModelError(f"no decoder layer holds attention layer {idx}")
-
-
-def _chunks(n: int, chunk: int | None) -> list[tuple[int, int]]:
-    step = chunk if chunk else n
-    return [(s, min(n, s + step)) for s in range(0, n, step)]
 
 
 def _first_pass(
@@ -113,7 +109,7 @@ def _first_pass(
     before and including ``layer``, and (continuing filters) the hidden states entering ``layer + 1``."""
     n = ids.shape[1]
     modules = attention_modules(model)
-    target = next(m for m in modules if layer_index(m) == layer)
+    target = layer_modules(model, [layer])[layer]
     cache = DynamicCache(config=_config(model))
     kept: list[Tensor] = []
     hidden: list[Tensor] = []
@@ -146,7 +142,7 @@ def _first_pass(
     if not press.rerun:
         route.hook(decoder_layer(model, layer + 1), capture, pre=True)
     with route:
-        for start, end in _chunks(n, chunk):
+        for start, end in spans(n, chunk or n, 0):
             positions = torch.arange(start, end, device=ids.device)[None]
             with contextlib.suppress(_Stop):
                 model(ids[:, start:end], past_key_values=cache, position_ids=positions, use_cache=True)
@@ -179,7 +175,7 @@ def _second_pass(
         route.hook(decoder_layer(model, replace[0]), swap, pre=True)
     logits = None
     with route:
-        for start, end in _chunks(ids.shape[1], chunk):
+        for start, end in spans(ids.shape[1], chunk or ids.shape[1], 0):
             span[:] = [start, end]
             logits = model(
                 ids[:, start:end],
@@ -232,7 +228,7 @@ def filtered_prefill(
     else:
         assert hidden is not None
         cache, logits = _second_pass(model, context_ids[:, kept], kept, chunk_size, (layer + 1, hidden[:, kept]))
-        types = getattr(text_config(model), "layer_types", None) or ["full_attention"] * len(cache.layers)
+        types = layer_types(model)
         for i in range(layer + 1):  # the first full-attention layers: the first pass's cache, cut to the kept tokens
             early: Any = first.layers[i]
             if types[i] == "full_attention":

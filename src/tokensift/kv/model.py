@@ -18,12 +18,16 @@ def text_config(model: torch.nn.Module) -> Any:
     return getattr(model.config, "text_config", None) or model.config
 
 
+def layer_types(model: torch.nn.Module) -> list[str]:
+    """Per decoder layer, its attention kind (``full_attention``, or Gemma-3's ``sliding_attention``)."""
+    config = text_config(model)
+    return list(getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers)
+
+
 def layer_windows(model: torch.nn.Module) -> list[int | None]:
     """Per decoder layer, its sliding-window length (Gemma-3 local layers) or ``None`` for global attention."""
-    config = text_config(model)
-    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    window = getattr(config, "sliding_window", None)
-    return [window if kind == "sliding_attention" else None for kind in types]
+    window = getattr(text_config(model), "sliding_window", None)
+    return [window if kind == "sliding_attention" else None for kind in layer_types(model)]
 
 
 def check_supported(model: torch.nn.Module) -> None:

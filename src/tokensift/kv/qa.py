@@ -22,7 +22,7 @@ from tokensift.errors import InputError, MethodUnsupportedError
 from tokensift.inputs import whole_number
 from tokensift.kv.attach import CompressionStats, LayerRecord, PrefillPolicy, attached
 from tokensift.kv.cache import MaskedLayer, RaggedLayer, cache_bytes, compact
-from tokensift.kv.chunked import ChunkedPolicy, chunk_reason
+from tokensift.kv.chunked import ChunkedPolicy, chunk_reason, spans
 from tokensift.kv.filter import ContextFilter, filtered_prefill
 from tokensift.kv.model import check_ids, check_length
 from tokensift.kv.press import Press, ScorerPress
@@ -145,23 +145,13 @@ def compress_context(
     return CompressedContext(cache, n, stats, seconds, logits, peak_cache_bytes=peak)
 
 
-def spans(n: int, step: int, tail: int | None) -> list[tuple[int, int]]:
-    """``(start, end)`` chunks of ``step`` tokens over ``n``, the last one at least ``tail`` long (the query rows a
-    press reads after the last chunk; ``None``: all of them, so one chunk)."""
-    last = 0 if tail is None else max(0, n - max(tail, n - (n - 1) // step * step))
-    cuts = [*range(0, last, step), last]
-    return [(a, b) for a, b in zip(cuts, [*cuts[1:], n], strict=True) if b > a]
-
-
 def _chunked_stats(cache: Any, policy: ChunkedPolicy, n: int) -> CompressionStats:
     """Accounting of a chunk-by-chunk compression: what the whole context's cache would have held, and the
     layer as it is now."""
     stats = CompressionStats()
     for idx in sorted(policy.seconds):
         layer = cache.layers[idx]
-        keys, _ = layer.segment(0, 0)
-        heads = int(layer.lengths().shape[1])
-        per_token = 2 * heads * keys.shape[-1] * keys.element_size()
+        per_token = 2 * layer.keys.shape[1] * layer.keys.shape[-1] * layer.keys.element_size()
         stats.layers.append(
             LayerRecord(
                 layer=idx,

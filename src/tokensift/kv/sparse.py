@@ -20,7 +20,7 @@ from torch import Tensor
 
 from tokensift.errors import MethodUnsupportedError
 from tokensift.kv.press import ScorerPress
-from tokensift.kv.view import LayerView
+from tokensift.kv.view import LayerView, allowed_keys
 
 
 @dataclass
@@ -96,8 +96,5 @@ def attend_positions(
 
 def allowed_positions(mask: Tensor | None, n: int) -> Tensor | None:
     """``[B, T]`` positions a single-query step may see, from the model's mask (None: no mask, all)."""
-    if mask is None:
-        return None
-    last = mask[:, 0, -1, :n]
-    allowed = last if last.dtype == torch.bool else torch.isfinite(last) & (last == 0)
-    return None if bool(allowed.all()) else allowed
+    allowed = allowed_keys(mask, n)
+    return None if allowed is None or bool(allowed.all()) else allowed

@@ -123,3 +123,12 @@ def recency(n: int, device: torch.device | None = None) -> Tensor:
 def shift(selection: Sequence[Tensor], offset: int) -> Selection:
     """A row's selection moved by ``offset`` positions (from positions in the row to positions in the batch)."""
     return [kept + offset for kept in selection]
+
+
+def allowed_keys(mask: Tensor | None, n: int) -> Tensor | None:
+    """``[B, n]`` the keys the last query row may see under the model's mask (boolean, or additive with 0 for
+    allowed); None without a mask."""
+    if mask is None:
+        return None
+    last = mask[:, 0, -1, :n]
+    return last if last.dtype == torch.bool else torch.isfinite(last) & (last == 0)
