@@ -22,6 +22,7 @@ from tokensift.report.progress import progress_bar
 from tokensift.serve import cli as serve_cli
 from tokensift.text import cli as text_cli
 from tokensift.training import cli as training_cli
+from tokensift.vision import cli as vision_cli
 
 app = typer.Typer(
     name="tokensift",
@@ -50,6 +51,9 @@ app.command("merges")(encoder_cli.merges)
 bench_app.command("encoder")(encoder_cli.bench)
 app.command("score-data")(training_cli.score_data)
 app.command("train")(training_cli.train)
+# visual tokens of a VLM
+app.command("vision")(vision_cli.vision)
+bench_app.command("vision")(vision_cli.bench)
 bench_app.command("training")(training_cli.bench)
 bench_app.command("scale")(batch_cli.bench)
 

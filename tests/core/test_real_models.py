@@ -34,7 +34,10 @@ def test_embedded_models_load_and_match_their_specs(name):
     spec = EMBEDDED[name]
     assert (config.num_hidden_layers, config.num_attention_heads) == (spec.layers, spec.heads)
     assert getattr(config, "num_key_value_heads", config.num_attention_heads) == spec.kv_heads
-    assert config.max_position_embeddings == spec.context
+    if spec.kind == "vision-encoder":  # a ViT's positions: its table's patches + [CLS]
+        assert (config.image_size // config.patch_size) ** 2 + 1 == spec.context
+    else:
+        assert config.max_position_embeddings == spec.context
     params = sum(p.numel() for p in loaded.model.parameters()) / 1e6
     assert abs(params - spec.params_m) < 1
     assert next(loaded.model.parameters()).dtype == torch.float32

@@ -2,17 +2,29 @@
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTModel
+from transformers import (
+    BertConfig,
+    BertModel,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    Dinov2Config,
+    Dinov2Model,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    ViTConfig,
+    ViTModel,
+)
 
 from tests.conftest import tiny_llama
 from tokensift.encoder import apply, reduce, remove
 from tokensift.encoder.embed import mean_pool
 from tokensift.encoder.methods.tome import ToMe
 from tokensift.errors import InputError, ModelError, ParameterError, UnknownMethodError
-from tokensift.methods import list_methods
+from tokensift.methods import build, list_methods
 
 METHODS = [m.name for m in list_methods("encoder")]
 MERGING = [m.name for m in list_methods("encoder") if m.cls.merges]
+PROPAGATING = [m.name for m in list_methods("encoder") if m.cls.propagates]
 
 
 def tiny_bert(layers: int = 3) -> BertModel:
@@ -94,8 +106,15 @@ def test_sizes_sources_and_padding(bert, batch, method):
         assert groups[0] == [0]  # [CLS] stays first and alone
         last = int(real[row].sum()) - 1
         assert [last] in groups  # [SEP] is protected too
-        assert state.sizes[row, : len(groups)].tolist() == [float(len(g)) for g in groups]
-    if method in MERGING:  # merging keeps every input token somewhere: sizes sum to the real token count
+        if method not in PROPAGATING:
+            assert state.sizes[row, : len(groups)].tolist() == [float(len(g)) for g in groups]
+    if method in PROPAGATING:  # dropped tokens live on as a share alpha of their size in the kept ones
+        alpha = build("encoder", method).alpha
+        dropped = real.sum(dim=1) - state.valid.sum(dim=1)
+        kept_sizes = state.sizes.sum(dim=1)
+        assert (kept_sizes > state.valid.sum(dim=1)).all()
+        assert (kept_sizes <= state.valid.sum(dim=1) + alpha * dropped * 1.0001 + 1e-4).all()
+    elif method in MERGING:  # merging keeps every input token somewhere: sizes sum to the real token count
         assert state.sizes.sum(dim=1).tolist() == real.sum(dim=1).float().tolist()
     else:  # pruning drops tokens: every kept token stands for itself
         assert set(state.sizes[state.valid].tolist()) == {1.0}
@@ -151,27 +170,56 @@ def test_apply_remove_restore_the_model(bert, batch):
     assert torch.equal(run(bert, **batch), reference)
 
 
-@pytest.mark.parametrize(
-    "model_class,config_class",
-    [(ViTModel, ViTConfig), (CLIPVisionModel, CLIPVisionConfig)],
-)
+VISION = [
+    (ViTModel, ViTConfig, {}),
+    (CLIPVisionModel, CLIPVisionConfig, {}),
+    (Dinov2Model, Dinov2Config, {"mlp_ratio": 2}),
+    (Dinov2WithRegistersModel, Dinov2WithRegistersConfig, {"mlp_ratio": 2, "num_register_tokens": 3}),
+]
+
+
+@pytest.mark.parametrize("model_class,config_class,extra", VISION, ids=[v[0].__name__ for v in VISION])
 @pytest.mark.parametrize("method", METHODS)
-def test_vision_encoders(model_class, config_class, method):
+def test_vision_encoders(model_class, config_class, extra, method):
     torch.manual_seed(0)
     config = config_class(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        **extra,
     )
     model = model_class(config).eval()
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     reference = run(model, pixel_values=pixels)
+    prefix = 1 + extra.get("num_register_tokens", 0)
     with reduce(model, method, ratio=0.0):
         assert torch.equal(run(model, pixel_values=pixels), reference)
     with reduce(model, method, ratio=0.5) as patch:
         out = run(model, pixel_values=pixels)
         alone = run(model, pixel_values=pixels[1:])
-    assert out.shape == (2, 8, 32)  # 16 patches + [CLS] -> 8
+    assert out.shape == (2, (16 + prefix) // 2, 32)  # 16 patches + [CLS] (+ registers), half kept
     torch.testing.assert_close(out[1:], alone, atol=1e-5, rtol=1e-5)
-    assert patch.last is not None and patch.last.groups(0)[0] == [0]
+    # [CLS] and the registers stay first, alone: never merged nor dropped
+    assert patch.last is not None and patch.last.groups(0)[:prefix] == [[i] for i in range(prefix)]
+
+
+def test_mctf_fuses_both_ways_and_follows_chains():
+    from tokensift.select.matching import bidirectional_matching
+
+    # 6 tokens, A = 0, 2, 4 and B = 1, 3, 5; token 0 protected.
+    scores = torch.zeros(1, 6, 6)
+    scores[0, 2, 3] = scores[0, 3, 2] = 0.9  # A2 -> B3 first, then B3 -> its best A that stayed
+    scores[0, 4, 3] = scores[0, 3, 4] = 0.8
+    scores[0, 4, 5] = 0.5
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    protected = torch.zeros(1, 6, dtype=torch.bool)
+    protected[0, 0] = True
+    target = bidirectional_matching(scores, torch.tensor([2]), valid=valid, protected=protected)
+    # step 1 (r // 2 = 1): A2 -> B3; step 2: B3 -> A4 (A2 moved, so it is no destination); A2 follows B3 to A4
+    assert target.tolist() == [[0, 1, 4, 4, 4, 5]]
 
 
 def test_unsupported_architectures_are_named():
@@ -193,3 +241,15 @@ def test_bad_options(bert, batch):
     with reduce(bert, "tome", ratio=0.5), pytest.raises(InputError, match="2-D attention mask"):
         bert(input_ids=batch["input_ids"], attention_mask=torch.ones(3, 1, 24, 24))
     assert getattr(bert, "_tokensift_patch", None) is None
+
+
+def test_gtp_propagates_a_share_alpha_of_what_it_drops(bert, batch):
+    with reduce(bert, "gtp", ratio=0.5, alpha=0.0) as plain:
+        dropped = run(bert, **batch)
+    with reduce(bert, "gtp", ratio=0.5, alpha=0.1) as spread:
+        propagated = run(bert, **batch)
+    assert plain.last is not None and spread.last is not None
+    # the first reduction keeps the same tokens either way; alpha = 0 is plain pruning (sizes stay 1)
+    assert set(plain.last.sizes[plain.last.valid].tolist()) == {1.0}
+    assert (spread.last.sizes[spread.last.valid] >= 1.0).all() and (spread.last.sizes > 1.0).any()
+    assert not torch.allclose(dropped, propagated)

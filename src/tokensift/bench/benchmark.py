@@ -53,6 +53,8 @@ class Benchmark(ABC):
     known_peers: ClassVar[tuple[str, ...]] = ()
     needs: ClassVar[dict[str, tuple[str, ...]]] = {}
     """The data files (paths in the data folder) each task reads: checked before the model loads."""
+    uses_data_dir: ClassVar[bool] = True
+    """False for a target whose data ships in wheels (vision: easy-VQA), so no data folder is required."""
     default_model: ClassVar[str]
     default_tasks: ClassVar[tuple[str, ...]]
     default_ratios: ClassVar[tuple[float, ...]]
@@ -66,7 +68,9 @@ class Benchmark(ABC):
         self.ratios: tuple[float, ...] = tuple(self.default_ratios if config.ratios is None else config.ratios)
         self.samples: int = self.default_samples if config.samples is None else config.samples
         self.check()
-        self.data: Path | None = None if config.report_only else require_data_dir(config.data_dir)
+        self.data: Path | None = (
+            None if config.report_only or not self.uses_data_dir else require_data_dir(config.data_dir)
+        )
         if self.data is not None:
             for task in self.tasks:
                 for path in self.needs.get(task, ()):

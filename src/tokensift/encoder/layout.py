@@ -2,8 +2,10 @@
 
 * BERT family (post-LayerNorm: BERT, RoBERTa, XLM-R, ELECTRA, all-MiniLM …): tokens are reduced inside
   each layer, after the attention sub-block and before the MLP, as in ToMe and EViT.
-* ViT and CLIP vision towers (pre-LayerNorm): the residual stream after attention is not a module
-  output, so tokens are reduced between layers, using the signals of the layer just run.
+* ViT, DINOv2 (with or without registers) and CLIP vision towers (pre-LayerNorm): the residual stream after
+  attention is not a module output, so tokens are reduced between layers, using the signals of the layer just
+  run. [CLS] and the register tokens (Darcet et al., 2024, "Vision Transformers Need Registers",
+  arXiv:2309.16588) are protected: they are never merged into patches nor dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from torch import nn
 from tokensift.errors import ModelError
 
 SUPPORTED = (
-    "BERT-family encoders (BertModel, RoBERTa, XLM-R, ELECTRA, all-MiniLM), ViTModel and CLIPVisionModel, "
+    "BERT-family encoders (BertModel, RoBERTa, XLM-R, ELECTRA, all-MiniLM), ViTModel, Dinov2Model (also with "
+    "registers) and CLIPVisionModel, "
     "whose attention dispatches through transformers' AttentionInterface"
 )
 
@@ -35,6 +38,8 @@ class EncoderLayout:
     text: bool
     hidden: int
     intermediate: int
+    prefix: int = 1
+    """Leading tokens that are never reduced: [CLS], plus the register tokens of a ViT that has them."""
 
     @property
     def n_layers(self) -> int:
@@ -98,6 +103,18 @@ def find_layout(model: nn.Module) -> EncoderLayout:
         if attention is not None and hasattr(attention, "q_proj") and hasattr(first, "layernorm_before"):
             return EncoderLayout(
                 "vit", _children(layers, "attention"), list(layers), False, False, hidden, intermediate
+            )
+        if attention is not None and hasattr(attention, "q_proj") and hasattr(first, "norm1"):
+            registers = int(getattr(config, "num_register_tokens", 0) or 0)
+            return EncoderLayout(
+                "dinov2",
+                _children(layers, "attention"),
+                list(layers),
+                False,
+                False,
+                hidden,
+                intermediate,
+                prefix=1 + registers,
             )
         if hasattr(first, "self_attn") and hasattr(first, "layer_norm1"):
             if not str(getattr(config, "model_type", "")).endswith("vision_model"):

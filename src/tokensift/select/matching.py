@@ -70,3 +70,24 @@ def energy_matching(metric: Tensor, energy: Tensor, r: Tensor, *, valid: Tensor,
         cosine_similarity_matrix(metric), candidate & (rank % 2 == 0), candidate & (rank % 2 == 1)
     )
     return merge_best_sources(score, match, r)
+
+
+def bidirectional_matching(scores: Tensor, r: Tensor, *, valid: Tensor, protected: Tensor) -> Tensor:
+    """MCTF's two-way bipartite matching (Lee et al., 2024, arXiv:2403.10030) over any pair score ``[B, N, N]``.
+
+    A (even positions) -> B (odd positions) first for ``r // 2`` edges, then B -> the A tokens that stayed for
+    the rest, with the same scores; a chain A -> B -> A' is followed so every target is a token that stays.
+    """
+    n = scores.shape[-1]
+    positions = torch.arange(n, device=scores.device).expand_as(valid)
+    even = torch.arange(n, device=scores.device) % 2 == 0
+    mergeable = valid & ~protected
+    first_r = r // 2
+    score, match = best_match(scores, mergeable & even, mergeable & ~even)
+    first = best_sources(score, first_r)
+    target = torch.where(first, match, positions)
+    score2, match2 = best_match(scores.transpose(-1, -2), mergeable & ~even, mergeable & even & ~first)
+    second = best_sources(score2, r - first.sum(dim=-1))
+    target = torch.where(second, match2, target)
+    # A tokens that went into a B token that itself moves follow it.
+    return torch.where(first & second.gather(-1, target), target.gather(-1, target), target)

@@ -73,10 +73,14 @@ class LayerContext:
 @dataclass(frozen=True)
 class Plan:
     """A reduction step: each token's target position (itself, a merge partner, or -1 to drop) and the
-    weights of the average a merged token becomes (None: token sizes)."""
+    weights of the average a merged token becomes (None: token sizes).
+
+    ``spread`` (``[B, N, N]``, optional) first adds to token ``i`` the share ``spread[b, i, j]`` of token ``j``
+    (size-weighted, sizes added alike): graph propagation of the tokens about to go (GTP-ViT)."""
 
     target: Tensor
     weights: Tensor | None = None
+    spread: Tensor | None = None
 
 
 class EncoderMethod:
@@ -90,6 +94,8 @@ class EncoderMethod:
     """Whether ``plan`` reads ``ctx.queries``/``ctx.keys`` (captured from the layer's attention call)."""
     merges: ClassVar[bool] = False
     """Whether removed tokens are merged into kept ones (every input token stays represented) or dropped."""
+    propagates: ClassVar[bool] = False
+    """Whether removed tokens are dropped after a share of them is propagated to kept ones (``Plan.spread``)."""
     proportional_attention: bool
     """Add log token sizes to attention logits (ToMe), so a merged token counts as many."""
 

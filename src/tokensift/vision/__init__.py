@@ -1,0 +1,24 @@
+"""Visual-token selection for vision-language models (before the language model and inside it).
+
+``tokensift.vision.answer(model, processor, images, questions, "visionzip", keep=0.25)`` answers with a
+LLaVA-family VLM that sees only the visual tokens the method keeps; :func:`prepare` lays the inputs out for
+``model.generate(inputs_embeds=..., attention_mask=...)``. Methods live in :mod:`tokensift.vision.methods` and
+are registered under target ``"vision"``. Attributes are imported on first use.
+"""
+
+from __future__ import annotations
+
+from tokensift.face import lazy_face
+
+_FACE = {
+    "Answer": "tokensift.vision.pipeline",
+    "Prepared": "tokensift.vision.pipeline",
+    "answer": "tokensift.vision.pipeline",
+    "prepare": "tokensift.vision.pipeline",
+    "vlm_parts": "tokensift.vision.pipeline",
+    "fastv_prefill": "tokensift.vision.fastv",
+    "greedy": "tokensift.vision.fastv",
+    "VisionMethod": "tokensift.vision.methods.base",
+}
+
+__getattr__, __dir__ = lazy_face(__name__, "vision", _FACE)

@@ -1,0 +1,157 @@
+"""The language-model side of a VLM: prefill (plain, or FastV's pruning inside it) and greedy decoding.
+
+FastV (arXiv:2403.06764) without forking the model: a first pass runs the prompt up to decoder layer K, where
+the attention router reads the layer's queries and keys (the image tokens' mean attention received, over the
+heads and every query that can see them) and a forward pre-hook on layer K + 1 takes the hidden states and stops
+the pass. The second pass runs the kept tokens at their original positions; a pre-hook swaps the input of layer
+K + 1 for the first pass's states (computed with every image token in view), and layers 0..K keep the first
+pass's cache cut to the kept tokens — so layers after K, and every decoding step, see only the kept tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import DynamicCache
+
+from tokensift.errors import ParameterError
+from tokensift.hooks import AttentionCall, Route, attention_modules
+from tokensift.kv.filter import decoder_layer
+from tokensift.scores import attention_received
+from tokensift.select.rowwise import topk_mask
+from tokensift.vision.methods.base import VisionMethod
+from tokensift.vision.pipeline import Prepared, budget, vlm_parts
+
+
+class _Stop(Exception):
+    """Ends the first pass at layer K + 1."""
+
+
+@dataclass
+class Prefill:
+    """A prefilled batch ready to decode."""
+
+    cache: Any
+    logits: Tensor
+    """``[B, V]`` the next token's logits."""
+    attention_mask: Tensor
+    """``[B, L]`` over what the cache holds."""
+    next_position: Tensor
+    """``[B]`` position of the next token."""
+    kept: list[int]
+    """Image tokens each row's later layers see."""
+
+
+def _new_cache(model: torch.nn.Module) -> DynamicCache:
+    config: Any = model.config
+    return DynamicCache(config=config.get_text_config())
+
+
+def _positions(mask: Tensor) -> Tensor:
+    return (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+
+
+def _run(model: torch.nn.Module, embeds: Tensor, mask: Tensor, positions: Tensor, cache: Any) -> Tensor:
+    parts = vlm_parts(model)
+    hidden = parts.language(
+        inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+    ).last_hidden_state
+    return model.lm_head(hidden[:, -1])  # type: ignore[operator]
+
+
+@torch.no_grad()
+def fastv_prefill(
+    model: torch.nn.Module,
+    prepared: Prepared,
+    method: VisionMethod | None,
+    *,
+    keep: float | None = None,
+    keep_tokens: int | None = None,
+) -> Prefill:
+    """Prefill ``prepared``; with FastV (``method``) the image tokens are cut after its layer K."""
+    embeds, mask = prepared.inputs_embeds, prepared.attention_mask
+    positions = _positions(mask)
+    if method is None:
+        cache = _new_cache(model)
+        logits = _run(model, embeds, mask, positions, cache)
+        return Prefill(cache, logits, mask, positions[:, -1] + 1, list(prepared.kept))
+    parts = vlm_parts(model)
+    layer = int(getattr(method, "layer", 2))
+    modules = attention_modules(parts.language)
+    if not 0 <= layer < len(modules) - 1:
+        raise ParameterError(f"fastv: layer must be in 0..{len(modules) - 2}, got {layer}", option="layer")
+    k = budget(prepared.visual_tokens, keep, keep_tokens)
+    batch, length = mask.shape
+    image = torch.zeros(batch, length, dtype=torch.bool, device=mask.device)
+    for row, (start, end) in enumerate(prepared.image_span):
+        image[row, start:end] = True
+    scores: list[Tensor] = []
+    hidden: list[Tensor] = []
+
+    def score(call: AttentionCall) -> None:
+        received = attention_received(
+            call.query, call.key, scaling=call.scaling, mask=call.mask, normalize=True, per_kv_head=False
+        )
+        scores.append(received.mean(dim=1))
+
+    def capture(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden.append(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
+        raise _Stop
+
+    first = _new_cache(model)
+    route = Route(parts.language, {modules[layer]: score})
+    route.hook(decoder_layer(parts.language, layer + 1), capture, pre=True)
+    with route, contextlib.suppress(_Stop):
+        parts.language(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=first, use_cache=True
+        )
+    chosen = topk_mask(scores[0], torch.full((batch,), k, device=mask.device), valid=image)
+    kept = (~image | chosen).nonzero()[:, 1].view(batch, -1)  # same count per row: every row has one image
+
+    def gather(x: Tensor) -> Tensor:
+        index = kept.view(batch, -1, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+        return x.gather(1, index)
+
+    states = gather(hidden[0])
+
+    def swap(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if "hidden_states" in kwargs:
+            return args, {**kwargs, "hidden_states": states}
+        return (states, *args[1:]), kwargs
+
+    cache = _new_cache(model)
+    sub_mask, sub_positions = gather(mask), gather(positions)
+    with Route(parts.language, {}) as second:
+        second.hook(decoder_layer(parts.language, layer + 1), swap, pre=True)
+        logits = _run(model, gather(embeds), sub_mask, sub_positions, cache)
+    for i in range(layer + 1):  # layers 0..K: the first pass's cache (it saw every image token), cut
+        early: Any = first.layers[i]
+        index = kept[:, None, :, None].expand(-1, early.keys.shape[1], -1, early.keys.shape[-1])
+        late: Any = cache.layers[i]
+        late.keys, late.values = early.keys.gather(2, index), early.values.gather(2, index)
+    return Prefill(cache, logits, sub_mask, positions[:, -1] + 1, [k] * batch)
+
+
+@torch.no_grad()
+def greedy(model: torch.nn.Module, prefill: Prefill, max_new_tokens: int, eos: list[int]) -> Tensor:
+    """``[B, T]`` greedy continuation from ``prefill`` (rows that ended are padded with their end token)."""
+    parts = vlm_parts(model)
+    logits, mask, position = prefill.logits, prefill.attention_mask, prefill.next_position
+    stop = torch.tensor(eos, device=logits.device)
+    out: list[Tensor] = []
+    done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    for step in range(max_new_tokens):
+        token = logits.argmax(dim=-1)
+        token = torch.where(done, out[-1] if out else token, token)
+        out.append(token)
+        done |= torch.isin(token, stop)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        logits = _run(model, parts.embed(token)[:, None], mask, position[:, None], prefill.cache)
+        position = position + 1
+    return torch.stack(out, dim=1)

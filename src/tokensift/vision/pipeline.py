@@ -1,0 +1,307 @@
+"""Visual-token selection for an unmodified Hugging Face LLaVA-family VLM, before and inside its language model.
+
+``prepare(model, processor, images, questions, method, keep=0.25)`` runs the vision tower once (the attention
+router captures the queries and keys of the layers the method reads; nothing of the model is patched), asks the
+method for a plan over the patch tokens, merges or drops them in the vision tower's feature space, projects what
+is left with the model's own projector and lays out one prompt per row with only the kept image tokens
+(left-padded, so rows may keep different numbers). ``model.generate(inputs_embeds=..., attention_mask=...)``
+then runs as usual; :func:`answer` does that and decodes. FastV, which prunes inside the language model, runs in
+:mod:`tokensift.vision.fastv`.
+
+Supported: ``LlavaForConditionalGeneration`` with any vision tower whose attention goes through transformers'
+AttentionInterface and whose first token is a [CLS] (CLIP, SigLIP-free ViTs, DINOv2), one image per prompt.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tokensift.encoder.layout import find_layout
+from tokensift.errors import InputError, ModelError, ParameterError
+from tokensift.hooks import AttentionCall, Route
+from tokensift.methods import resolve
+from tokensift.reduce.merge import assign_slots, scatter_mean
+from tokensift.vision.methods.base import VisionContext, VisionMethod
+from tokensift.vision.prompt import PREFIX, SUFFIX
+
+
+@dataclass(frozen=True)
+class VLMParts:
+    """The parts of a LLaVA-family model the pipeline uses."""
+
+    vision: torch.nn.Module
+    projector: torch.nn.Module
+    language: torch.nn.Module
+    embed: torch.nn.Module
+    image_token_id: int
+    feature_layer: int
+    """Index of the vision layer whose output feeds the projector."""
+    n_layers: int
+    drop_cls: bool
+
+
+def vlm_parts(model: torch.nn.Module) -> VLMParts:
+    """Recognise a LLaVA-family model; :class:`ModelError` says what is supported otherwise."""
+    inner = getattr(model, "model", model)
+    config = getattr(model, "config", None)
+    vision = getattr(inner, "vision_tower", None)
+    projector = getattr(inner, "multi_modal_projector", None)
+    language = getattr(inner, "language_model", None)
+    if config is None or vision is None or projector is None or language is None:
+        raise ModelError(
+            f"{type(model).__name__} is not a LLaVA-family VLM (vision_tower + multi_modal_projector + "
+            "language_model); visual-token selection supports LlavaForConditionalGeneration"
+        )
+    layer = getattr(config, "vision_feature_layer", -1)
+    if not isinstance(layer, int):
+        raise ModelError("visual-token selection needs one vision feature layer, not a list")
+    n_layers = int(getattr(config.vision_config, "num_hidden_layers", 0))
+    strategy = getattr(config, "vision_feature_select_strategy", "default")
+    return VLMParts(
+        vision=vision,
+        projector=projector,
+        language=language,
+        embed=language.get_input_embeddings(),
+        image_token_id=int(config.image_token_id),
+        feature_layer=(layer % (n_layers + 1)) - 1,
+        n_layers=n_layers,
+        drop_cls=strategy == "default",
+    )
+
+
+@dataclass
+class Prepared:
+    """One batch laid out for the language model."""
+
+    inputs_embeds: Tensor
+    """``[B, L, E]`` left-padded prompts with only the kept image tokens."""
+    attention_mask: Tensor
+    """``[B, L]``."""
+    image_span: list[tuple[int, int]]
+    """Per row, where its image tokens sit in ``inputs_embeds`` (start, end)."""
+    visual_tokens: int
+    """Image tokens per image before selection."""
+    kept: list[int]
+    """Image tokens each row kept."""
+    status: Tensor
+    """``[B, N]`` per patch: 0 kept, 1 merged into a kept token, 2 dropped."""
+    grid: tuple[int, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+    """``vision`` (tower + signals), ``select`` (the method), ``layout`` (projector and prompts)."""
+
+
+def budget(n: int, keep: float | None, keep_tokens: int | None) -> int:
+    """Image tokens to keep of ``n``: a share ``keep`` (rounded, at least 1) or a count; all when neither."""
+    if keep is not None and keep_tokens is not None:
+        raise ParameterError("give keep or keep_tokens, not both", option="keep")
+    if keep_tokens is not None:
+        if keep_tokens < 1:
+            raise ParameterError(f"keep_tokens must be at least 1, got {keep_tokens}", option="keep_tokens")
+        return min(n, keep_tokens)
+    if keep is None:
+        return n
+    if not 0.0 < keep <= 1.0:
+        raise ParameterError(f"keep must be in (0, 1], got {keep}", option="keep")
+    return max(1, min(n, round(keep * n)))
+
+
+def _signals(
+    parts: VLMParts, pixel_values: Tensor, layers: list[int]
+) -> tuple[Tensor, dict[int, Tensor], dict[int, Tensor], dict[int, Tensor]]:
+    """Run the vision tower once; the patch features and, per layer, [CLS] attention, keys and attention received."""
+    modules = find_layout(parts.vision).attention
+    captured: dict[int, tuple[Tensor, Tensor, float]] = {}
+
+    def capture(layer: int) -> Any:
+        def handle(call: AttentionCall) -> None:
+            captured[layer] = (call.query, call.key, call.scaling)
+
+        return handle
+
+    with Route(parts.vision, {modules[i]: capture(i) for i in layers}):
+        out = parts.vision(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
+    start = 1 if parts.drop_cls else 0
+    features = out.hidden_states[parts.feature_layer + 1][:, start:]
+    cls: dict[int, Tensor] = {}
+    keys: dict[int, Tensor] = {}
+    received: dict[int, Tensor] = {}
+    for layer, (query, key, scaling) in captured.items():
+        probs = torch.softmax(query.float() @ key.float().transpose(-1, -2) * scaling, dim=-1)  # [B, H, T, T]
+        cls[layer] = probs[:, :, 0, 1:].mean(dim=1)[:, -features.shape[1] :]
+        received[layer] = probs.mean(dim=(1, 2))[:, 1:][:, -features.shape[1] :]
+        keys[layer] = key.float().mean(dim=1)[:, 1:][:, -features.shape[1] :]
+    return features, cls, keys, received
+
+
+def _grid(n: int) -> tuple[int, int]:
+    side = math.isqrt(n)
+    return (side, side) if side * side == n else (1, n)
+
+
+def _text(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def pixel_values(processor: Any, images: Sequence[Any]) -> Tensor:
+    """The image processor's tensor for ``images`` (PIL images)."""
+    image_processor = getattr(processor, "image_processor", processor)
+    return image_processor(list(images), return_tensors="pt")["pixel_values"]
+
+
+@torch.no_grad()
+def prepare(
+    model: torch.nn.Module,
+    processor: Any,
+    images: Sequence[Any],
+    questions: Sequence[str],
+    method: str | VisionMethod | None = None,
+    *,
+    keep: float | None = None,
+    keep_tokens: int | None = None,
+    keep_per_row: Sequence[int] | None = None,
+    **options: Any,
+) -> Prepared:
+    """Select visual tokens for ``images`` (one per question) and lay out the prompts; see the module docstring.
+
+    ``method=None`` keeps every token (the uncompressed model, through the same path). The budget is ``keep``
+    (share of the image tokens), ``keep_tokens`` or one count per row (``keep_per_row``). A method acting
+    inside the language model (``stage == "llm"``) is laid out uncompressed here: run it with
+    :func:`tokensift.vision.fastv.fastv_prefill` (or :func:`answer`, which does).
+    """
+    if len(images) != len(questions) or not images:
+        raise InputError(f"give one question per image: {len(images)} images, {len(questions)} questions")
+    parts = vlm_parts(model)
+    chosen = resolve("vision", method, **options) if isinstance(method, str) else method
+    if chosen is None and options:
+        raise ParameterError(f"options {sorted(options)} given without a method")
+    device = next(model.parameters()).device
+    tokenizer = processor.tokenizer
+    started = time.perf_counter()
+    pixels = pixel_values(processor, images).to(device=device, dtype=next(parts.vision.parameters()).dtype)
+    before = chosen is not None and chosen.stage == "before"
+    layers = chosen.signal_layers(parts.n_layers, parts.feature_layer) if before and chosen is not None else []
+    features, cls, keys, received = _signals(parts, pixels, layers)
+    batch, n = features.shape[:2]
+    grid = _grid(n)
+    seconds = {"vision": time.perf_counter() - started}
+
+    if keep_per_row is not None:
+        if len(keep_per_row) != batch:
+            raise ParameterError(f"keep_per_row has {len(keep_per_row)} counts for {batch} rows", option="keep")
+        counts = [budget(n, None, int(k)) for k in keep_per_row]
+    else:
+        counts = [budget(n, keep, keep_tokens)] * batch
+    started = time.perf_counter()
+    projected = parts.projector(features)
+    target = torch.arange(n, device=device).expand(batch, n)
+    weights = torch.ones(batch, n, device=device)
+    text = text_mask = None
+    if before and chosen is not None:
+        if chosen.text_aware:
+            rows = [_text(tokenizer, q) or [tokenizer.eos_token_id] for q in questions]
+            width = max(map(len, rows))
+            ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=device)
+            text = parts.embed(ids)
+            text_mask = torch.tensor([[i < len(r) for i in range(width)] for r in rows], device=device)
+        ctx = VisionContext(
+            features=features,
+            projected=projected,
+            keep=torch.tensor(counts, device=device),
+            grid=grid,
+            cls_attention=cls,
+            keys=keys,
+            received=received,
+            text=text,
+            text_mask=text_mask,
+            n_layers=parts.n_layers,
+            feature_layer=parts.feature_layer,
+        )
+        plan = chosen.plan(ctx)
+        target = plan.target
+        if plan.weights is not None:
+            weights = plan.weights
+    seconds["select"] = time.perf_counter() - started
+    started = time.perf_counter()
+    valid = torch.ones(batch, n, dtype=torch.bool, device=device)
+    slot, kept_mask = assign_slots(target, valid)
+    positions = torch.arange(n, device=device)
+    stays = target == positions
+    status = torch.where(stays, 0, torch.where(target >= 0, 1, 2))
+    tokens = parts.projector(scatter_mean(features, slot, kept_mask.shape[1], weights))
+    kept = kept_mask.sum(dim=1).tolist()
+    prefix = _text(tokenizer, PREFIX)
+    rows_embeds, spans = [], []
+    for row, question in enumerate(questions):
+        suffix = _text(tokenizer, SUFFIX.format(question=question.strip()))
+        head = parts.embed(torch.tensor(prefix, device=device))
+        tail = parts.embed(torch.tensor(suffix, device=device))
+        rows_embeds.append(torch.cat([head, tokens[row, : kept[row]], tail]))
+        spans.append((len(prefix), len(prefix) + kept[row]))
+    length = max(r.shape[0] for r in rows_embeds)
+    embeds = projected.new_zeros(batch, length, projected.shape[-1])
+    mask = torch.zeros(batch, length, dtype=torch.long, device=device)
+    for row, r in enumerate(rows_embeds):
+        pad = length - r.shape[0]
+        embeds[row, pad:] = r
+        mask[row, pad:] = 1
+        spans[row] = (spans[row][0] + pad, spans[row][1] + pad)
+    seconds["layout"] = time.perf_counter() - started
+    return Prepared(embeds, mask, spans, n, kept, status, grid, seconds)
+
+
+@dataclass
+class Answer:
+    """What :func:`answer` returns for a batch."""
+
+    answers: list[str]
+    prepared: Prepared
+    prefill_seconds: float
+    """Vision tower, selection and the language model's prefill (to the first token's logits)."""
+    decode_seconds_per_token: float
+    new_tokens: int
+
+
+@torch.no_grad()
+def answer(
+    model: torch.nn.Module,
+    processor: Any,
+    images: Sequence[Any],
+    questions: Sequence[str],
+    method: str | VisionMethod | None = None,
+    *,
+    keep: float | None = None,
+    keep_tokens: int | None = None,
+    max_new_tokens: int = 8,
+    **options: Any,
+) -> Answer:
+    """Greedy answers to ``questions`` about ``images`` with the visual tokens ``method`` keeps."""
+    from tokensift.vision.fastv import fastv_prefill, greedy
+
+    chosen = resolve("vision", method, **options) if isinstance(method, str) else method
+    started = time.perf_counter()
+    inside = chosen is not None and chosen.stage == "llm"
+    before = None if inside else chosen
+    prepared = prepare(model, processor, images, questions, before, keep=keep, keep_tokens=keep_tokens)
+    prefill = fastv_prefill(model, prepared, chosen if inside else None, keep=keep, keep_tokens=keep_tokens)
+    prefill_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    tokens = greedy(model, prefill, max_new_tokens, eos=_eos(processor.tokenizer))
+    decode = time.perf_counter() - started
+    texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    steps = max(1, tokens.shape[1] - 1)
+    return Answer([t.strip() for t in texts], prepared, prefill_seconds, decode / steps, int(tokens.shape[1]))
+
+
+def _eos(tokenizer: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(end, int) and end != tokenizer.unk_token_id:
+        ids.add(end)
+    return sorted(i for i in ids if isinstance(i, int))

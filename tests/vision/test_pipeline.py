@@ -1,0 +1,184 @@
+"""Visual-token selection on a tiny random LLaVA (DINOv2 tower + Llama): layouts, budgets, FastV, generate()."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import Dinov2Config, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+from tests.conftest import tiny_llama, word_level_tokenizer
+from tokensift.errors import InputError, ModelError, ParameterError
+from tokensift.methods import list_methods
+from tokensift.models.vision import image_processor
+from tokensift.vision import answer, prepare
+from tokensift.vision.fastv import fastv_prefill, greedy
+from tokensift.vision.prompt import PREFIX, SUFFIX
+
+BEFORE = [m.name for m in list_methods("vision") if m.cls.stage == "before"]
+N = 16  # 28 px / patch 7 -> 4 x 4 patches
+
+
+def tiny_llava(seed: int = 0) -> LlavaForConditionalGeneration:
+    torch.manual_seed(seed)
+    vision = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, image_size=28, patch_size=7
+    )
+    text = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=1,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=63,
+        image_seq_length=N,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    return LlavaForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="module")
+def llava() -> LlavaForConditionalGeneration:
+    return tiny_llava()
+
+
+@pytest.fixture(scope="module")
+def processor() -> SimpleNamespace:
+    return SimpleNamespace(tokenizer=word_level_tokenizer(), image_processor=image_processor(28))
+
+
+def images(count: int = 2) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+QUESTIONS = ["the red cat ?", "a big dog sat on the mat ?"]
+
+
+def test_uncompressed_layout_equals_llava_own_forward(llava, processor):
+    tok = processor.tokenizer
+    prepared = prepare(llava, processor, images(1), QUESTIONS[:1])
+    ids = tok(PREFIX, add_special_tokens=False).input_ids + [63] * N
+    ids += tok(SUFFIX.format(question=QUESTIONS[0]), add_special_tokens=False).input_ids
+    pixels = processor.image_processor(images(1), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        reference = llava(input_ids=torch.tensor([ids]), pixel_values=pixels).logits[:, -1]
+    torch.testing.assert_close(fastv_prefill(llava, prepared, None).logits, reference, atol=1e-5, rtol=1e-5)
+    assert prepared.kept == [N] and prepared.visual_tokens == N and bool((prepared.status == 0).all())
+
+
+@pytest.mark.parametrize("method", BEFORE)
+def test_generate_runs_on_the_pruned_inputs_and_matches_greedy(llava, processor, method):
+    prepared = prepare(llava, processor, images(), QUESTIONS, method, keep=0.25)
+    assert prepared.kept == [4, 4]
+    with torch.no_grad():
+        generated = llava.generate(
+            inputs_embeds=prepared.inputs_embeds,
+            attention_mask=prepared.attention_mask,
+            max_new_tokens=4,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    ours = greedy(llava, fastv_prefill(llava, prepared, None), 4, eos=[])
+    assert generated.tolist() == ours.tolist()
+
+
+@pytest.mark.parametrize("method", BEFORE)
+def test_per_row_budgets_and_rows_independent_of_the_batch(llava, processor, method):
+    both = prepare(llava, processor, images(), QUESTIONS, method, keep_per_row=[3, 9])
+    alone = prepare(llava, processor, images()[1:], QUESTIONS[1:], method, keep_per_row=[9])
+    assert both.kept == [3, 9]
+    assert [int((s == 0).sum()) for s in both.status] == [3, 9]
+    width = int(alone.attention_mask.sum())
+    torch.testing.assert_close(both.inputs_embeds[1, -width:], alone.inputs_embeds[0], atol=1e-5, rtol=1e-5)
+    logits_both = fastv_prefill(llava, both, None).logits
+    torch.testing.assert_close(logits_both[1:], fastv_prefill(llava, alone, None).logits, atol=1e-4, rtol=1e-4)
+    merged = (both.status == 1).any()
+    assert bool(merged) == (method == "visionzip")  # only VisionZip merges; the others drop
+
+
+def cls_attention(llava, processor, image) -> torch.Tensor:
+    pixels = processor.image_processor([image], return_tensors="pt")["pixel_values"]
+    tower = llava.model.vision_tower
+    tower.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            attentions = tower(pixel_values=pixels, output_attentions=True).attentions
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    return attentions[-1][0, :, 0, 1:].mean(0)
+
+
+def test_fastervlm_keeps_the_patches_cls_attends_to_most(llava, processor):
+    image = images(1)[0]
+    prepared = prepare(llava, processor, [image], QUESTIONS[:1], "fastervlm", keep_tokens=5)
+    kept = set(torch.nonzero(prepared.status[0] == 0).flatten().tolist())
+    assert kept == set(cls_attention(llava, processor, image).topk(5).indices.tolist())
+
+
+def test_visionzip_merges_the_rest_into_contextual_tokens(llava, processor):
+    prepared = prepare(llava, processor, images(1), QUESTIONS[:1], "visionzip", keep_tokens=8)
+    status = prepared.status[0]
+    assert int((status == 0).sum()) == 8 and int((status == 2).sum()) == 0 and int((status == 1).sum()) == N - 8
+
+
+def test_mmtok_depends_on_the_question(llava, processor):
+    image = images(1)[0]
+    kept = [
+        torch.nonzero(prepare(llava, processor, [image], [q], "mmtok", keep_tokens=3, alpha=0.0).status[0] == 0)
+        .flatten()
+        .tolist()
+        for q in ("red red red", "dog dog dog")
+    ]
+    assert kept[0] != kept[1]
+
+
+def test_hiprune_keeps_anchor_neighbours(llava, processor):
+    prepared = prepare(llava, processor, images(1), QUESTIONS[:1], "hiprune", keep_tokens=8, anchors=0.125)
+    grid = (prepared.status[0] == 0).view(4, 4)
+    assert int(grid.sum()) == 8
+    # the single anchor brings its grid neighbours: some kept patch has a kept 4-neighbour
+    pairs = (grid[1:] & grid[:-1]).sum() + (grid[:, 1:] & grid[:, :-1]).sum()
+    assert int(pairs) >= 1
+
+
+def test_fastv_cuts_image_tokens_after_layer_k(llava, processor):
+    prepared = prepare(llava, processor, images(), QUESTIONS, None)
+    full = fastv_prefill(llava, prepared, None)
+    everything = fastv_prefill(llava, prepared, _fastv(layer=1), keep=1.0)
+    torch.testing.assert_close(everything.logits, full.logits, atol=1e-5, rtol=1e-5)
+    half = fastv_prefill(llava, prepared, _fastv(layer=1), keep=0.5)
+    length = prepared.attention_mask.shape[1] - N // 2
+    assert half.kept == [N // 2, N // 2]
+    assert all(layer.keys.shape[2] == length for layer in half.cache.layers)
+    assert not torch.allclose(half.logits, full.logits)
+    out = answer(llava, processor, images(), QUESTIONS, "fastv", keep=0.5, layer=1, max_new_tokens=3)
+    assert out.prepared.kept == [N, N] and len(out.answers) == 2
+
+
+def _fastv(**options):
+    from tokensift.methods import resolve
+
+    return resolve("vision", "fastv", **options)
+
+
+def test_errors(llava, processor):
+    with pytest.raises(InputError, match="one question per image"):
+        prepare(llava, processor, images(2), QUESTIONS[:1])
+    with pytest.raises(ParameterError, match="keep must be in"):
+        prepare(llava, processor, images(1), QUESTIONS[:1], "random", keep=1.5)
+    with pytest.raises(ModelError, match="not a LLaVA-family VLM"):
+        prepare(tiny_llama(), processor, images(1), QUESTIONS[:1], "random", keep=0.5)
+    with pytest.raises(ParameterError, match="fastv: layer"):
+        fastv_prefill(llava, prepare(llava, processor, images(1), QUESTIONS[:1]), _fastv(layer=3), keep=0.5)
