@@ -8,7 +8,8 @@ from tests.core.test_fuzz import EXAMPLES
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 FACES = {
-    "tokensift", "tokensift.kv", "tokensift.text", "tokensift.encoder", "tokensift.training", "tokensift.methods",
+    "tokensift", "tokensift.kv", "tokensift.text", "tokensift.encoder", "tokensift.vision", "tokensift.training",
+    "tokensift.methods",
     "tokensift.models", "tokensift.batch", "tokensift.integrations.langchain", "tokensift.integrations.llamaindex",
 }  # fmt: skip
 CLIENTS = {"openai", "json", "urllib.request"}

@@ -164,7 +164,8 @@ def test_fastv_cuts_image_tokens_after_layer_k(llava, processor):
     assert all(layer.keys.shape[2] == length for layer in half.cache.layers)
     assert not torch.allclose(half.logits, full.logits)
     out = answer(llava, processor, images(), QUESTIONS, "fastv", keep=0.5, layer=1, max_new_tokens=3)
-    assert out.prepared.kept == [N, N] and len(out.answers) == 2
+    assert out.prepared.kept == [N // 2, N // 2] and len(out.answers) == 2
+    assert [int((s == 0).sum()) for s in out.prepared.status] == [N // 2, N // 2]
 
 
 def _fastv(**options):

@@ -18,6 +18,7 @@ _FACE = {
     "vlm_parts": "tokensift.vision.pipeline",
     "fastv_prefill": "tokensift.vision.fastv",
     "greedy": "tokensift.vision.fastv",
+    "load_image": "tokensift.vision.images",
     "VisionMethod": "tokensift.vision.methods.base",
 }
 

@@ -6,8 +6,9 @@ ViT tasks use its vision tower, DINOv2-small, on its own (possibly fine-tuned fo
 * ``easyvqa``: greedy answers to easy-VQA test questions (``--samples``, drawn with ``--seed``), one row per
   question; mode = the question's kind (``yesno``, ``shape``, ``color``). Every method of the ``vision`` target at
   every ratio (share of the visual tokens removed), ``full`` = all 64 kept, same path.
-* ``vlm_speed``: batch-1 prefill (image to first-token logits: vision tower, selection, LLM prefill) and
-  end-to-end time of ``--speed-images`` questions, each next to a full-model timing of the same question.
+* ``vlm_speed``: prefill (image to first-token logits: vision tower, selection, LLM prefill) and end-to-end time
+  of ``--speed-images`` questions at batch 1 (mode ``batch1``) and all of them as one batch, each next to a
+  full-model timing of the same questions (best of 2 runs each).
 * ``vit_fidelity``: cosine between the reduced and the full DINOv2's [CLS] output (pooler) on easy-VQA test
   images (mode ``easyvqa``) and on scikit-image's colour photos (mode ``photos``), for the ``--vit-methods``
   (encoder target) at the ``--vit-ratios``.
@@ -212,6 +213,10 @@ class VisionBenchmark(Benchmark):
             max_new_tokens=4,
         )
 
+    def _best(self, questions: Sequence[Any], method: str, ratio: float, runs: int = 2) -> Any:
+        """The run with the shortest prefill of ``runs`` (timings on a shared CPU only ever get slower)."""
+        return min((self._ask(questions, method, ratio) for _ in range(runs)), key=lambda out: out.prefill_seconds)
+
     def _vlm(self, method: str, ratio: float) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         if "easyvqa" in self.tasks and not self.has(
@@ -228,11 +233,7 @@ class VisionBenchmark(Benchmark):
                 batch = self.questions[start : start + size]
                 out = self._ask(batch, method, ratio)
                 visual = out.prepared.visual_tokens
-                kept = (
-                    out.prepared.kept
-                    if method == FULL or self._stage(method) == "before"
-                    else [round((1 - ratio) * visual)] * len(batch)
-                )
+                kept = out.prepared.kept
                 for i, (q, said) in enumerate(zip(batch, out.answers, strict=True)):
                     first = said.split()[0].strip(".,!?").lower() if said.split() else ""
                     rows.append(
@@ -249,19 +250,21 @@ class VisionBenchmark(Benchmark):
                         }
                     )
         if "vlm_speed" in self.tasks and not self.has(
-            **self.key("vlm_speed", "batch1", method, ratio, f"s{len(self.speed_questions) - 1}")
+            **self.key("vlm_speed", f"batch{len(self.speed_questions)}", method, ratio, "all")
         ):
             self._ask(self.speed_questions[:1], FULL, 0.0)  # warm-up
-            for i, q in enumerate(self.speed_questions):
-                full = self._ask([q], FULL, 0.0)
-                out = full if method == FULL else self._ask([q], method, ratio)
+            groups = [("batch1", f"s{i}", [q]) for i, q in enumerate(self.speed_questions)]
+            groups.append((f"batch{len(self.speed_questions)}", "all", self.speed_questions))
+            for mode, sample, questions in groups:
+                full = self._best(questions, FULL, 0.0)
+                out = full if method == FULL else self._best(questions, method, ratio)
                 llm = out.prefill_seconds - sum(out.prepared.seconds.values())
                 full_llm = full.prefill_seconds - sum(full.prepared.seconds.values())
                 end = out.prefill_seconds + out.decode_seconds_per_token * out.new_tokens
                 full_end = full.prefill_seconds + full.decode_seconds_per_token * full.new_tokens
                 rows.append(
                     {
-                        **self.key("vlm_speed", "batch1", method, ratio, f"s{i}"),
+                        **self.key("vlm_speed", mode, method, ratio, sample),
                         "prefill_seconds": out.prefill_seconds,
                         "full_prefill_seconds": full.prefill_seconds,
                         "prefill_speedup": full.prefill_seconds / out.prefill_seconds,
@@ -273,11 +276,6 @@ class VisionBenchmark(Benchmark):
                     }
                 )
         return rows
-
-    def _stage(self, method: str) -> str:
-        from tokensift.methods import get_method
-
-        return str(getattr(get_method(method, "vision").cls, "stage", "before"))
 
     # -- the ViT ----------------------------------------------------------------------------------------------
     def _vit_images(self) -> tuple[list[Any], list[int], list[int], list[Any], list[int], list[int], list[Any]]:
@@ -414,13 +412,15 @@ def _vlm_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     accuracy = _accuracy(rows)
     if not accuracy:
         return []
-    speed = {(r["method"], float(r["ratio"])): r for r in summarize(rows) if r["task"] == "vlm_speed"}
+    timed = [r for r in summarize(rows) if r["task"] == "vlm_speed"]
+    speed = {(r["method"], float(r["ratio"])): r for r in timed if r["mode"] == "batch1"}
+    batched = {(r["method"], float(r["ratio"])): r for r in timed if r["mode"] != "batch1"}
     ratios = sorted({r for _, r in accuracy if r > 0})
     methods = sorted({m for m, _ in accuracy if m != FULL})
     full, n = accuracy.get((FULL, 0.0), (float("nan"), 0))
     lines = [
-        f"easy-VQA accuracy (all question kinds, {n} questions; full = {100 * full:.1f} %) and batch-1 prefill"
-        " speed-up against full:",
+        f"easy-VQA accuracy (all question kinds, {n} questions; full = {100 * full:.1f} %) and the prefill"
+        " speed-up against full at batch 1 / with the timed questions in one batch:",
         "",
         "| method | " + " | ".join(f"keep {1 - r:.0%}" for r in ratios) + " |",
         "|---|" + "---|" * len(ratios),
@@ -430,7 +430,9 @@ def _vlm_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         for r in ratios:
             acc = accuracy.get((method, r))
             sp = speed.get((method, r), {}).get("prefill_speedup")
-            cells.append("–" if acc is None else f"{100 * acc[0]:.1f}" + (f" ({sp:.2f}×)" if sp else ""))
+            sb = batched.get((method, r), {}).get("prefill_speedup")
+            times = f" ({sp:.2f}× / {sb:.2f}×)" if sp and sb else ""
+            cells.append("–" if acc is None else f"{100 * acc[0]:.1f}{times}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
 
     def best(ratio: float) -> tuple[str, float]:
@@ -440,13 +442,15 @@ def _vlm_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     quarter, eleven = best(0.75), best(0.89)
     random_11 = accuracy.get(("random", 0.89), (float("nan"), 0))[0]
     fast = [m for (m, r), rec in speed.items() if abs(r - 0.75) < 1e-9 and rec.get("prefill_speedup", 0) >= 2]
+    fast_batched = [m for (m, r), rec in batched.items() if abs(r - 0.75) < 1e-9 and rec.get("prefill_speedup", 0) >= 2]
     lines += [
         "",
         f"**Targets.** Best at 25 % kept: {quarter[0]} {100 * quarter[1]:.1f} % vs full {100 * full:.1f} %"
         f" ({'within' if full - quarter[1] <= 0.02 else 'not within'} 2 points). Best at 11 % kept: {eleven[0]}"
         f" {100 * eleven[1]:.1f} % vs random {100 * random_11:.1f} %"
         f" ({'beats it by >= 5 points' if eleven[1] - random_11 >= 0.05 else 'does not beat it by 5 points'})."
-        f" Prefill >= 2x faster at 25 % kept: {', '.join(sorted(fast)) if fast else 'no method'}.",
+        f" Prefill >= 2x faster at 25 % kept: at batch 1 {', '.join(sorted(fast)) if fast else 'no method'};"
+        f" batched {', '.join(sorted(fast_batched)) if fast_batched else 'no method'}.",
     ]
     return lines
 

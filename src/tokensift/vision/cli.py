@@ -71,7 +71,7 @@ def vision(
     )
     prepared = result.prepared
     n = prepared.visual_tokens
-    kept = budget(n, keep, keep_tokens) if chosen is not None and chosen.stage == "llm" else prepared.kept[0]
+    kept = prepared.kept[0]
     facts = {
         "model": loaded.name,
         "question": question,

@@ -44,6 +44,8 @@ class Prefill:
     """``[B]`` position of the next token."""
     kept: list[int]
     """Image tokens each row's later layers see."""
+    image_kept: Tensor | None = None
+    """``[B, N]`` (FastV) which image tokens the layers after K see."""
 
 
 def _new_cache(model: torch.nn.Module) -> DynamicCache:
@@ -133,7 +135,8 @@ def fastv_prefill(
         index = kept[:, None, :, None].expand(-1, early.keys.shape[1], -1, early.keys.shape[-1])
         late: Any = cache.layers[i]
         late.keys, late.values = early.keys.gather(2, index), early.values.gather(2, index)
-    return Prefill(cache, logits, sub_mask, positions[:, -1] + 1, [k] * batch)
+    image_kept = torch.stack([chosen[row, start:end] for row, (start, end) in enumerate(prepared.image_span)])
+    return Prefill(cache, logits, sub_mask, positions[:, -1] + 1, [k] * batch, image_kept)
 
 
 @torch.no_grad()

@@ -291,6 +291,9 @@ def answer(
     prepared = prepare(model, processor, images, questions, before, keep=keep, keep_tokens=keep_tokens)
     prefill = fastv_prefill(model, prepared, chosen if inside else None, keep=keep, keep_tokens=keep_tokens)
     prefill_seconds = time.perf_counter() - started
+    if prefill.image_kept is not None:  # FastV: what the layers after K saw
+        prepared.status = torch.where(prefill.image_kept, 0, 2)
+        prepared.kept = [int(k) for k in prefill.image_kept.sum(dim=1).tolist()]
     started = time.perf_counter()
     tokens = greedy(model, prefill, max_new_tokens, eos=_eos(processor.tokenizer))
     decode = time.perf_counter() - started
