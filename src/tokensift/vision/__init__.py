@@ -2,7 +2,8 @@
 
 ``tokensift.vision.answer(model, processor, images, questions, "visionzip", keep=0.25)`` answers with a
 LLaVA-family VLM that sees only the visual tokens the method keeps; :func:`prepare` lays the inputs out for
-``model.generate(inputs_embeds=..., attention_mask=...)``. Methods live in :mod:`tokensift.vision.methods` and
+``model.generate(inputs_embeds=..., attention_mask=...)``; :func:`prune_inputs` does the same in the language
+model's space for any VLM that fills image-token positions (LLaVA-OneVision, Idefics3 / SmolVLM). Methods live in :mod:`tokensift.vision.methods` and
 are registered under target ``"vision"``. Attributes are imported on first use.
 """
 
@@ -15,6 +16,7 @@ _FACE = {
     "Prepared": "tokensift.vision.pipeline",
     "answer": "tokensift.vision.pipeline",
     "prepare": "tokensift.vision.pipeline",
+    "prune_inputs": "tokensift.vision.generic",
     "vlm_parts": "tokensift.vision.pipeline",
     "fastv_prefill": "tokensift.vision.fastv",
     "greedy": "tokensift.vision.fastv",

@@ -18,13 +18,13 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
-from tokensift.errors import ParameterError
+from tokensift.errors import InputError, ParameterError
 from tokensift.hooks import AttentionCall, Route, attention_modules
 from tokensift.kv.filter import decoder_layer
 from tokensift.scores import attention_received
 from tokensift.select.rowwise import topk_mask
 from tokensift.vision.methods.base import VisionMethod
-from tokensift.vision.pipeline import Prepared, budget, vlm_parts
+from tokensift.vision.pipeline import Prepared, budget, language_parts
 
 
 class _Stop(Exception):
@@ -58,11 +58,11 @@ def _positions(mask: Tensor) -> Tensor:
 
 
 def _run(model: torch.nn.Module, embeds: Tensor, mask: Tensor, positions: Tensor, cache: Any) -> Tensor:
-    parts = vlm_parts(model)
+    parts = language_parts(model)
     hidden = parts.language(
         inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
     ).last_hidden_state
-    return model.lm_head(hidden[:, -1])  # type: ignore[operator]
+    return parts.head(hidden[:, -1])
 
 
 @torch.no_grad()
@@ -81,16 +81,17 @@ def fastv_prefill(
         cache = _new_cache(model)
         logits = _run(model, embeds, mask, positions, cache)
         return Prefill(cache, logits, mask, positions[:, -1] + 1, list(prepared.kept))
-    parts = vlm_parts(model)
+    parts = language_parts(model)
     layer = int(getattr(method, "layer", 2))
     modules = attention_modules(parts.language)
     if not 0 <= layer < len(modules) - 1:
         raise ParameterError(f"fastv: layer must be in 0..{len(modules) - 2}, got {layer}", option="layer")
-    k = budget(prepared.visual_tokens, keep, keep_tokens)
-    batch, length = mask.shape
-    image = torch.zeros(batch, length, dtype=torch.bool, device=mask.device)
-    for row, (start, end) in enumerate(prepared.image_span):
-        image[row, start:end] = True
+    batch = mask.shape[0]
+    image = prepared.image_mask
+    counts = set(image.sum(dim=1).tolist())
+    if len(counts) != 1:
+        raise InputError("fastv needs the same number of image tokens in every row of a batch")
+    k = budget(int(counts.pop()), keep, keep_tokens)
     scores: list[Tensor] = []
     hidden: list[Tensor] = []
 
@@ -135,14 +136,14 @@ def fastv_prefill(
         index = kept[:, None, :, None].expand(-1, early.keys.shape[1], -1, early.keys.shape[-1])
         late: Any = cache.layers[i]
         late.keys, late.values = early.keys.gather(2, index), early.values.gather(2, index)
-    image_kept = torch.stack([chosen[row, start:end] for row, (start, end) in enumerate(prepared.image_span)])
+    image_kept = chosen[image].view(batch, -1)
     return Prefill(cache, logits, sub_mask, positions[:, -1] + 1, [k] * batch, image_kept)
 
 
 @torch.no_grad()
 def greedy(model: torch.nn.Module, prefill: Prefill, max_new_tokens: int, eos: list[int]) -> Tensor:
     """``[B, T]`` greedy continuation from ``prefill`` (rows that ended are padded with their end token)."""
-    parts = vlm_parts(model)
+    parts = language_parts(model)
     logits, mask, position = prefill.logits, prefill.attention_mask, prefill.next_position
     stop = torch.tensor(eos, device=logits.device)
     out: list[Tensor] = []

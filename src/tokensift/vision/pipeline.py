@@ -47,6 +47,29 @@ class VLMParts:
     drop_cls: bool
 
 
+@dataclass(frozen=True)
+class LanguageParts:
+    """The language model inside a VLM (LLaVA, LLaVA-OneVision, Idefics3 / SmolVLM …)."""
+
+    language: torch.nn.Module
+    embed: torch.nn.Module
+    head: torch.nn.Module
+
+
+def language_parts(model: torch.nn.Module) -> LanguageParts:
+    """The language model, its input embeddings and its output head; :class:`ModelError` when there is none."""
+    inner = getattr(model, "model", model)
+    language = getattr(inner, "language_model", None) or getattr(inner, "text_model", None)
+    head = getattr(model, "lm_head", None)
+    if language is None or head is None:
+        raise ModelError(
+            f"{type(model).__name__} is not a vision-language model with a language model and an output head "
+            "(LlavaForConditionalGeneration, LlavaOnevisionForConditionalGeneration, "
+            "Idefics3ForConditionalGeneration …)"
+        )
+    return LanguageParts(language, language.get_input_embeddings(), head)
+
+
 def vlm_parts(model: torch.nn.Module) -> VLMParts:
     """Recognise a LLaVA-family model; :class:`ModelError` says what is supported otherwise."""
     inner = getattr(model, "model", model)
@@ -84,8 +107,8 @@ class Prepared:
     """``[B, L, E]`` left-padded prompts with only the kept image tokens."""
     attention_mask: Tensor
     """``[B, L]``."""
-    image_span: list[tuple[int, int]]
-    """Per row, where its image tokens sit in ``inputs_embeds`` (start, end)."""
+    image_mask: Tensor
+    """``[B, L]`` where the (kept) image tokens sit in ``inputs_embeds``."""
     visual_tokens: int
     """Image tokens per image before selection."""
     kept: list[int]
@@ -244,16 +267,25 @@ def prepare(
         tail = parts.embed(torch.tensor(suffix, device=device))
         rows_embeds.append(torch.cat([head, tokens[row, : kept[row]], tail]))
         spans.append((len(prefix), len(prefix) + kept[row]))
-    length = max(r.shape[0] for r in rows_embeds)
-    embeds = projected.new_zeros(batch, length, projected.shape[-1])
-    mask = torch.zeros(batch, length, dtype=torch.long, device=device)
-    for row, r in enumerate(rows_embeds):
+    flags = [torch.arange(r.shape[0], device=device) for r in rows_embeds]
+    flags = [(f >= a) & (f < b) for f, (a, b) in zip(flags, spans, strict=True)]
+    embeds, mask, image = left_pad(rows_embeds, flags)
+    seconds["layout"] = time.perf_counter() - started
+    return Prepared(embeds, mask, image, n, kept, status, grid, seconds)
+
+
+def left_pad(rows: Sequence[Tensor], images: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Stack ``[L_b, E]`` rows left-padded: ``(embeds [B, L, E], attention mask [B, L], image mask [B, L])``."""
+    length = max(r.shape[0] for r in rows)
+    embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), length, dtype=torch.long, device=rows[0].device)
+    image = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
+    for row, (r, flags) in enumerate(zip(rows, images, strict=True)):
         pad = length - r.shape[0]
         embeds[row, pad:] = r
         mask[row, pad:] = 1
-        spans[row] = (spans[row][0] + pad, spans[row][1] + pad)
-    seconds["layout"] = time.perf_counter() - started
-    return Prepared(embeds, mask, spans, n, kept, status, grid, seconds)
+        image[row, pad:] = flags
+    return embeds, mask, image
 
 
 @dataclass

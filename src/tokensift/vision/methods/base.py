@@ -85,6 +85,8 @@ class VisionMethod:
     """Whether removed tokens are merged into kept ones rather than dropped."""
     text_aware: ClassVar[bool] = False
     """Whether the question takes part in the choice."""
+    needs_tower: ClassVar[bool] = False
+    """Whether ``plan`` reads the vision tower's [CLS] attention or keys (not only the projected tokens)."""
 
     def __post_init__(self) -> None:
         validate(self)

@@ -28,6 +28,7 @@ class FasterVLM(VisionMethod):
         arxiv="2412.01818",
     )
     summary: ClassVar[str] = "keep the patches the vision encoder's [CLS] attends to most"
+    needs_tower = True
 
     def plan(self, ctx: VisionContext) -> Plan:
         return Plan(drop_target(topk_mask(ctx.cls(), ctx.keep, valid=ctx.valid)))

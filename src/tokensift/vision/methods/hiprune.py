@@ -34,6 +34,7 @@ class HiPrune(VisionMethod):
         arxiv="2508.00553",
     )
     summary: ClassVar[str] = "middle-layer anchors with their neighbours, deep-layer [CLS] registers for the rest"
+    needs_tower = True
 
     anchors: float = option(0.1, low=0.0, high=1.0)
     middle: int | None = option(None, low=0)

@@ -32,6 +32,7 @@ class VisionZip(VisionMethod):
         arxiv="2412.04467",
     )
     summary: ClassVar[str] = "keep [CLS]-dominant patches, merge the rest into a few contextual tokens"
+    needs_tower = True
     merges = True
 
     dominant: float = option(54 / 64, low=0.0, high=1.0)
