@@ -3,8 +3,9 @@
 ``tokensift.vision.answer(model, processor, images, questions, "visionzip", keep=0.25)`` answers with a
 LLaVA-family VLM that sees only the visual tokens the method keeps; :func:`prepare` lays the inputs out for
 ``model.generate(inputs_embeds=..., attention_mask=...)``; :func:`prune_inputs` does the same in the language
-model's space for any VLM that fills image-token positions (LLaVA-OneVision, Idefics3 / SmolVLM). Methods live in :mod:`tokensift.vision.methods` and
-are registered under target ``"vision"``. Attributes are imported on first use.
+model's space for any VLM that fills image-token positions (LLaVA-OneVision, Idefics3 / SmolVLM). Methods live
+in :mod:`tokensift.vision.methods` and are registered under target ``"vision"``. Attributes are imported on
+first use.
 """
 
 from __future__ import annotations
