@@ -166,6 +166,8 @@ def main() -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     log = args.log.open("a" if args.init is not None else "w")
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("out", "log")}
+    print(json.dumps({"run": settings, "torch_threads": torch.get_num_threads()}), file=log, flush=True)
     start = time.perf_counter()
     order: list[int] = []
     for step in range(args.steps):

@@ -122,3 +122,18 @@ def test_lock_is_released_after_build(tmp_path):
 
     with (folder.parent / ".m.lock").open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
+
+
+def test_the_llava_cache_follows_the_projectors_content(monkeypatch, tmp_path):
+    """Retraining the projector keeps its size: the assembled model's source must change all the same."""
+    from tokensift.models import _source
+    from tokensift.models import vision as vision_models
+
+    projector = tmp_path / "projector.safetensors"
+    monkeypatch.setattr(vision_models, "PROJECTOR", projector)
+    projector.write_bytes(b"a" * 64)
+    first = _source(EMBEDDED["llava-smol"])
+    projector.write_bytes(b"b" * 64)
+    assert _source(EMBEDDED["llava-smol"]) != first
+    projector.unlink()
+    assert _source(EMBEDDED["llava-smol"]) != first

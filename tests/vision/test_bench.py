@@ -14,7 +14,6 @@ from tokensift.models import LoadedModel
 from tokensift.models.vision import image_processor
 from tokensift.vision.bench import VisionBenchConfig, VisionBenchmark, image_labels, linear_probe, question_kind
 
-pytest.importorskip("easy_vqa")
 
 
 def config(tmp_path: Path, **extra) -> VisionBenchConfig:

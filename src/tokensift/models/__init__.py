@@ -115,7 +115,8 @@ def _source(spec: ModelSpec) -> str:
     from tokensift.models.vision import PROJECTOR
 
     parts = [_source(EMBEDDED[name]) for name in spec.assembled_from]
-    projector = fingerprint([PROJECTOR]) if PROJECTOR.is_file() else "no-projector"
+    # the projector is retrained in place at the same size: its content, not its size, identifies it
+    projector = hashlib.sha256(PROJECTOR.read_bytes()).hexdigest()[:16] if PROJECTOR.is_file() else "no-projector"
     return hashlib.sha256(";".join([*parts, projector]).encode()).hexdigest()[:16]
 
 
