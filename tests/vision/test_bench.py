@@ -15,7 +15,6 @@ from tokensift.models.vision import image_processor
 from tokensift.vision.bench import VisionBenchConfig, VisionBenchmark, image_labels, linear_probe, question_kind
 
 
-
 def config(tmp_path: Path, **extra) -> VisionBenchConfig:
     return VisionBenchConfig(
         out=tmp_path,
