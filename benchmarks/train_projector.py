@@ -7,7 +7,9 @@ kept in ``--features`` (not committed). Each step takes ``--images-per-step`` tr
 ``--questions-per-image`` of their questions: SmolLM2 runs the shared part of the prompt (chat prefix + image
 tokens) once per image, then every question of that image continues from a copy of that cache (about 3x fewer
 tokens than one row per question).
-The loss is the cross-entropy of the answer tokens and the closing ``<|im_end|>``. The projector's weights go
+The loss is the cross-entropy of the answer tokens and the closing ``<|im_end|>``. ``--keep-mix`` drops visual
+tokens at random during training (one share per step), so the frozen language model learns to read any number of
+them. The projector's weights go
 to ``src/tokensift/models/data`` (2.2 MB), the training log (loss, held-out accuracy, seconds) beside them.
 """
 
@@ -122,6 +124,12 @@ def main() -> None:
     parser.add_argument("--images-per-step", type=int, default=8)
     parser.add_argument("--questions-per-image", type=int, default=5, help="questions sampled per image and step")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--keep-mix",
+        default="1",
+        help="visual-token dropout: each step keeps this share of each image's tokens, a random subset in grid order "
+        "(one share per step, drawn from the list; 1 = no dropout)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--eval-images", type=int, default=50, help="held-out test images for the running accuracy")
@@ -157,6 +165,7 @@ def main() -> None:
     eval_ids = set(sorted(data.images("test"))[: args.eval_images])
     held_out = [q for q in data.questions("test") if q.image_id in eval_ids]
 
+    mix = [float(x) for x in args.keep_mix.split(",")]
     optimizer = torch.optim.AdamW(projector.parameters(), lr=args.lr, weight_decay=0.0)
     warmup = max(1, args.steps // 20)
 
@@ -179,7 +188,13 @@ def main() -> None:
         qs = [q for group in picked for q in group]
         owners = torch.tensor([k for k, group in enumerate(picked) for _ in group])
         suffix, _, labels = encode(tokenizer, qs, with_answer=True)
-        hidden = run(model, train_features[torch.tensor(chunk)], owners, suffix)
+        features = train_features[torch.tensor(chunk)]
+        share = rng.choice(mix)
+        if share < 1:
+            k = max(1, round(share * features.shape[1]))
+            subset = torch.stack([torch.randperm(features.shape[1])[:k].sort().values for _ in chunk])
+            features = features.gather(1, subset[..., None].expand(-1, -1, features.shape[-1]))
+        hidden = run(model, features, owners, suffix)
         where = labels[:, 1:] != -100
         logits = model.lm_head(hidden[:, :-1][where])
         loss = torch.nn.functional.cross_entropy(logits, labels[:, 1:][where])
@@ -190,6 +205,15 @@ def main() -> None:
         entry = {"step": step + 1, "loss": round(loss.item(), 4), "seconds": round(time.perf_counter() - start, 1)}
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             entry["held_out_accuracy"] = round(accuracy(model, tokenizer, test_features, held_out), 4)
+            if mix != [1.0]:  # the same questions with a random quarter of the visual tokens
+                quarter = torch.stack(
+                    [
+                        torch.randperm(64, generator=torch.Generator().manual_seed(i))[:16].sort().values
+                        for i in range(test_features.shape[0])
+                    ]
+                )
+                kept = test_features.gather(1, quarter[..., None].expand(-1, -1, test_features.shape[-1]))
+                entry["held_out_accuracy_random_quarter"] = round(accuracy(model, tokenizer, kept, held_out), 4)
             entry["held_out_questions"] = len(held_out)
             save_file({k: v.detach().contiguous() for k, v in projector.state_dict().items()}, str(args.out))
         print(json.dumps(entry), file=log, flush=True)

@@ -46,6 +46,8 @@ def test_rows_for_every_task_and_cell_then_resume(tmp_path):
     assert len(by_task["easyvqa"]) == 4 * 4  # full + 3 methods x 1 ratio, 4 questions each
     assert {r["kept_tokens"] for r in by_task["easyvqa"] if r["method"] == "fastervlm"} == {4}  # 16 patches, 25 %
     assert {r["kept_tokens"] for r in by_task["easyvqa"] if r["method"] == "full"} == {16}
+    # the word-level test tokenizer maps all 13 answers to <unk>: the closed-set pick is then the first, "circle"
+    assert all(r["closed_correct"] == (r["gold"] == "circle") for r in by_task["easyvqa"])
     assert len(by_task["vlm_speed"]) == 4 * 3  # per cell: 2 questions alone, then both in one batch
     assert {r["mode"] for r in by_task["vlm_speed"]} == {"batch1", "batch2"}
     assert all(r["prefill_speedup"] > 0 for r in by_task["vlm_speed"])

@@ -298,6 +298,8 @@ class Answer:
     """Vision tower, selection and the language model's prefill (to the first token's logits)."""
     decode_seconds_per_token: float
     new_tokens: int
+    first_logits: Tensor | None = None
+    """``[B, V]`` the logits of each answer's first token (closed-set scoring ranks candidate answers by them)."""
 
 
 @torch.no_grad()
@@ -331,7 +333,9 @@ def answer(
     decode = time.perf_counter() - started
     texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
     steps = max(1, tokens.shape[1] - 1)
-    return Answer([t.strip() for t in texts], prepared, prefill_seconds, decode / steps, int(tokens.shape[1]))
+    return Answer(
+        [t.strip() for t in texts], prepared, prefill_seconds, decode / steps, int(tokens.shape[1]), prefill.logits
+    )
 
 
 def _eos(tokenizer: Any) -> list[int]:
