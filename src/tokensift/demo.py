@@ -109,7 +109,7 @@ def _vision_step(out: Console, err: Console, out_dir: Path) -> None:
     from tokensift.errors import ModelNotInstalledError
     from tokensift.models import load_model
     from tokensift.vision.images import overlay_html
-    from tokensift.vision.pipeline import answer
+    from tokensift.vision.qa import answer
 
     out.print(Rule("tokensift demo · 4. vision: a VLM sees a quarter of its visual tokens (visionzip, keep 0.25)"))
     try:

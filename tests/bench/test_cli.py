@@ -13,7 +13,7 @@ SHARED = {
 
 def test_every_bench_command_takes_the_shared_flags_with_the_same_help():
     group = typer.main.get_command(app).commands["bench"]  # type: ignore[attr-defined]
-    assert set(group.commands) == {"kv", "text", "encoder", "training", "scale"}
+    assert set(group.commands) == {"kv", "text", "encoder", "training", "scale", "vision"}
     helps: dict[str, set[str | None]] = {}
     for command in group.commands.values():
         options = {opt: param for param in command.params for opt in param.opts}

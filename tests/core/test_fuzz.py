@@ -196,7 +196,6 @@ INPUT_PROBLEMS = {
     "folder": ("directory",),
     "json": ("json",),
     "punct": ("empty", "no text", "units"),
-    "cutpng": ("damaged", "truncated"),
 }
 """What an error caused by each input file (rather than by an option) must say."""
 FILES = ["ok", "lines", "emoji", *INPUT_PROBLEMS]

@@ -13,9 +13,9 @@ from __future__ import annotations
 from tokensift.face import lazy_face
 
 _FACE = {
-    "Answer": "tokensift.vision.pipeline",
+    "Answer": "tokensift.vision.qa",
     "Prepared": "tokensift.vision.pipeline",
-    "answer": "tokensift.vision.pipeline",
+    "answer": "tokensift.vision.qa",
     "prepare": "tokensift.vision.pipeline",
     "prune_inputs": "tokensift.vision.generic",
     "vlm_parts": "tokensift.vision.pipeline",

@@ -204,7 +204,7 @@ class VisionBenchmark(Benchmark):
 
     # -- the VLM ---------------------------------------------------------------------------------------------
     def _ask(self, questions: Sequence[Any], method: str, ratio: float) -> Any:
-        from tokensift.vision.pipeline import answer
+        from tokensift.vision.qa import answer
 
         return answer(
             self.model,

@@ -42,7 +42,8 @@ def vision(
     from tokensift.methods import build
     from tokensift.models import load_model
     from tokensift.vision.images import load_image, overlay_html
-    from tokensift.vision.pipeline import answer, budget
+    from tokensift.vision.pipeline import budget
+    from tokensift.vision.qa import answer
 
     if not question.strip():
         raise ParameterError("--question is empty", option="question")

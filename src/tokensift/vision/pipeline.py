@@ -5,8 +5,8 @@ router captures the queries and keys of the layers the method reads; nothing of 
 method for a plan over the patch tokens, merges or drops them in the vision tower's feature space, projects what
 is left with the model's own projector and lays out one prompt per row with only the kept image tokens
 (left-padded, so rows may keep different numbers). ``model.generate(inputs_embeds=..., attention_mask=...)``
-then runs as usual; :func:`answer` does that and decodes. FastV, which prunes inside the language model, runs in
-:mod:`tokensift.vision.fastv`.
+then runs as usual; :func:`tokensift.vision.qa.answer` prefills, decodes greedily and times both. FastV, which
+prunes inside the language model, runs in :mod:`tokensift.vision.fastv`.
 
 Supported: ``LlavaForConditionalGeneration`` with any vision tower whose attention goes through transformers'
 AttentionInterface and whose first token is a [CLS] (CLIP, SigLIP-free ViTs, DINOv2), one image per prompt.
@@ -286,61 +286,3 @@ def left_pad(rows: Sequence[Tensor], images: Sequence[Tensor]) -> tuple[Tensor, 
         mask[row, pad:] = 1
         image[row, pad:] = flags
     return embeds, mask, image
-
-
-@dataclass
-class Answer:
-    """What :func:`answer` returns for a batch."""
-
-    answers: list[str]
-    prepared: Prepared
-    prefill_seconds: float
-    """Vision tower, selection and the language model's prefill (to the first token's logits)."""
-    decode_seconds_per_token: float
-    new_tokens: int
-    first_logits: Tensor | None = None
-    """``[B, V]`` the logits of each answer's first token (closed-set scoring ranks candidate answers by them)."""
-
-
-@torch.no_grad()
-def answer(
-    model: torch.nn.Module,
-    processor: Any,
-    images: Sequence[Any],
-    questions: Sequence[str],
-    method: str | VisionMethod | None = None,
-    *,
-    keep: float | None = None,
-    keep_tokens: int | None = None,
-    max_new_tokens: int = 8,
-    **options: Any,
-) -> Answer:
-    """Greedy answers to ``questions`` about ``images`` with the visual tokens ``method`` keeps."""
-    from tokensift.vision.fastv import fastv_prefill, greedy
-
-    chosen = resolve("vision", method, **options) if isinstance(method, str) else method
-    started = time.perf_counter()
-    inside = chosen is not None and chosen.stage == "llm"
-    before = None if inside else chosen
-    prepared = prepare(model, processor, images, questions, before, keep=keep, keep_tokens=keep_tokens)
-    prefill = fastv_prefill(model, prepared, chosen if inside else None, keep=keep, keep_tokens=keep_tokens)
-    prefill_seconds = time.perf_counter() - started
-    if prefill.image_kept is not None:  # FastV: what the layers after K saw
-        prepared.status = torch.where(prefill.image_kept, 0, 2)
-        prepared.kept = [int(k) for k in prefill.image_kept.sum(dim=1).tolist()]
-    started = time.perf_counter()
-    tokens = greedy(model, prefill, max_new_tokens, eos=_eos(processor.tokenizer))
-    decode = time.perf_counter() - started
-    texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-    steps = max(1, tokens.shape[1] - 1)
-    return Answer(
-        [t.strip() for t in texts], prepared, prefill_seconds, decode / steps, int(tokens.shape[1]), prefill.logits
-    )
-
-
-def _eos(tokenizer: Any) -> list[int]:
-    ids = {tokenizer.eos_token_id}
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(end, int) and end != tokenizer.unk_token_id:
-        ids.add(end)
-    return sorted(i for i in ids if isinstance(i, int))
