@@ -112,9 +112,9 @@ def _source(spec: ModelSpec) -> str:
         return fingerprint(_gguf_parts(spec))
     if spec.onnx_file:
         return fingerprint([_onnx_file(spec)])
-    from tokensift.models.vision import PROJECTOR
+    from tokensift.models.vision import ASSEMBLY, PROJECTOR
 
-    parts = [_source(EMBEDDED[name]) for name in spec.assembled_from]
+    parts = [_source(EMBEDDED[name]) for name in spec.assembled_from] + [f"assembly-{ASSEMBLY}"]
     # the projector is retrained in place at the same size: its content, not its size, identifies it
     projector = hashlib.sha256(PROJECTOR.read_bytes()).hexdigest()[:16] if PROJECTOR.is_file() else "no-projector"
     return hashlib.sha256(";".join([*parts, projector]).encode()).hexdigest()[:16]

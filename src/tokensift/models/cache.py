@@ -106,7 +106,7 @@ def ensure_converted(
         for stale in folder.parent.glob(f".tmp-{folder.name}-*"):
             shutil.rmtree(stale, ignore_errors=True)
         if folder.exists():
-            say(f"tokensift: cache {folder} is incomplete or corrupted; rebuilding it")
+            say(f"tokensift: cache {folder} is out of date, incomplete or corrupted; rebuilding it")
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
         try:
             build(tmp)

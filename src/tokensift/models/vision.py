@@ -25,6 +25,8 @@ VLM_IMAGE_SIZE = 112
 """The LLaVA's input side: 8x8 = 64 patch tokens (224 px would give 256; see the README for the cost)."""
 IMAGE_TOKEN = "<image>"
 PROJECTOR = Path(__file__).parent / "data" / "llava-dinov2-smollm2-projector.safetensors"
+ASSEMBLY = 2
+"""Version of :func:`assemble_llava`: part of the cache's source, so a changed assembly rebuilds the folder."""
 
 _LAYER = re.compile(
     r"/backbone/encoder/layer\.(\d+)/(attention/attention/(query|key|value)|attention/output/dense|mlp/fc1|mlp/fc2)/MatMul"
@@ -162,7 +164,12 @@ def assemble_llava(vision_folder: Path, text_folder: Path, projector: Path | Non
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     image_token_id: Any = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     text = AutoModelForCausalLM.from_pretrained(text_folder, dtype=torch.float32)
-    text.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    # the <image> row: the mean embedding (deterministic; its input is replaced by image features anyway, and as
+    # an output row of the tied head it scores like an average token)
+    text.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        table = text.get_input_embeddings().weight
+        table[image_token_id] = table[:image_token_id].mean(dim=0)
     vision = Dinov2Model.from_pretrained(vision_folder, dtype=torch.float32)
     config = LlavaConfig(
         vision_config=vision.config,
