@@ -168,7 +168,8 @@ def assemble_llava(vision_folder: Path, text_folder: Path, projector: Path | Non
     # an output row of the tied head it scores like an average token)
     text.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     with torch.no_grad():
-        table = text.get_input_embeddings().weight
+        embeddings: Any = text.get_input_embeddings()
+        table = embeddings.weight
         table[image_token_id] = table[:image_token_id].mean(dim=0)
     vision = Dinov2Model.from_pretrained(vision_folder, dtype=torch.float32)
     config = LlavaConfig(
