@@ -12,7 +12,14 @@ from tests.vision.test_pipeline import tiny_llava
 from tokensift.errors import ParameterError
 from tokensift.models import LoadedModel
 from tokensift.models.vision import image_processor
-from tokensift.vision.bench import VisionBenchConfig, VisionBenchmark, image_labels, linear_probe, question_kind
+from tokensift.vision.bench import (
+    VisionBenchConfig,
+    VisionBenchmark,
+    image_labels,
+    linear_probe,
+    question_kind,
+    vit_spec,
+)
 
 
 def config(tmp_path: Path, **extra) -> VisionBenchConfig:
@@ -21,7 +28,7 @@ def config(tmp_path: Path, **extra) -> VisionBenchConfig:
         methods=("fastervlm", "random", "fastv"),
         ratios=(0.75,),
         samples=4,
-        vit_methods=("tome", "mctf"),
+        vit_methods=("tome", "mctf", "tome@0-0"),
         vit_ratios=(0.5,),
         vit_size=28,
         probe_train=12,
@@ -54,6 +61,13 @@ def test_rows_for_every_task_and_cell_then_resume(tmp_path):
     full_cos = [r["cosine"] for r in by_task["vit_fidelity"] if r["method"] == "full"]
     assert full_cos and all(abs(c - 1) < 1e-5 for c in full_cos)
     assert {r["mode"] for r in by_task["vit_probe"]} == {"shape", "color"}
+    # the front-loaded row spends the whole budget in layer 0; every row says what share it keeps
+    assert {r["method"] for r in by_task["vit_fidelity"]} == {"full", "tome", "mctf", "tome@0-0"}
+    assert {r["kept_fraction"] for r in by_task["vit_fidelity"] if r["method"] == "tome@0-0"} == {0.5}
+    assert {r["kept_fraction"] for r in by_task["vlm_speed"] if r["method"] == "random"} == {0.25}
+    plots = {p.name for p in (tmp_path / "plots").iterdir()}
+    for task, metric in (("easyvqa", "correct"), ("vlm_speed", "prefill_speedup"), ("vit_fidelity", "cosine")):
+        assert f"{task}_{metric}_vs_kept_fraction.png" in plots
     text = page.read_text()
     assert "**Targets.**" in text and "**Target** (50 % merged" in text
     # a second run finds every row stored and adds none
@@ -68,6 +82,15 @@ def test_bad_vit_options_are_typed_errors(tmp_path):
         VisionBenchmark(dataclasses.replace(config(tmp_path), vit_ratios=(1.0,)))
     with pytest.raises(ParameterError, match="unknown encoder method"):
         VisionBenchmark(dataclasses.replace(config(tmp_path), vit_methods=("nope",)))
+    for spec in ("tome@5-2", "tome@", "tome@a-b", "nope@0-1"):
+        with pytest.raises(ParameterError):
+            VisionBenchmark(dataclasses.replace(config(tmp_path), vit_methods=(spec,)))
+
+
+def test_vit_spec():
+    assert vit_spec("tome") == ("tome", None)
+    assert vit_spec("tome@0-5") == ("tome", (0, 1, 2, 3, 4, 5))
+    assert vit_spec("random@3") == ("random", (3,))
 
 
 def test_labels_and_question_kinds():
