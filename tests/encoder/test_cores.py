@@ -108,6 +108,32 @@ def test_max_min_diversity_seed_without_protected_tokens_and_padding():
     assert not keep[0, 4]
 
 
+def divprune_reference(features: torch.Tensor, k: int) -> list[int]:
+    """DivPrune's reference selection (the authors' ``DivPrune`` function), written out: cosine distances; the
+    first pick is the token whose second-smallest distance in its column (its nearest other token) is largest,
+    every next pick the token whose smallest distance to the picks so far is largest."""
+    unit = features / features.norm(dim=1, keepdim=True)
+    distance = 1.0 - unit @ unit.T
+    picks: list[int] = []
+    for i in range(k):
+        if i == 0:
+            scores = torch.topk(distance, 2, dim=0, largest=False).values[1]
+        else:
+            scores = distance[picks].min(dim=0).values
+        picks.append(int(scores.argmax()))
+    return picks
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 24), st.integers(1, 12))
+def test_max_min_diversity_selects_as_the_reference_code_does(seed, n, k):
+    k = min(k, n - 1)
+    features = torch.randn(1, n, 6, generator=torch.Generator().manual_seed(seed))
+    valid = torch.ones(1, n, dtype=torch.bool)
+    keep = max_min_diversity(features, torch.tensor([k]), valid=valid, protected=torch.zeros_like(valid))
+    assert set(keep[0].nonzero().flatten().tolist()) == set(divprune_reference(features[0], k))
+
+
 def test_page_rank_keeps_mass_on_real_tokens():
     attention = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
     valid = torch.tensor([[True] * 5, [True, True, True, False, False]])

@@ -168,6 +168,37 @@ def test_fastv_cuts_image_tokens_after_layer_k(llava, processor):
     assert [int((s == 0).sum()) for s in out.prepared.status] == [N // 2, N // 2]
 
 
+def fastv_reference(llava, prepared, row: int, layer: int, k: int) -> set[int]:
+    """FastV's reference selection (the authors' code: ``last_layer_attention_avg_last_tok``), written out: the
+    K-th layer's attention weights from an eager forward of one row alone, mean over heads, the last token's row,
+    top-k over the image positions."""
+    width = int(prepared.attention_mask[row].sum())
+    embeds = prepared.inputs_embeds[row : row + 1, -width:]
+    image = prepared.image_mask[row, -width:]
+    language = llava.model.language_model
+    language.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            attentions = language(inputs_embeds=embeds, output_attentions=True).attentions
+    finally:
+        language.config._attn_implementation = "sdpa"
+    last_row = attentions[layer - 1].mean(dim=1)[0, -1]
+    return set(last_row[image].topk(k).indices.tolist())
+
+
+@pytest.mark.parametrize("layer", [2, 3])  # layer 0 of this random model attends ~uniformly: ties
+def test_fastv_selects_as_the_reference_code_does(llava, processor, layer):
+    prepared = prepare(llava, processor, images(), QUESTIONS, None)  # two rows, left-padded differently
+    out = fastv_prefill(llava, prepared, _fastv(layer=layer), keep_tokens=5)
+    assert out.image_kept is not None
+    for row in range(2):
+        chosen = set(torch.nonzero(out.image_kept[row]).flatten().tolist())
+        assert chosen == fastv_reference(llava, prepared, row, layer, 5)
+    # the paper's reading (every query's mean attention) is another selection on the same inputs
+    every = fastv_prefill(llava, prepared, _fastv(layer=layer, query="all"), keep_tokens=5)
+    assert every.image_kept is not None and not torch.equal(every.image_kept, out.image_kept)
+
+
 def _fastv(**options):
     from tokensift.methods import resolve
 
@@ -181,5 +212,52 @@ def test_errors(llava, processor):
         prepare(llava, processor, images(1), QUESTIONS[:1], "random", keep=1.5)
     with pytest.raises(ModelError, match="not a LLaVA-family VLM"):
         prepare(tiny_llama(), processor, images(1), QUESTIONS[:1], "random", keep=0.5)
-    with pytest.raises(ParameterError, match="fastv: layer"):
-        fastv_prefill(llava, prepare(llava, processor, images(1), QUESTIONS[:1]), _fastv(layer=3), keep=0.5)
+    for layer in (0, 4):  # K must leave at least one later layer (the tiny Llama has 4)
+        with pytest.raises(ParameterError, match="fastv"):
+            fastv_prefill(llava, prepare(llava, processor, images(1), QUESTIONS[:1]), _fastv(layer=layer), keep=0.5)
+
+
+def visionzip_reference(cls: torch.Tensor, keys: torch.Tensor, dominant: int, contextual: int) -> dict[int, int]:
+    """VisionZip's reference selection (the authors' ``clip_encoder.py``), written out for one image: the
+    ``dominant`` patches [CLS] attends to most stay; of the rest, in position order, every ``step``-th becomes a
+    contextual target and every other one goes to the target whose normalised key is most similar. Returns each
+    patch's target (itself for kept patches)."""
+    n = cls.shape[0]
+    top = set(cls.topk(dominant).indices.tolist())
+    rest = [i for i in range(n) if i not in top]
+    unit = keys / keys.norm(dim=-1, keepdim=True)
+    step = max(1, len(rest) // contextual)
+    hubs = rest[::step][:contextual]
+    target = {i: i for i in top | set(hubs)}
+    for i in rest:
+        if i not in hubs:
+            target[i] = hubs[int((unit[hubs] @ unit[i]).argmax())]
+    return target
+
+
+@pytest.mark.parametrize("keep", [64, 16, 7])
+def test_visionzip_selects_and_assigns_as_the_reference_code_does(keep):
+    """Same kept patches and merge targets as the reference on the same attention and keys. The merged value
+    differs on purpose: the reference adds the mean of the assigned patches to the target (a contextual token of
+    twice a patch's scale), ours averages the target with them, so a merged token stays on the scale of the
+    patches the projector was trained on."""
+    from tokensift.methods import resolve
+    from tokensift.vision.methods.base import VisionContext
+
+    gen = torch.Generator().manual_seed(keep)
+    n = 64
+    features = torch.randn(1, n, 12, generator=gen)
+    cls = torch.softmax(torch.randn(1, n, generator=gen), dim=-1)
+    keys = torch.randn(1, n, 8, generator=gen)
+    ctx = VisionContext(
+        features=features,
+        projected=features,
+        keep=torch.tensor([keep]),
+        grid=(8, 8),
+        cls_attention={-1: cls},
+        keys={-1: keys},
+    )
+    plan = resolve("vision", "visionzip").plan(ctx)
+    contextual = keep - round(keep * 54 / 64)  # the paper's 54 dominant + 10 contextual of 64
+    expected = visionzip_reference(cls[0], keys[0], keep - contextual, contextual)
+    assert {i: int(t) for i, t in enumerate(plan.target[0])} == expected

@@ -1,11 +1,12 @@
 """The language-model side of a VLM: prefill (plain, or FastV's pruning inside it) and greedy decoding.
 
-FastV (arXiv:2403.06764) without forking the model: a first pass runs the prompt up to decoder layer K, where
-the attention router reads the layer's queries and keys (the image tokens' mean attention received, over the
-heads and every query that can see them) and a forward pre-hook on layer K + 1 takes the hidden states and stops
-the pass. The second pass runs the kept tokens at their original positions; a pre-hook swaps the input of layer
-K + 1 for the first pass's states (computed with every image token in view), and layers 0..K keep the first
-pass's cache cut to the kept tokens — so layers after K, and every decoding step, see only the kept tokens.
+FastV (arXiv:2403.06764) without forking the model: a first pass runs the prompt through the first K decoder
+layers, where the attention router reads the K-th layer's queries and keys (the attention the image tokens
+receive, mean over heads, from the last prompt token or from every query that sees them) and a forward pre-hook
+on the next layer takes the hidden states and stops the pass. The second pass runs the kept tokens at their
+original positions; a pre-hook swaps the input of layer K + 1 for the first pass's states (computed with every
+image token in view), and the first K layers keep the first pass's cache cut to the kept tokens — so every later
+layer, and every decoding step, sees only the kept tokens.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tokensift.vision.pipeline import Prepared, budget, language_parts
 
 
 class _Stop(Exception):
-    """Ends the first pass at layer K + 1."""
+    """Ends the first pass before layer K + 1."""
 
 
 @dataclass
@@ -74,7 +75,7 @@ def fastv_prefill(
     keep: float | None = None,
     keep_tokens: int | None = None,
 ) -> Prefill:
-    """Prefill ``prepared``; with FastV (``method``) the image tokens are cut after its layer K."""
+    """Prefill ``prepared``; with FastV (``method``) the image tokens are cut after its first K layers."""
     embeds, mask = prepared.inputs_embeds, prepared.attention_mask
     positions = _positions(mask)
     if method is None:
@@ -82,10 +83,11 @@ def fastv_prefill(
         logits = _run(model, embeds, mask, positions, cache)
         return Prefill(cache, logits, mask, positions[:, -1] + 1, list(prepared.kept))
     parts = language_parts(model)
-    layer = int(getattr(method, "layer", 2))
+    layer = int(getattr(method, "layer", 2))  # K: layers 0..K-1 see every image token
+    last_only = getattr(method, "query", "last") == "last"
     modules = attention_modules(parts.language)
-    if not 0 <= layer < len(modules) - 1:
-        raise ParameterError(f"fastv: layer must be in 0..{len(modules) - 2}, got {layer}", option="layer")
+    if not 1 <= layer < len(modules):
+        raise ParameterError(f"fastv: layer must be in 1..{len(modules) - 1}, got {layer}", option="layer")
     batch = mask.shape[0]
     image = prepared.image_mask
     counts = set(image.sum(dim=1).tolist())
@@ -96,8 +98,12 @@ def fastv_prefill(
     hidden: list[Tensor] = []
 
     def score(call: AttentionCall) -> None:
+        query, call_mask = call.query, call.mask
+        if last_only:  # the prompt's last token (rows are left-padded: the last position of every row)
+            query = query[:, :, -1:]
+            call_mask = None if call_mask is None else call_mask[..., -1:, :]
         received = attention_received(
-            call.query, call.key, scaling=call.scaling, mask=call.mask, normalize=True, per_kv_head=False
+            query, call.key, scaling=call.scaling, mask=call_mask, normalize=True, per_kv_head=False
         )
         scores.append(received.mean(dim=1))
 
@@ -106,8 +112,8 @@ def fastv_prefill(
         raise _Stop
 
     first = _new_cache(model)
-    route = Route(parts.language, {modules[layer]: score})
-    route.hook(decoder_layer(parts.language, layer + 1), capture, pre=True)
+    route = Route(parts.language, {modules[layer - 1]: score})
+    route.hook(decoder_layer(parts.language, layer), capture, pre=True)
     with route, contextlib.suppress(_Stop):
         parts.language(
             inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=first, use_cache=True
@@ -129,9 +135,9 @@ def fastv_prefill(
     cache = _new_cache(model)
     sub_mask, sub_positions = gather(mask), gather(positions)
     with Route(parts.language, {}) as second:
-        second.hook(decoder_layer(parts.language, layer + 1), swap, pre=True)
+        second.hook(decoder_layer(parts.language, layer), swap, pre=True)
         logits = _run(model, gather(embeds), sub_mask, sub_positions, cache)
-    for i in range(layer + 1):  # layers 0..K: the first pass's cache (it saw every image token), cut
+    for i in range(layer):  # the first K layers: the first pass's cache (it saw every image token), cut
         early: Any = first.layers[i]
         index = kept[:, None, :, None].expand(-1, early.keys.shape[1], -1, early.keys.shape[-1])
         late: Any = cache.layers[i]

@@ -5,6 +5,10 @@ Dominant tokens: the patches the vision tower's [CLS] attends to most (summed ov
 layer). Contextual tokens: of the rest, evenly spaced ones become merge targets and every other remaining patch
 is averaged into the target whose key it is most similar to, so nothing of the image is dropped outright. The
 split is the paper's 54 dominant + 10 contextual of 64 (``dominant = 54 / 64`` of the budget).
+
+Kept patches and merge targets equal the authors' code on the same attention and keys (tested). One difference:
+their contextual token is the target *plus* the mean of the patches assigned to it; ours is the average of the
+target and those patches, so a merged token stays on the scale of a single patch.
 """
 
 from __future__ import annotations
