@@ -108,15 +108,19 @@ def test_per_row_budgets_and_rows_independent_of_the_batch(llava, processor, met
     assert bool(merged) == (method == "visionzip")  # only VisionZip merges; the others drop
 
 
-def cls_attention(llava, processor, image) -> torch.Tensor:
-    pixels = processor.image_processor([image], return_tensors="pt")["pixel_values"]
-    tower = llava.model.vision_tower
-    tower.config._attn_implementation = "eager"
+def eager_attentions(module, **inputs) -> tuple[torch.Tensor, ...]:
+    """Every layer's attention weights from an eager forward of ``module`` (then back to sdpa)."""
+    module.config._attn_implementation = "eager"
     try:
         with torch.no_grad():
-            attentions = tower(pixel_values=pixels, output_attentions=True).attentions
+            return module(**inputs, output_attentions=True).attentions
     finally:
-        tower.config._attn_implementation = "sdpa"
+        module.config._attn_implementation = "sdpa"
+
+
+def cls_attention(llava, processor, image) -> torch.Tensor:
+    pixels = processor.image_processor([image], return_tensors="pt")["pixel_values"]
+    attentions = eager_attentions(llava.model.vision_tower, pixel_values=pixels)
     return attentions[-1][0, :, 0, 1:].mean(0)
 
 
@@ -175,13 +179,7 @@ def fastv_reference(llava, prepared, row: int, layer: int, k: int) -> set[int]:
     width = int(prepared.attention_mask[row].sum())
     embeds = prepared.inputs_embeds[row : row + 1, -width:]
     image = prepared.image_mask[row, -width:]
-    language = llava.model.language_model
-    language.config._attn_implementation = "eager"
-    try:
-        with torch.no_grad():
-            attentions = language(inputs_embeds=embeds, output_attentions=True).attentions
-    finally:
-        language.config._attn_implementation = "sdpa"
+    attentions = eager_attentions(llava.model.language_model, inputs_embeds=embeds)
     last_row = attentions[layer - 1].mean(dim=1)[0, -1]
     return set(last_row[image].topk(k).indices.tolist())
 
