@@ -118,11 +118,96 @@ def test_gemfilter_equals_a_prefill_of_the_kept_tokens():
     assert done.kept.tolist() == products.topk(45).indices.sort().values.tolist()
 
 
+@pytest.mark.parametrize("pooling", [5, 1])
+def test_promptdistill_selects_as_the_reference_code_does(pooling):
+    """The authors' selection written out: the last token's q.k times the scaling, mean over heads, its own
+    entry zeroed and an average pool of width 5 (count_include_pad), top k - 1 before it plus the last token."""
+    model = tiny_llama(layers=4)
+    press = press_from("promptdistill", ratio=0.5, select_layer=1, pooling=pooling)
+    done = filtered_prefill(model, IDS, press)
+    seen = {}
+
+    def observer(module, query, key, value, mask, kwargs):
+        seen["q"], seen["k"], seen["scaling"] = query, key, kwargs.get("scaling") or query.shape[-1] ** -0.5
+
+    with torch.no_grad(), observe_attention(model, {1: observer}):
+        model(IDS)
+    n = IDS.shape[1]
+    logits = torch.einsum("hd,htd->ht", seen["q"][0, :, -1], seen["k"][0].repeat_interleave(2, dim=0))
+    mean = (logits * seen["scaling"]).mean(0)
+    if pooling > 1:
+        mean[-1] = 0.0
+        padded = torch.cat([torch.zeros(2), mean, torch.zeros(2)])
+        mean = torch.stack([padded[i : i + 5].sum() / 5 for i in range(n)])
+    k = press.budgeted.tokens(n)
+    expected = sorted([*mean[:-1].topk(k - 1).indices.tolist(), n - 1])
+    assert done.kept.tolist() == expected
+    with pytest.raises(ParameterError, match="odd"):
+        press_from("promptdistill", ratio=0.5, pooling=4)
+
+
 def test_promptdistill_keeping_everything_is_the_full_prefill():
     model = tiny_gemma3(window=8, layers=4)
     full = compress_context(model, IDS, press_from("knorm", ratio=0.0))
     done = filtered_prefill(model, IDS, press_from("promptdistill", keep=1.0), chunk_size=32)
     torch.testing.assert_close(done.logits, full.last_logits, atol=1e-5, rtol=1e-4)
+
+
+def promptdistill_reference(model, ids, kept, select, n_context, window):
+    """PromptDistill in one uncached forward over ``ids`` (context then question), each layer's attention masked
+    by hand: layers up to ``select`` see the whole context (the question's queries only the kept context tokens
+    in full-attention layers, whose caches are cut), later layers only the kept context tokens and the question;
+    sliding layers attend within ``window`` positions."""
+    from tokensift.hooks import Route, attention_modules
+    from tokensift.kv.model import layer_types
+
+    n = ids.shape[1]
+    pos = torch.arange(n)
+    visible = torch.zeros(n, dtype=torch.bool)
+    visible[kept] = True
+    visible[n_context:] = True
+    causal = pos[None, :] <= pos[:, None]
+    in_window = pos[:, None] - pos[None, :] < window
+    question = (pos >= n_context)[:, None]
+    types = layer_types(model)
+
+    def handler(idx):
+        mask = causal & (in_window if types[idx] == "sliding_attention" else True)
+        if idx > select:
+            mask = mask & visible[None, :]
+        elif types[idx] == "full_attention":
+            mask = mask & (~question | visible[None, :])
+
+        def attend(call):
+            out = torch.nn.functional.scaled_dot_product_attention(
+                call.query, call.key, call.value, attn_mask=mask, scale=call.scaling, enable_gqa=True
+            )
+            return out.transpose(1, 2).contiguous(), None
+
+        return attend
+
+    modules = attention_modules(model)
+    with torch.no_grad(), Route(model, {m: handler(i) for i, m in enumerate(modules)}):
+        return model(ids).logits[0]
+
+
+@pytest.mark.parametrize("chunk", [None, 32])
+def test_promptdistill_on_sliding_layers_equals_the_masked_reference(chunk):
+    """Gemma-3: the later sliding layers slide over the kept tokens' positions, the first ones keep the whole
+    context's window; logits after the context and after each question token equal the hand-masked forward."""
+    from tokensift.kv.qa import continue_from
+
+    model = tiny_gemma3(window=8, layers=4)
+    press = press_from("promptdistill", ratio=0.6)
+    done = filtered_prefill(model, IDS, press, chunk_size=chunk)
+    n = IDS.shape[1]
+    whole = torch.cat([IDS, QUESTION], dim=1)
+    reference = promptdistill_reference(model, whole, done.kept, press.layer_for(model), n, window=8)
+    torch.testing.assert_close(done.logits[0], reference[n - 1], atol=1e-4, rtol=1e-4)
+    context = compress_context(model, IDS, press, chunk_size=chunk)
+    asked = continue_from(model, context, QUESTION)[0]
+    torch.testing.assert_close(asked, reference[n:], atol=1e-4, rtol=1e-4)
+    assert answer(model, context, QUESTION, max_new_tokens=4).ids.shape == (1, 4)
 
 
 def test_filter_layer_must_be_a_full_attention_layer():

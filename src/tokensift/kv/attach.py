@@ -30,7 +30,7 @@ from transformers.cache_utils import CacheLayerMixin
 from tokensift.errors import MethodUnsupportedError
 from tokensift.hooks import AttentionCall, Route, attention_modules, layer_index
 from tokensift.kv.batch import BatchLayer
-from tokensift.kv.cache import _ATTACHED, MaskedLayer, RaggedLayer, tensor_bytes
+from tokensift.kv.cache import _ATTACHED, MaskedLayer, PositionWindowLayer, RaggedLayer, tensor_bytes
 from tokensift.kv.model import check_length, check_supported, inv_freq, layer_types
 from tokensift.kv.probe import reconstruction_probes, run_probes
 from tokensift.kv.view import LayerView, PressLike, Selection, allowed_keys, shift
@@ -169,7 +169,7 @@ class Session:
         idx = layer_index(module)
         cache = self.caches.get(id(module))
         layer = cache.layers[idx] if cache is not None and idx < len(getattr(cache, "layers", [])) else None
-        if isinstance(layer, MaskedLayer | BatchLayer):
+        if isinstance(layer, MaskedLayer | BatchLayer | PositionWindowLayer):
             return layer.attend(query, call.scaling)
         if isinstance(layer, RaggedLayer):
             tracks = hasattr(layer, "observe")

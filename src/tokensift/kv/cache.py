@@ -396,6 +396,110 @@ class MaskedLayer(CacheLayerMixin):
         return out.transpose(1, 2).contiguous(), None
 
 
+class PositionWindowLayer(CacheLayerMixin):
+    """A sliding-window layer over tokens that are not contiguous: each entry keeps its original position, and a
+    query at position ``p`` attends to the entries at ``p - window < q <= p`` — the window counted in positions,
+    not in entries, as the model was trained.
+
+    PromptDistill's later layers hold only the kept tokens, at their original positions: transformers' own
+    sliding layer would slide over the last ``window`` *entries*, which span many more positions (and their keys
+    are rotated by distances the local layers never saw). The positions of each update are those given to
+    :meth:`expect` before it, else the ones right after the last stored entry (decoding). Entries no later query
+    can reach are let go at the next update. Attention is :meth:`attend` (a KV session's handler calls it; the
+    model's own sliding mask is not used). ``get_seq_length`` counts the updates' tokens in the full-attention
+    layers' index space (``seen``), so transformers' masks for those layers stay right.
+    """
+
+    is_sliding = True
+    is_compileable = False
+    is_croppable = False
+    keys: Tensor
+    values: Tensor
+
+    def __init__(
+        self,
+        window: int,
+        keys: Tensor | None = None,
+        values: Tensor | None = None,
+        positions: Tensor | None = None,
+        seen: int = 0,
+    ) -> None:
+        super().__init__()
+        self.window = window
+        self.seen = seen
+        self.positions = positions
+        self.query_positions: Tensor | None = None
+        self._expected: Tensor | None = None
+        if keys is not None and values is not None and positions is not None:
+            self.keys, self.values = keys, values
+            self.dtype, self.device = keys.dtype, keys.device
+            self.is_initialized = True
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.keys = key_states[:, :, :0]
+        self.values = value_states[:, :, :0]
+        self.positions = torch.zeros(0, dtype=torch.long, device=key_states.device)
+        self.is_initialized = True
+
+    def expect(self, positions: Tensor) -> None:
+        """The original positions ``[q]`` of the next update's tokens."""
+        self._expected = positions.reshape(-1)
+
+    def update(
+        self, key_states: Tensor, value_states: Tensor, *args: object, **kwargs: object
+    ) -> tuple[Tensor, Tensor]:
+        if not _ATTACHED[0]:
+            raise ModelError("a position-windowed KV cache can only be used inside tokensift.kv.compress(...)")
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        assert self.positions is not None
+        n_new = key_states.shape[2]
+        if self._expected is not None:
+            new = self._expected.to(self.positions.device)
+            if new.numel() != n_new:
+                raise ModelError(f"expected positions for {new.numel()} tokens, the update has {n_new}")
+            self._expected = None
+        else:
+            start = int(self.positions[-1]) + 1 if self.positions.numel() else self.seen
+            new = torch.arange(start, start + n_new, device=self.positions.device)
+        reachable = self.positions > new[0] - self.window  # the earliest new query's window
+        self.keys = torch.cat([self.keys[:, :, reachable], key_states], dim=2)
+        self.values = torch.cat([self.values[:, :, reachable], value_states], dim=2)
+        self.positions = torch.cat([self.positions[reachable], new])
+        self.query_positions = new
+        self.seen += n_new
+        return self.keys, self.values
+
+    def attend(self, query: Tensor, scaling: float) -> tuple[Tensor, None]:
+        """Attention of the last update's queries ``[B, H, q, D]``; returns ``[B, q, H, Dv]``."""
+        assert self.positions is not None and self.query_positions is not None
+        q_pos, k_pos = self.query_positions[:, None], self.positions[None, :]
+        allowed = (k_pos <= q_pos) & (q_pos - k_pos < self.window)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, self.keys, self.values, attn_mask=allowed, scale=scaling, enable_gqa=True
+        )
+        return out.transpose(1, 2).contiguous(), None
+
+    def get_mask_sizes(self, query_length: int | Tensor) -> tuple[int, int]:
+        stored = 0 if self.positions is None else int(self.positions.numel())
+        return stored + _query_length(query_length), 0
+
+    def get_seq_length(self) -> int:
+        return self.seen
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def get_max_cache_shape(self) -> int:
+        return self.window
+
+    def copy(self) -> PositionWindowLayer:
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone  # updates replace the tensors, never write into them
+
+
 def dense_cache(cache: Any) -> DynamicCache:
     """The compressed ``cache`` as an ordinary transformers ``DynamicCache`` that decodes without tokensift.
 

@@ -8,9 +8,9 @@ stops the forward right there, so layers past it never run over the whole contex
   re-numbered ``0..k-1`` — a short prompt in every layer, whose cache is an ordinary transformers cache;
 * otherwise (PromptDistill, arXiv:2503.23274): the hidden states the first pass computed after the selecting
   layer are kept for the selected tokens only and the remaining layers run on them, at their original
-  positions; the first full-attention layers' caches are cut down to the same tokens. (Sliding-window layers
-  then slide over the kept tokens, not over the original positions: every sliding layer must hold the same
-  tokens, as transformers builds one sliding mask for all of them.)
+  positions; the first full-attention layers' caches are cut down to the same tokens. Sliding-window layers
+  slide over positions, not entries (:class:`~tokensift.kv.cache.PositionWindowLayer`): the later ones over the
+  kept tokens, the first ones keep the first pass's window of the whole context.
 
 Both passes go chunk by chunk (``chunk_size``), so no activation ever spans the whole context. The
 forward is stopped by an exception raised from the attention router or a forward pre-hook — no model code
@@ -32,8 +32,8 @@ from transformers.cache_utils import DynamicSlidingWindowLayer
 
 from tokensift.errors import ModelError, ParameterError
 from tokensift.hooks import AttentionCall, Route, attention_modules, layer_modules
-from tokensift.kv.attach import CompressionStats, LayerRecord
-from tokensift.kv.cache import compact
+from tokensift.kv.attach import CompressionStats, LayerRecord, attached
+from tokensift.kv.cache import PositionWindowLayer, compact
 from tokensift.kv.chunked import spans
 from tokensift.kv.model import check_ids, check_length, layer_types
 from tokensift.kv.press import ScorerPress
@@ -159,8 +159,10 @@ def _second_pass(
     replace: tuple[int, Tensor] | None,
 ) -> tuple[DynamicCache, Tensor]:
     """Run ``ids`` at ``positions`` through the model; with ``replace = (layer, hidden)`` the input of decoder
-    layer ``layer`` is swapped for the matching slice of ``hidden`` (the first pass's states)."""
+    layer ``layer`` is swapped for the matching slice of ``hidden`` (the first pass's states), and the
+    sliding-window layers slide over positions (:class:`PositionWindowLayer`), since the kept tokens are sparse."""
     cache = DynamicCache(config=_config(model))
+    windowed = [] if replace is None else _position_windows(model, cache)
     span = [0, 0]
 
     def swap(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -174,9 +176,11 @@ def _second_pass(
     if replace is not None:
         route.hook(decoder_layer(model, replace[0]), swap, pre=True)
     logits = None
-    with route:
+    with route, attached(model, None) if windowed else contextlib.nullcontext():
         for start, end in spans(ids.shape[1], chunk or ids.shape[1], 0):
             span[:] = [start, end]
+            for layer in windowed:
+                layer.expect(positions[start:end])
             logits = model(
                 ids[:, start:end],
                 past_key_values=cache,
@@ -229,22 +233,51 @@ def filtered_prefill(
         assert hidden is not None
         cache, logits = _second_pass(model, context_ids[:, kept], kept, chunk_size, (layer + 1, hidden[:, kept]))
         types = layer_types(model)
-        for i in range(layer + 1):  # the first full-attention layers: the first pass's cache, cut to the kept tokens
+        for i in range(layer + 1):  # the first layers: the first pass's cache (it saw the whole context)
             early: Any = first.layers[i]
-            if types[i] == "full_attention":
+            if types[i] == "full_attention":  # cut to the kept tokens
                 early.keys, early.values = early.keys[:, :, kept], early.values[:, :, kept]
                 cache.layers[i] = early
+            else:  # a sliding window of the whole context: its last positions, exact
+                stored = early.keys.shape[2]
+                where = torch.arange(n - stored, n, device=context_ids.device)
+                cache.layers[i] = PositionWindowLayer(
+                    _window(model), early.keys, early.values, where, seen=int(kept.numel())
+                )
         length = n
     seconds = time.perf_counter() - started
     compact(cache)
     return Filtered(cache, length, _stats(cache, n, kept.numel(), seconds), seconds, logits, kept)
 
 
+def _window(model: torch.nn.Module) -> int:
+    config: Any = _config(model)
+    window = getattr(config.get_text_config(), "sliding_window", None)
+    if not isinstance(window, int):
+        raise ModelError(f"{type(model).__name__} has sliding-window layers but no sliding_window in its config")
+    return window
+
+
+def _position_windows(model: torch.nn.Module, cache: DynamicCache) -> list[PositionWindowLayer]:
+    """Put a :class:`PositionWindowLayer` in place of every sliding-window layer of ``cache``; return them."""
+    types = layer_types(model)
+    if "sliding_attention" not in types:
+        return []
+    window = _window(model)
+    windowed = []
+    for i, kind in enumerate(types):
+        if kind == "sliding_attention":
+            layer = PositionWindowLayer(window)
+            cache.layers[i] = layer
+            windowed.append(layer)
+    return windowed
+
+
 def _stats(cache: Any, n: int, k: int, seconds: float) -> CompressionStats:
     """Per full-attention layer: the bytes the whole context's cache would have taken, and those it takes."""
     stats = CompressionStats()
     for i, layer in enumerate(cache.layers):
-        if isinstance(layer, DynamicSlidingWindowLayer) or getattr(layer, "keys", None) is None:
+        if isinstance(layer, DynamicSlidingWindowLayer | PositionWindowLayer) or getattr(layer, "keys", None) is None:
             continue
         stored = layer.keys.nbytes + layer.values.nbytes
         heads = layer.keys.shape[1]

@@ -21,7 +21,7 @@ from transformers import DynamicCache
 from tokensift.errors import InputError, MethodUnsupportedError
 from tokensift.inputs import whole_number
 from tokensift.kv.attach import CompressionStats, LayerRecord, PrefillPolicy, attached
-from tokensift.kv.cache import MaskedLayer, RaggedLayer, cache_bytes, compact
+from tokensift.kv.cache import MaskedLayer, PositionWindowLayer, RaggedLayer, cache_bytes, compact
 from tokensift.kv.chunked import ChunkedPolicy, chunk_reason, spans
 from tokensift.kv.filter import ContextFilter, filtered_prefill
 from tokensift.kv.model import check_ids, check_length
@@ -64,7 +64,8 @@ def copy_cache(cache: Any, batch: int = 1) -> Any:
     """
     clone = copy.copy(cache)
     clone.layers = [
-        layer.copy() if isinstance(layer, (RaggedLayer, MaskedLayer)) else copy.copy(layer) for layer in cache.layers
+        layer.copy() if isinstance(layer, (RaggedLayer, MaskedLayer, PositionWindowLayer)) else copy.copy(layer)
+        for layer in cache.layers
     ]
     rows = cache_rows(clone)
     if rows != batch:

@@ -4,8 +4,11 @@ Jin et al., 2025, "PromptDistill: Query-based Selective Token Retention in Inter
 Large Language Model Inference" (arXiv:2503.23274): unlike GemFilter, the first layers' work is not thrown
 away — the hidden states of the selected tokens (computed with the whole context in view) carry on through the
 remaining layers at their original positions, and the first layers' caches are truncated to the same tokens.
-Selection is the attention the last ``window`` queries (the question, when it ends the prompt) give each
-token, averaged over the window and the heads; the window itself is kept.
+
+Selection as in the authors' code: the last prompt token's scaled attention logits (``q·k`` times the layer's
+scaling, before the softmax) averaged over the heads, smoothed by an average pool over ``pooling`` neighbouring
+positions (their ``use_pooling``, kernel 5, on by default), the top tokens kept; the last token always stays.
+Tested against that formula written out.
 """
 
 from __future__ import annotations
@@ -13,18 +16,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor
+from torch.nn import functional as F
 
+from tokensift.errors import ParameterError
 from tokensift.kv.filter import ContextFilter
-from tokensift.kv.view import LayerView, last_queries, per_head
+from tokensift.kv.view import LayerView, per_head
 from tokensift.registry import Paper, option, register
-from tokensift.scores import attention_received
 
 
 @register
 @dataclass
 class PromptDistill(ContextFilter):
-    """Mean attention of the last ``window`` queries at ``select_layer``; later layers continue on the kept tokens."""
+    """The last token's head-mean attention logits (pooled) at ``select_layer``; later layers continue on the kept
+    tokens."""
 
     name: ClassVar[str] = "promptdistill"
     paper: ClassVar[Paper] = Paper(
@@ -35,24 +41,30 @@ class PromptDistill(ContextFilter):
     )
     summary: ClassVar[str] = "intermediate-layer query attention selects; later layers continue on the kept tokens"
     rerun = False
-    depth = 0.6
-    """Deeper than GemFilter's default (our choice): on Gemma-3 the sliding-window layers after the selecting
-    layer slide over the kept tokens (re-spaced, see :mod:`tokensift.kv.filter`), and selecting at its first
-    global layer (5 of 18) left five of them answering garbage on passkey at 4k tokens; at layer 11 it answers
-    at 50 % kept. At 90 % removed it still fails there (0 of 9 passkeys, 4k-16k): a local layer trained on a
-    512-position window then sees kept tokens thousands of positions apart. Models without sliding-window
-    layers (SmolLM2, Llama) are not affected."""
+    depth = 13 / 31
+    """The authors' setting for Llama-3.1-8B (selection after layer 13 of 32), as a share of the depth: the
+    full-attention layer nearest to it (Gemma-3-270M: layer 5 of 18; SmolLM2-135M: 12 of 30)."""
 
-    window: int = option(16, low=1)
+    pooling: int = option(5, low=1)
+    """Average-pool width over neighbouring positions (odd; 1 = no pooling)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.protect_last = max(self.protect_last, self.window)
+        if self.pooling % 2 == 0:
+            raise ParameterError(f"promptdistill: pooling must be odd, got {self.pooling}", option="pooling")
+        self.protect_last = max(self.protect_last, 1)
 
     @property
     def rows_wanted(self) -> int | None:
-        return self.window
+        return 1
 
     def score(self, view: LayerView) -> Tensor:
-        received = attention_received(last_queries(view, self.window), view.keys, scaling=view.scaling)[0]
-        return per_head(received.mean(0), view.kv_heads)
+        query = view.queries[0, :, -1].float()  # [H, D]: the last prompt token
+        keys = view.keys[0].float()  # [Hkv, T, D]
+        group = query.shape[0] // keys.shape[0]
+        logits = torch.einsum("hd,htd->ht", query, keys.repeat_interleave(group, dim=0)) * view.scaling
+        mean = logits.mean(0)
+        if self.pooling > 1:  # the last token (always kept) is zeroed before pooling, as in the authors' code
+            mean = torch.cat([mean[:-1], mean.new_zeros(1)])
+            mean = F.avg_pool1d(mean[None, None], self.pooling, stride=1, padding=self.pooling // 2)[0, 0]
+        return per_head(mean, view.kv_heads)
