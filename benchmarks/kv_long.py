@@ -60,6 +60,7 @@ def grid(args: argparse.Namespace) -> None:
     filters = [m for m in args.filters.split(",") if m]
     decoders = [m for m in args.decoders.split(",") if m]
     bounded = [m for m in args.bounded.split(",") if m]
+    presses = [m for m in args.presses.split(",") if m]
     with progress_bar(transient=False) as bar:
         lengths = [int(x) for x in args.lengths.split(",")]
         task = bar.add_task("long-context grid", total=len(lengths) * args.samples)
@@ -86,13 +87,30 @@ def grid(args: argparse.Namespace) -> None:
                         press = press_from(method, ratio=args.ratio)
                         context = compress_context(model, cell.ids, press, chunk_size=CHUNK, bounded=True)
                         cell.row(f"bounded:{method}", args.ratio, context, cell.ask(context))
+                if any((*key, f"agnostic:{m}") not in done for m in presses):
+                    blind = Cell(loaded, sample, index, length, args, rows_path, query_aware=False)
+                    for method in presses:
+                        if (*key, f"agnostic:{method}") not in done:
+                            press = press_from(method, ratio=args.ratio, tokenizer=tokenizer)
+                            context = compress_context(model, blind.ids, press, chunk_size=CHUNK)
+                            blind.row(f"agnostic:{method}", args.ratio, context, blind.ask(context))
                 bar.advance(task)
 
 
 class Cell:
-    """One passkey sample at one length: its prompt split (question inside the prefill) and how rows are written."""
+    """One passkey sample at one length: its prompt split (the question inside the prefill, or with ``query_aware``
+    False after it) and how rows are written."""
 
-    def __init__(self, loaded: Any, sample: Any, index: int, length: int, args: argparse.Namespace, path: Path) -> None:
+    def __init__(
+        self,
+        loaded: Any,
+        sample: Any,
+        index: int,
+        length: int,
+        args: argparse.Namespace,
+        path: Path,
+        query_aware: bool = True,
+    ) -> None:
         import torch
 
         from tokensift.kv.tasks import split_prompt
@@ -100,7 +118,7 @@ class Cell:
         self.loaded, self.sample, self.index, self.length, self.args, self.path = (
             loaded, sample, index, length, args, path
         )  # fmt: skip
-        head, tail = split_prompt(loaded.tokenizer, sample, True)
+        head, tail = split_prompt(loaded.tokenizer, sample, query_aware)
         self.tokens = len(head)
         self.ids, self.question = torch.tensor([head]), torch.tensor([tail])
 
@@ -306,6 +324,9 @@ def main() -> None:
     g.add_argument("--filters", default="gemfilter,promptdistill")
     g.add_argument("--decoders", default="tokenselect,tidaldecode")
     g.add_argument("--bounded", default="snapkv")
+    g.add_argument(
+        "--presses", default="", help="cache presses run query-agnostically (the question after the compression)"
+    )
     g.add_argument("--new-tokens", type=int, default=8)
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--out", default="benchmarks/out/kv-long")
