@@ -149,7 +149,7 @@ def test_mmtok_depends_on_the_question(llava, processor):
 
 
 def test_hiprune_keeps_anchor_neighbours(llava, processor):
-    prepared = prepare(llava, processor, images(1), QUESTIONS[:1], "hiprune", keep_tokens=8, anchors=0.125)
+    prepared = prepare(llava, processor, images(1), QUESTIONS[:1], "hiprune", keep_tokens=8, alpha=0.625)  # 1 anchor
     grid = (prepared.status[0] == 0).view(4, 4)
     assert int(grid.sum()) == 8
     # the single anchor brings its grid neighbours: some kept patch has a kept 4-neighbour
@@ -259,3 +259,44 @@ def test_visionzip_selects_and_assigns_as_the_reference_code_does(keep):
     contextual = keep - round(keep * 54 / 64)  # the paper's 54 dominant + 10 contextual of 64
     expected = visionzip_reference(cls[0], keys[0], keep - contextual, contextual)
     assert {i: int(t) for i, t in enumerate(plan.target[0])} == expected
+
+
+def hiprune_reference(shallow: torch.Tensor, deep: torch.Tensor, keep: int, alpha: float, cols: int) -> set[int]:
+    """HiPrune's reference selection (the authors' ``llava_arch.py``), written out for one image: round(keep *
+    alpha / 5) anchors by object-layer attention received, with the flat neighbours -1, +1, -cols, +cols
+    (clamped), then the rest of the budget by feature-layer attention received among the others."""
+    n = shallow.numel()
+    anchors = shallow.topk(round(keep * alpha / 5)).indices
+    near = torch.cat([anchors, anchors - 1, anchors + 1, anchors - cols, anchors + cols]).clamp(0, n - 1).unique()
+    deep = deep.clone()
+    deep[near] -= 1
+    rest = deep.topk(keep - near.numel()).indices
+    return set(near.tolist()) | set(rest.tolist())
+
+
+@pytest.mark.parametrize("keep", [40, 16])
+def test_hiprune_selects_as_the_reference_code_does(keep):
+    """Same patches as the reference on the same attention, anchors away from the grid's left and right edges
+    (where the reference's flat neighbours wrap to the next row and ours do not)."""
+    from tokensift.methods import resolve
+    from tokensift.vision.methods.base import VisionContext
+
+    gen = torch.Generator().manual_seed(keep)
+    n, side = 64, 8
+    shallow = torch.rand(1, n, generator=gen) * 0.01
+    shallow[0, [18, 21, 42, 45]] += torch.tensor([0.5, 0.4, 0.3, 0.2])  # interior patches
+    deep = torch.rand(1, n, generator=gen) * 0.02
+    method = resolve("vision", "hiprune", alpha=0.5)
+    middle = method._middle(12)
+    assert middle == 4  # the 9th of 24 layers, scaled to DINOv2-small's 12
+    ctx = VisionContext(
+        features=torch.randn(1, n, 4, generator=gen),
+        projected=torch.randn(1, n, 4, generator=gen),
+        keep=torch.tensor([keep]),
+        grid=(side, side),
+        received={middle: shallow, 11: deep},
+        n_layers=12,
+        feature_layer=11,
+    )
+    kept = set(torch.nonzero(method.plan(ctx).target[0] >= 0).flatten().tolist())
+    assert kept == hiprune_reference(shallow[0], deep[0], keep, 0.5, side)

@@ -1,12 +1,16 @@
 """HiPrune: Liu et al., 2025, "HiPrune: Training-Free Visual Token Pruning via Hierarchical Attention in Vision
 Encoders" (arXiv:2508.00553).
 
-Different layers of a vision encoder attend differently: middle layers to objects, deep layers to a few global
-summary tokens. Keep *anchors* (the patches most attended in a middle layer, mean attention received from every
-token), their four grid neighbours as *buffers* (spatial continuity), and fill the rest of the budget with
-*registers* (the patches the deep layer's [CLS] attends to most). The split (``anchors`` share of the budget,
-buffers up to four per anchor) and the middle layer (half the depth) are our choices where the abstract gives
-none.
+Different layers of a vision encoder attend differently: middle ("object") layers to objects, deep layers to a
+few global summary tokens. Keep *anchors* (the patches most attended in the object layer: mean attention
+received over heads and every query), their four grid neighbours as *buffers* (spatial continuity), and fill the
+rest of the budget with *registers* (the patches most attended in the feature layer, same measure).
+
+As the authors' code sets it: ``alpha`` (0.1) is the share of the budget for anchors with their buffers, so
+``round(keep * alpha / 5)`` anchors; the object layer is the 9th of CLIP-L's 24 (3/8 of the depth: layer 4 of
+DINOv2-small's 12, 0-based). Selections equal that code on the same attention (tested), with one difference:
+their left/right neighbours are the flat index ± 1, which wraps to the previous or next grid row at the image's
+edges; ours stay in the row.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from tokensift.vision.methods.base import Plan, VisionContext, VisionMethod
 @register
 @dataclass(frozen=True)
 class HiPrune(VisionMethod):
-    """Middle-layer anchors + their grid neighbours + deep-layer [CLS] registers."""
+    """Object-layer anchors + their grid neighbours + feature-layer registers (attention received)."""
 
     name: ClassVar[str] = "hiprune"
     paper: ClassVar[Paper] = Paper(
@@ -33,14 +37,18 @@ class HiPrune(VisionMethod):
         "HiPrune: Training-Free Visual Token Pruning via Hierarchical Attention in Vision Encoders",
         arxiv="2508.00553",
     )
-    summary: ClassVar[str] = "middle-layer anchors with their neighbours, deep-layer [CLS] registers for the rest"
+    summary: ClassVar[str] = "object-layer anchors with their neighbours, feature-layer registers for the rest"
     needs_tower = True
 
-    anchors: float = option(0.1, low=0.0, high=1.0)
+    alpha: float = option(0.1, low=0.0, high=1.0)
+    """Share of the budget for anchors and their buffers (each anchor brings up to four)."""
     middle: int | None = option(None, low=0)
+    """The object layer (0-based; default 3/8 of the depth, the authors' 9 of 24)."""
 
     def _middle(self, n_layers: int) -> int:
-        return min(n_layers - 1, self.middle if self.middle is not None else n_layers // 2)
+        if self.middle is not None:
+            return min(n_layers - 1, self.middle)
+        return max(0, int(n_layers * 9 / 24 + 0.5) - 1)
 
     def signal_layers(self, n_layers: int, feature_layer: int) -> list[int]:
         return sorted({self._middle(n_layers), feature_layer})
@@ -49,7 +57,7 @@ class HiPrune(VisionMethod):
         batch, n = ctx.features.shape[:2]
         rows, cols = ctx.grid
         keep = ctx.keep.clamp(0, n)
-        n_anchor = (keep.float() * self.anchors).ceil().long().clamp_max(keep)
+        n_anchor = torch.round(keep.float() * self.alpha / 5).long().clamp_max(keep)
         middle = ctx.received[self._middle(ctx.n_layers)]
         selected = topk_mask(middle, n_anchor, valid=ctx.valid)
         grid = selected.view(batch, rows, cols)
@@ -60,10 +68,11 @@ class HiPrune(VisionMethod):
         near[:, :, :-1] |= grid[:, :, 1:]
         buffers = near.view(batch, n) & ~selected
         room = keep - n_anchor
-        # the buffers the budget allows, most attended (middle layer) first
+        # every buffer when the budget allows (always at the default alpha), else the most attended first
         selected |= topk_mask(
             middle.masked_fill(~buffers, float("-inf")), room.clamp_max(buffers.sum(1)), valid=buffers
         )
         rest = keep - selected.sum(dim=1)
-        registers = topk_mask(ctx.cls().masked_fill(selected, float("-inf")), rest, valid=~selected)
+        deep = ctx.received[ctx.feature_layer]
+        registers = topk_mask(deep.masked_fill(selected, float("-inf")), rest, valid=~selected)
         return Plan(drop_target(selected | registers))
