@@ -142,6 +142,14 @@ def test_page_rank_keeps_mass_on_real_tokens():
     score = weighted_page_rank(attention, valid=valid, iterations=10)
     assert torch.allclose(score.sum(-1), torch.ones(2, 3), atol=1e-5)
     assert score[1, :, 3:].abs().max() == 0
+    # the iteration written out: each key collects the score of the queries that attend to it
+    expected = valid.float() / valid.float().sum(-1, keepdim=True)
+    expected = expected[:, None, :].expand(2, 3, 5)
+    for _ in range(10):
+        expected = torch.stack(
+            [sum(expected[..., q] * attention[..., q, k] for q in range(5)) for k in range(5)], dim=-1
+        )
+    torch.testing.assert_close(score, expected)
 
 
 def test_representation_shift_is_the_l2_distance():

@@ -15,6 +15,7 @@ def weighted_page_rank(attention: Tensor, *, valid: Tensor, iterations: int = 30
     """
     weights = valid.to(attention.dtype)
     score = (weights / weights.sum(-1, keepdim=True).clamp_min(1.0))[:, None, :].expand(attention.shape[:-1])
+    step = score[..., None, :]  # [B, H, 1, N]: a row vector, so each step is one batched matrix product
     for _ in range(iterations):
-        score = (score[..., None] * attention).sum(dim=-2)
-    return score
+        step = step @ attention
+    return step[..., 0, :]
