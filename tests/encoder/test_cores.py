@@ -187,3 +187,53 @@ def test_schedules_spread_the_ratio_and_validate():
 def test_any_ratio_outside_zero_one_is_a_parameter_error(ratio):
     with pytest.raises(ParameterError, match="ratio"):
         Schedule(ratio=ratio).check(6)
+
+
+def mctf_reference(states, attention, sizes, r, taus=(1.0, 20.0, 40.0)) -> dict[int, int]:
+    """MCTF's reference matching (the authors' ``utils/mctf.py``, ``one_step_ahead=0``, bidirectional, one
+    protected [CLS]) written out for one row: each fused token's final destination."""
+    n = states.shape[0]
+    unit = states / states.norm(dim=-1, keepdim=True)
+    w_sim = ((unit @ unit.T + 1) / 2) ** (1 / taus[0])
+    info = 1 / attention.mean(dim=(0, 1))
+    info = info / info.max()
+    size = 1 / sizes
+    size = size / size.max()
+    scores = w_sim * (info[:, None] * info[None, :]) ** (1 / taus[1]) * (size[:, None] * size[None, :]) ** (1 / taus[2])
+    a_set, b_set = list(range(0, n, 2)), list(range(1, n, 2))
+    r1, r2 = r // 2, r - r // 2
+    best = {a: max(b_set, key=lambda b: scores[a, b]) for a in a_set if a != 0}  # row 0: -inf (protected)
+    ranked = sorted(best, key=lambda a: -scores[a, best[a]])
+    moved = {a: best[a] for a in ranked[:r1]}
+    stayed = [a for a in a_set if a not in moved]  # [CLS] among them: a -inf row, never chosen below
+    best2 = {b: max((a for a in stayed if a != 0), key=lambda a: scores[a, b]) for b in b_set}
+    ranked2 = sorted(best2, key=lambda b: -scores[best2[b], b])
+    moved2 = {b: best2[b] for b in ranked2[:r2]}
+    final = {a: moved2.get(b, b) for a, b in moved.items()}
+    final.update(moved2)
+    return final
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 8))
+def test_mctf_fuses_as_the_reference_code_does(seed, r):
+    from tokensift.encoder.methods.base import LayerContext
+    from tokensift.methods import resolve
+
+    gen = torch.Generator().manual_seed(seed)
+    batch, heads, n, dim = 1, 2, 17, 8
+    states = torch.randn(batch, n, 12, generator=gen)
+    queries = torch.randn(batch, heads, n, dim, generator=gen)
+    keys = torch.randn(batch, heads, n, dim, generator=gen)
+    sizes = torch.randint(1, 4, (batch, n), generator=gen).float()
+    valid = torch.ones(batch, n, dtype=torch.bool)
+    protected = torch.zeros(batch, n, dtype=torch.bool)
+    protected[:, 0] = True
+    ctx = LayerContext(
+        layer=0, n_layers=1, states=states, before=states, valid=valid, protected=protected, sizes=sizes,
+        remove=torch.tensor([r]), queries=queries, keys=keys, scaling=dim**-0.5, bias=torch.zeros(batch, 1, 1, n),
+    )  # fmt: skip
+    plan = resolve("encoder", "mctf").plan(ctx)
+    fused = {i: int(t) for i, t in enumerate(plan.target[0]) if int(t) != i}
+    attention = torch.softmax(queries @ keys.transpose(-1, -2) * dim**-0.5, dim=-1)[0]
+    assert fused == mctf_reference(states[0], attention, sizes[0], r)

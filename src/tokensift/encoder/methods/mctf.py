@@ -1,12 +1,14 @@
 """MCTF: Lee et al., 2024, "Multi-criteria Token Fusion with One-step-ahead Attention for Efficient Vision
 Transformers" (CVPR, arXiv:2403.10030).
 
-Tokens attract each other by three criteria multiplied together: similarity ((cos + 1) / 2 of the keys
-averaged over heads), informativeness (the inverse of the attention a token receives: tokens nobody attends to
-fuse first) and size (small tokens fuse first), each raised to ``1 / tau``. Matching is bipartite in both
-directions; fused tokens are averaged with weights attention x size. Not built: the one-step-ahead attention
-(the next layer's attention, which needs that layer to run before the reduction) and the training-time
-token-reduction consistency; the attention used is the current layer's. Defaults: the release's DeiT setting.
+Tokens attract each other by three criteria multiplied together: similarity ((cos + 1) / 2 of the tokens
+themselves at the reduction point, as the authors' code measures it), informativeness (the inverse of the
+attention a token receives: tokens nobody attends to fuse first) and size (small tokens fuse first), each raised
+to ``1 / tau``. Matching is bipartite in both directions; fused tokens are averaged with weights attention x
+size. Defaults: the release's DeiT setting (tau 1 / 20 / 40, bidirectional, attention x size pooling). Not
+built: the one-step-ahead attention (the next layer's attention, which needs that layer to run before the
+reduction) and the training-time token-reduction consistency; the attention used is the current layer's — the
+release's ``one_step_ahead=0`` variant, whose selections ours equal (tested against it written out).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class MCTF(EncoderMethod):
         attention = ctx.attention().mean(dim=1)  # [B, N (queries), N (keys)]
         real = ctx.valid.float()[:, :, None]
         received = (attention * real).sum(dim=1) / real.sum(dim=1).clamp_min(1)
-        similarity = (cosine_similarity_matrix(ctx.key_metric()) + 1) / 2
+        similarity = (cosine_similarity_matrix(ctx.states.float()) + 1) / 2
         info = _inverse_normalised(received, ctx.valid)
         size = _inverse_normalised(ctx.sizes, ctx.valid)
         scores = similarity.clamp_min(0) ** (1 / self.tau_sim)
