@@ -43,6 +43,7 @@ def grid(args: argparse.Namespace) -> None:
     import torch
 
     from tokensift.bench.data import require_data_dir
+    from tokensift.inputs import parse_options
     from tokensift.kv.api import press_from
     from tokensift.kv.qa import compress_context
     from tokensift.kv.tasks import build
@@ -61,6 +62,7 @@ def grid(args: argparse.Namespace) -> None:
     decoders = [m for m in args.decoders.split(",") if m]
     bounded = [m for m in args.bounded.split(",") if m]
     presses = [m for m in args.presses.split(",") if m]
+    press_options = parse_options([o for o in args.press_option if o])
     with progress_bar(transient=False) as bar:
         lengths = [int(x) for x in args.lengths.split(",")]
         task = bar.add_task("long-context grid", total=len(lengths) * args.samples)
@@ -91,7 +93,7 @@ def grid(args: argparse.Namespace) -> None:
                     blind = Cell(loaded, sample, index, length, args, rows_path, query_aware=False)
                     for method in presses:
                         if (*key, f"agnostic:{method}") not in done:
-                            press = press_from(method, ratio=args.ratio, tokenizer=tokenizer)
+                            press = press_from(method, ratio=args.ratio, tokenizer=tokenizer, **press_options)
                             context = compress_context(model, blind.ids, press, chunk_size=CHUNK)
                             blind.row(f"agnostic:{method}", args.ratio, context, blind.ask(context))
                 bar.advance(task)
@@ -327,6 +329,7 @@ def main() -> None:
     g.add_argument(
         "--presses", default="", help="cache presses run query-agnostically (the question after the compression)"
     )
+    g.add_argument("--press-option", action="append", default=[], help="KEY=VALUE for the presses (repeatable)")
     g.add_argument("--new-tokens", type=int, default=8)
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--out", default="benchmarks/out/kv-long")
