@@ -71,6 +71,34 @@ def test_quantized_layer_attends_over_its_kept_tokens_exactly_and_the_rest_dequa
     assert layer.full_lengths().tolist() == [[len(s) for s in selection[0]]]
 
 
+@pytest.mark.parametrize("n_queries", [1, 3])
+def test_packed_heads_of_different_lengths_attend_as_each_head_dequantized(n_queries):
+    g = torch.Generator().manual_seed(3)
+    keys, values = torch.randn(2, 3, 75, 64, generator=g), torch.randn(2, 3, 75, 64, generator=g)
+    counts = [[5, 40, 12], [33, 1, 70]]  # full-precision tokens per (row, head): packed 70, 35, 63 / 42, 74, 5
+    selection = [[torch.randperm(75, generator=g)[:k].sort().values for k in row] for row in counts]
+    layer = QuantizedLayer.quantized(keys, values, selection, [0, 0], bits=2, group=32)
+    assert layer.flat is not None and layer.low_lengths().tolist() == [[70, 35, 63], [42, 74, 5]]
+    separate = [
+        quantize(keys[b, h, rest], 2, 32, per_channel=True).nbytes()
+        + quantize(values[b, h, rest], 2, 32, per_channel=False).nbytes()
+        for b, row in enumerate(selection)
+        for h, kept in enumerate(row)
+        for rest in [torch.tensor([i for i in range(75) if i not in kept.tolist()])]
+    ]
+    full = sum(len(kept) for row in selection for kept in row) * 64 * 4 * 2
+    assert layer.nbytes() == full + sum(separate)  # one allocation per row, the same bytes as one per head
+    new_k, new_v = torch.randn(2, 3, n_queries, 64, generator=g), torch.randn(2, 3, n_queries, 64, generator=g)
+    for b in range(2):  # the new tokens, as update() appends them inside a session
+        for h in range(3):
+            layer.segments_k[b][h] = torch.cat([layer.segments_k[b][h], new_k[b, h]])
+            layer.segments_v[b][h] = torch.cat([layer.segments_v[b][h], new_v[b, h]])
+    query = torch.randn(2, 9, n_queries, 64, generator=g)
+    out, _ = layer.attend(query, 0.125)
+    expected, _ = RaggedLayer.attend(layer, query, 0.125)  # per (row, head): dequantize, concatenate, attend
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_quantized_layer_stores_its_budget_in_bytes():
     keys, values = torch.randn(1, 3, 1024, 64), torch.randn(1, 3, 1024, 64)
     press = build("kv", "quant2:knorm", ratio=0.5)

@@ -7,6 +7,10 @@ when it attends. The kept tokens live in the :class:`~tokensift.kv.cache.RaggedL
 (row, KV head) may keep its own number of them), and so do the tokens decoded later, at full precision.
 Attention order does not matter (the keys already carry their rotary positions): the low-precision tokens
 come first, then the full-precision ones, then the new tokens, which are causal among themselves.
+
+When the heads pack different numbers of tokens (a head-wise scorer), a row's packed heads are stored one after
+another in a single allocation (:class:`FlatLow`), so a decoding step widens all of a layer's codes at once and
+attends with a few whole-row products instead of a loop over heads (see :func:`attend_flat`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,59 @@ from tokensift.reduce.quantize import Packed, dequantize, quantize, unpack_codes
 
 LowPart = tuple[Packed, Packed]
 """Packed keys and values of the low-precision tokens."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FlatLow:
+    """One row's packed tokens of every KV head, head after head: keys ``[sum N'_h, D * bits / 8]`` (each head
+    padded to whole token groups, as :func:`quantize` pads), values ``[sum N_h, ...]``; ``counts[h] = N_h``."""
+
+    keys: Packed
+    values: Packed
+    counts: tuple[int, ...]
+
+    @classmethod
+    def join(cls, parts: list[LowPart]) -> FlatLow:
+        """The heads' packed parts (each quantized on its own) copied into one allocation per tensor."""
+        keys = [k for k, _ in parts]
+        values = [v for _, v in parts]
+
+        def cat(packs: list[Packed]) -> Packed:
+            codes = torch.cat([p.codes for p in packs])
+            return dataclasses.replace(
+                packs[0],
+                codes=codes,
+                scale=torch.cat([p.scale for p in packs]),
+                zero=torch.cat([p.zero for p in packs]),
+                length=int(codes.shape[0]),
+            )
+
+        return cls(cat(keys), cat(values), tuple(k.length for k in keys))
+
+    def heads(self) -> list[LowPart]:
+        """Per head, views of this row's storage (they partition it: their bytes add up to its bytes)."""
+        group = self.keys.group
+        out: list[LowPart] = []
+        token = padded = 0
+        for n in self.counts:
+            groups = -(-n // group)
+            k = dataclasses.replace(
+                self.keys,
+                codes=self.keys.codes[padded : padded + groups * group],
+                scale=self.keys.scale[padded // group : padded // group + groups],
+                zero=self.keys.zero[padded // group : padded // group + groups],
+                length=n,
+            )
+            v = dataclasses.replace(
+                self.values,
+                codes=self.values.codes[token : token + n],
+                scale=self.values.scale[token : token + n],
+                zero=self.values.zero[token : token + n],
+                length=n,
+            )
+            out.append((k, v))
+            token, padded = token + n, padded + groups * group
+        return out
 
 
 def _rows(packed: Packed, indices: Tensor) -> Packed:
@@ -43,11 +100,18 @@ def complement(kept: Tensor, start: int, end: int) -> Tensor:
 class QuantizedLayer(RaggedLayer):
     """Kept tokens at full precision (ragged per head), every other token of the context at ``bits`` bits."""
 
-    def __init__(self, keys: Segments, values: Segments, low: LowPart | list[list[LowPart]]) -> None:
+    def __init__(self, keys: Segments, values: Segments, low: LowPart | list[FlatLow]) -> None:
         super().__init__(keys, values)
-        self.low = low
+        self.low: LowPart | list[list[LowPart]]
         """One :data:`LowPart` with ``[B, Hkv]`` leading dimensions when every (row, head) packed as many tokens,
-        else one per row and head."""
+        else one per row and head (views of :attr:`flat`)."""
+        self.flat: list[FlatLow] | None = None
+        """Per row, the storage of :attr:`low`'s heads when they pack different numbers of tokens."""
+        if isinstance(low, tuple):
+            self.low = low
+        else:
+            self.flat = low
+            self.low = [row.heads() for row in low]
 
     @classmethod
     def quantized(
@@ -69,12 +133,10 @@ class QuantizedLayer(RaggedLayer):
             index = torch.stack([torch.stack(row) for row in rest])
             low_k = gather_tokens(keys, index)
             low_v = gather_tokens(values, index)
-            low: LowPart | list[list[LowPart]] = (
-                quantize(low_k, bits, group, per_channel=True),
-                quantize(low_v, bits, group, per_channel=False),
-            )
-        else:
-            low = [
+            low = (quantize(low_k, bits, group, per_channel=True), quantize(low_v, bits, group, per_channel=False))
+            return cls(seg_k, seg_v, low)
+        flat = [
+            FlatLow.join(
                 [
                     (
                         quantize(gather_tokens(keys[b, h], idx), bits, group, per_channel=True),
@@ -82,9 +144,10 @@ class QuantizedLayer(RaggedLayer):
                     )
                     for h, idx in enumerate(row)
                 ]
-                for b, row in enumerate(rest)
-            ]
-        return cls(seg_k, seg_v, low)
+            )
+            for b, row in enumerate(rest)
+        ]
+        return cls(seg_k, seg_v, flat)
 
     def low_lengths(self) -> Tensor:
         """``[B, Hkv]`` tokens stored at low precision."""
@@ -106,11 +169,20 @@ class QuantizedLayer(RaggedLayer):
         return torch.cat([low_k, keys]), torch.cat([low_v, values])
 
     def attend(self, query: Tensor, scaling: float, *, need_weights: bool = False) -> tuple[Tensor, Segments | None]:
-        if self.segments_k is None and not need_weights:
-            if isinstance(self.low, tuple):
-                return attend_packed(query, scaling, self.low, self.keys, self.values), None
+        if need_weights:
+            return super().attend(query, scaling, need_weights=True)
+        if self.segments_k is None and isinstance(self.low, tuple):
+            return attend_packed(query, scaling, self.low, self.keys, self.values), None
+        if self.flat is None:
+            return super().attend(query, scaling)
+        if self.segments_k is None:
             self._split_dense()
-        return super().attend(query, scaling, need_weights=need_weights)
+        assert self.segments_k is not None and self.segments_v is not None
+        rows = [
+            attend_flat(query[b], scaling, flat, keys, values)
+            for b, (flat, keys, values) in enumerate(zip(self.flat, self.segments_k, self.segments_v, strict=True))
+        ]
+        return torch.stack(rows).transpose(1, 2).contiguous(), None
 
     def _split_dense(self) -> None:
         """Full-precision part dense but low part ragged: hand the full part over as segments (ragged attend)."""
@@ -126,7 +198,10 @@ class QuantizedLayer(RaggedLayer):
 
     def nbytes(self) -> int:
         """Bytes really stored: full-precision tensors plus packed codes, scales and zero points."""
-        parts = [self.low] if isinstance(self.low, tuple) else [p for row in self.low for p in row]
+        if self.flat is not None:
+            parts = [(row.keys, row.values) for row in self.flat]
+        else:
+            parts = [self.low] if isinstance(self.low, tuple) else [p for row in self.low for p in row]
         return super().nbytes() + sum(k.nbytes() + v.nbytes() for k, v in parts)
 
     def full_lengths(self) -> Tensor:
@@ -142,12 +217,16 @@ class QuantizedLayer(RaggedLayer):
             self.low = (_rows(self.low[0], indices), _rows(self.low[1], indices))
         else:
             self.low = [list(self.low[int(i)]) for i in indices.tolist()]
+            if self.flat is not None:
+                self.flat = [self.flat[int(i)] for i in indices.tolist()]
 
     def copy(self) -> QuantizedLayer:
         clone = super().copy()
         assert isinstance(clone, QuantizedLayer)
         if not isinstance(self.low, tuple):
             clone.low = [list(r) for r in self.low]
+        if self.flat is not None:
+            clone.flat = list(self.flat)
         return clone
 
 
@@ -184,3 +263,55 @@ def attend_packed(query: Tensor, scaling: float, low: LowPart, keys: Tensor, val
     low_out = weighted @ v_codes + (p_low[:, :, None] @ v_zero[..., None])  # [B, Hkv, J, rows, g]
     out = out + low_out.permute(0, 1, 3, 2, 4).reshape(batch, kv_heads, rows, dim)
     return out.view(batch, heads, n_queries, dim).transpose(1, 2).contiguous()
+
+
+def attend_flat(query: Tensor, scaling: float, low: FlatLow, keys: list[Tensor], values: list[Tensor]) -> Tensor:
+    """One row's attention, ``query [H, q, D]`` over every KV head's packed tokens ``low`` and full-precision
+    ``keys[h], values[h] [F_h, D]`` (their last ``q`` the queries' own, causal); returns ``[H, q, D]``.
+
+    The heads hold different numbers of packed and of full-precision tokens (the same total), so instead of a
+    loop over heads every query row is multiplied with the whole row's keys at once and a mask keeps each row
+    to its own head's tokens: the products are a few times larger than needed (they are tiny next to the model's
+    weights), but a decoding step costs a handful of operations per layer instead of a dozen per head.
+    """
+    heads, n_queries, dim = query.shape
+    kv_heads = len(low.counts)
+    rows = heads // kv_heads * n_queries  # query rows per KV head
+    q = (query * scaling).reshape(heads * n_queries, dim)
+    low_k = dequantize(low.keys)
+    full_k, full_v = torch.cat(keys), torch.cat(values)
+    packed_logits = q @ low_k.T  # [R, sum N'_h]: crop each head's group padding
+    starts = [0]
+    for n in low.counts:
+        starts.append(starts[-1] + -(-n // low.keys.group) * low.keys.group)
+    low_logits = torch.cat([packed_logits[:, a : a + n] for a, n in zip(starts, low.counts, strict=False)], dim=1)
+    logits = torch.cat([low_logits, q @ full_k.T], dim=1)
+    mask = torch.full_like(logits, float("-inf"))
+    own = torch.zeros(rows, n_queries, dtype=logits.dtype, device=logits.device)
+    own = own.masked_fill(_future_mask(n_queries, n_queries, query.device).repeat(rows // n_queries, 1), float("-inf"))
+    low_at, full_at = 0, sum(low.counts)
+    for h, (n, k) in enumerate(zip(low.counts, keys, strict=True)):
+        block = mask[h * rows : (h + 1) * rows]
+        block[:, low_at : low_at + n] = 0
+        past = k.shape[0] - n_queries
+        block[:, full_at : full_at + past] = 0
+        block[:, full_at + past : full_at + k.shape[0]] = own
+        low_at, full_at = low_at + n, full_at + k.shape[0]
+    probs = torch.softmax(logits + mask, dim=-1)
+    split = sum(low.counts)
+    out = _packed_values(probs[:, :split], low.values) + probs[:, split:] @ full_v
+    return out.view(heads, n_queries, -1)
+
+
+def _packed_values(probs: Tensor, values: Packed) -> Tensor:
+    """``probs [R, N] @`` the values ``packed`` per token stands for, its scales folded into the probabilities:
+    for each channel group ``(p * scale) @ codes + p @ zero`` (a third less time than dequantizing first)."""
+    codes = unpack_codes(values, probs.dtype)  # [N, D]
+    scale, zero = values.scale.to(probs.dtype)[..., 0], values.zero.to(probs.dtype)[..., 0]  # [N, D / g]
+    offsets = probs @ zero  # [R, D / g]
+    width = values.group
+    parts = [
+        (probs * scale[:, j]) @ codes[:, j * width : (j + 1) * width] + offsets[:, j : j + 1]
+        for j in range(scale.shape[1])
+    ]
+    return torch.cat(parts, dim=1)
