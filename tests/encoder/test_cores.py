@@ -237,3 +237,67 @@ def test_mctf_fuses_as_the_reference_code_does(seed, r):
     fused = {i: int(t) for i, t in enumerate(plan.target[0]) if int(t) != i}
     attention = torch.softmax(queries @ keys.transpose(-1, -2) * dim**-0.5, dim=-1)[0]
     assert fused == mctf_reference(states[0], attention, sizes[0], r)
+
+
+def gtp_reference(x, attention, graph, num_prop, alpha):
+    """GTP-ViT as the authors' code runs it (Ackesnal/GTP-ViT ``models_v3.py``: ``select`` with MixedAttnMax
+    and ``propagate`` with GraphProp, [CLS] first, no token scales), written out: x ``[N, C]``, attention
+    ``[H, N, N]``, graph ``[N-1, N-1]`` over the patches. Returns {patch index: its token after propagation}."""
+    own = torch.diagonal(attention, dim1=-2, dim2=-1)[:, 1:].max(0).values
+    received = attention[:, :, 1:].sum(-2).max(0).values
+    order = torch.argsort(own * received, descending=True)
+    kept, going = order[:-num_prop], order[-num_prop:]
+    patches = x[1:]
+    out = patches[kept] + alpha * graph[kept][:, going] @ patches[going]
+    return {int(i): row for i, row in zip(kept, out, strict=True)}
+
+
+def grid_graph(side):
+    """The reference's spatial graph: 8-neighbourhood on a ``side`` x ``side`` grid, ``D^-1/2 A D^-1/2``."""
+    cells = torch.arange(side * side)
+    r, c = cells // side, cells % side
+    adjacency = (((r[:, None] - r[None]).abs() <= 1) & ((c[:, None] - c[None]).abs() <= 1)).float()
+    adjacency -= torch.eye(side * side)
+    scale = adjacency.sum(-1).rsqrt()
+    return scale[:, None] * adjacency * scale[None]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 9), st.booleans())
+def test_gtp_drops_and_propagates_as_the_reference_code_does(seed, num_prop, later):
+    from tokensift.encoder.methods.base import LayerContext
+    from tokensift.methods import resolve
+
+    gen = torch.Generator().manual_seed(seed)
+    side, heads, dim = 4, 3, 8
+    graph = grid_graph(side)
+    # the first reduction sees all 16 patches; a later one the 12 that survived an earlier step (positions kept)
+    patches = torch.randperm(16, generator=gen)[:12].sort().values if later else torch.arange(16)
+    n = len(patches) + 1
+    states = torch.randn(1, n, 6, generator=gen)
+    queries, keys = torch.randn(1, heads, n, dim, generator=gen), torch.randn(1, heads, n, dim, generator=gen)
+    protected = torch.zeros(1, n, dtype=torch.bool)
+    protected[:, 0] = True
+    ctx = LayerContext(
+        layer=0, n_layers=1, states=states, before=states, valid=torch.ones(1, n, dtype=torch.bool),
+        protected=protected, sizes=torch.ones(1, n), remove=torch.tensor([num_prop]), queries=queries, keys=keys,
+        scaling=dim**-0.5, bias=torch.zeros(1, 1, 1, n), positions=torch.cat([torch.tensor([-1]), patches])[None],
+        reducible=torch.tensor([16]),
+    )  # fmt: skip
+    plan = resolve("encoder", "gtp").plan(ctx)
+    assert plan.spread is not None
+    propagated = (states + plan.spread @ states)[0]
+    ours = {int(patches[i - 1]): propagated[i] for i in range(1, n) if int(plan.target[0, i]) == i}
+    attention = torch.softmax(queries[0] @ keys[0].transpose(-1, -2) * dim**-0.5, dim=-1)
+    expected = gtp_reference(states[0], attention, graph[patches][:, patches], num_prop, 0.1)
+    assert sorted(ours) == sorted(int(patches[i]) for i in expected)
+    for local, row in expected.items():
+        torch.testing.assert_close(ours[int(patches[local])], row, rtol=1e-5, atol=1e-6)
+
+
+def test_current_positions_follow_each_reducible_input_token():
+    from tokensift.encoder.patch import current_positions
+
+    index = torch.tensor([[-1, 0, 1, 2, 3, 4]])  # [CLS] + five patches
+    origin = torch.tensor([[0, 1, -1, 2, 2, 3]])  # patch 1 dropped, patches 2 and 3 merged into slot 2
+    assert current_positions(origin, index, 4).tolist() == [[-1, 0, 2, 4]]

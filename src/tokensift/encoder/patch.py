@@ -49,6 +49,8 @@ class TokenState:
     """``[B, N0]`` the current position of each input token (-1: pruned, or padding)."""
     initial: Tensor
     """``[B]`` real input tokens per row."""
+    index: Tensor
+    """``[B, N0]`` each input token's index among the row's reducible (unprotected, real) input tokens, or -1."""
     reduced: bool = False
     attention_bias: Tensor | None = None
     """The bias the next layers attend with, set at each reduction (None: the model's own mask)."""
@@ -75,6 +77,16 @@ class TokenState:
         origin = self.origin[row]
         width = int(self.valid[row].sum().item())
         return [torch.nonzero(origin == slot).flatten().tolist() for slot in range(width)]
+
+
+def current_positions(origin: Tensor, index: Tensor, width: int) -> Tensor:
+    """``[B, width]`` the reducible-input index of each current token (the lowest of a merged one; -1 for
+    protected tokens and padding), from where each input token went (``origin``) and its ``index``."""
+    missing = index.shape[1]
+    source = torch.where((origin >= 0) & (index >= 0), index, missing)
+    found = torch.full((origin.shape[0], width), missing, dtype=index.dtype, device=index.device)
+    found.scatter_reduce_(1, origin.clamp_min(0), source, reduce="amin")
+    return torch.where(found == missing, -1, found)
 
 
 def _first_and_last(valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -177,7 +189,9 @@ class EncoderPatch:
             protected[rows, last] = True
         protected &= valid
         origin = torch.where(valid, torch.arange(n, device=device).expand(batch, n), -1)
-        return TokenState(valid, protected, valid.float(), origin, valid.sum(dim=1))
+        reducible = valid & ~protected
+        index = torch.where(reducible, reducible.long().cumsum(dim=1) - 1, -1)
+        return TokenState(valid, protected, valid.float(), origin, valid.sum(dim=1), index)
 
     def on_attention(
         self, layer: int, query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict[str, Any]
@@ -233,14 +247,14 @@ class EncoderPatch:
             bias=state.bias(torch.float32, self.method.proportional_attention)
             if state.attention_bias is None
             else state.attention_bias.float(),
+            positions=current_positions(state.origin, state.index, states.shape[1]),
+            reducible=(state.index >= 0).sum(dim=1),
         )
         plan = self.method.plan(ctx)
-        if plan.spread is not None:  # propagate what goes into what stays, weighted by token sizes
-            mass = state.sizes.to(states.dtype)[..., None]
+        if plan.spread is not None:  # propagate what goes into what stays (GTP-ViT: x_kept + alpha W x_going)
             spread = plan.spread.to(states.dtype)
-            total = mass + spread @ mass
-            states = (states * mass + spread @ (states * mass)) / total.clamp_min(1e-20)
-            state.sizes = total[..., 0].to(state.sizes.dtype) * state.valid
+            states = states + spread @ states
+            state.sizes = (state.sizes + (spread @ state.sizes.to(states.dtype)[..., None])[..., 0]) * state.valid
         slot, valid = assign_slots(plan.target, state.valid)
         width = valid.shape[1]
         weights = state.sizes if plan.weights is None else plan.weights

@@ -42,6 +42,11 @@ class LayerContext:
     scaling: float
     bias: Tensor
     """``[B, 1, 1, N]`` the additive attention bias the layer used (padding -inf, log sizes)."""
+    positions: Tensor | None = None
+    """``[B, N]`` each token's index among the input's reducible tokens (an image's patches in raster order, a
+    text's tokens between [CLS] and [SEP]): -1 for protected tokens and padding; a merged token has its lowest."""
+    reducible: Tensor | None = None
+    """``[B]`` reducible tokens in each row's input (the patch grid has this many cells)."""
 
     @property
     def keep(self) -> Tensor:
@@ -75,8 +80,8 @@ class Plan:
     """A reduction step: each token's target position (itself, a merge partner, or -1 to drop) and the
     weights of the average a merged token becomes (None: token sizes).
 
-    ``spread`` (``[B, N, N]``, optional) first adds to token ``i`` the share ``spread[b, i, j]`` of token ``j``
-    (size-weighted, sizes added alike): graph propagation of the tokens about to go (GTP-ViT)."""
+    ``spread`` (``[B, N, N]``, optional) first adds ``spread[b, i, j]`` times token ``j`` to token ``i`` (and as
+    much of its size to ``i``'s size): graph propagation of the tokens about to go (GTP-ViT)."""
 
     target: Tensor
     weights: Tensor | None = None
