@@ -54,8 +54,17 @@ def _new_cache(model: torch.nn.Module) -> DynamicCache:
     return DynamicCache(config=config.get_text_config())
 
 
-def _positions(mask: Tensor) -> Tensor:
-    return (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+def _positions(prepared: Prepared) -> Tensor:
+    """``[B, L]`` positions counting each row's real tokens, or the model's own ``[3, B, L]`` (M-RoPE)."""
+    if prepared.position_ids is not None:
+        return prepared.position_ids
+    return (prepared.attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)
+
+
+def _next(positions: Tensor) -> Tensor:
+    """``[B]`` the position of the token after the prompt (M-RoPE: one past the prompt's largest)."""
+    last = positions[..., -1]
+    return (last if positions.dim() == 2 else last.amax(dim=0)) + 1
 
 
 def _run(model: torch.nn.Module, embeds: Tensor, mask: Tensor, positions: Tensor, cache: Any) -> Tensor:
@@ -77,11 +86,11 @@ def fastv_prefill(
 ) -> Prefill:
     """Prefill ``prepared``; with FastV (``method``) the image tokens are cut after its first K layers."""
     embeds, mask = prepared.inputs_embeds, prepared.attention_mask
-    positions = _positions(mask)
+    positions = _positions(prepared)
     if method is None:
         cache = _new_cache(model)
         logits = _run(model, embeds, mask, positions, cache)
-        return Prefill(cache, logits, mask, positions[:, -1] + 1, list(prepared.kept))
+        return Prefill(cache, logits, mask, _next(positions), list(prepared.kept))
     parts = language_parts(model)
     layer = int(getattr(method, "layer", 2))  # K: layers 0..K-1 see every image token
     last_only = getattr(method, "query", "last") == "last"
@@ -133,7 +142,11 @@ def fastv_prefill(
         return (states, *args[1:]), kwargs
 
     cache = _new_cache(model)
-    sub_mask, sub_positions = gather(mask), gather(positions)
+    sub_mask = gather(mask)
+    if positions.dim() == 3:  # M-RoPE: [3, B, L]
+        sub_positions = positions.gather(2, kept[None].expand(positions.shape[0], -1, -1))
+    else:
+        sub_positions = gather(positions)
     with Route(parts.language, {}) as second:
         second.hook(decoder_layer(parts.language, layer), swap, pre=True)
         logits = _run(model, gather(embeds), sub_mask, sub_positions, cache)
@@ -143,7 +156,7 @@ def fastv_prefill(
         late: Any = cache.layers[i]
         late.keys, late.values = early.keys.gather(2, index), early.values.gather(2, index)
     image_kept = chosen[image].view(batch, -1)
-    return Prefill(cache, logits, sub_mask, positions[:, -1] + 1, [k] * batch, image_kept)
+    return Prefill(cache, logits, sub_mask, _next(positions), [k] * batch, image_kept)
 
 
 @torch.no_grad()

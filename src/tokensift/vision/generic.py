@@ -9,8 +9,11 @@ per row, and returns the prompts without the other image tokens, left-padded, re
 (FastV works on any of them). Only methods that read the projected tokens and the text run here (``divprune``,
 ``mmtok``, ``random``, and ``fastv`` inside the LLM); those that read the vision tower's [CLS] attention run on
 LLaVA through :mod:`tokensift.vision.pipeline`, where the tower's output maps one to one onto the image tokens.
-Models whose positions depend on the image grid (Qwen2-VL's M-RoPE) are not supported: removing tokens would need
-their position ids recomputed.
+Models whose positions follow the image grid (Qwen2-VL's multimodal rotary positions, M-RoPE) keep them: the
+positions of the whole prompt are computed first (the model's ``get_rope_index``), and the kept tokens carry their
+own (``Prepared.position_ids``, ``[3, B, L]``), so a kept patch sits exactly where it sat in the full image; pass
+them to ``model.generate(..., position_ids=prepared.position_ids)`` (``fastv_prefill`` uses them itself).
+Images only: a prompt with videos is refused.
 """
 
 from __future__ import annotations
@@ -86,12 +89,14 @@ def prune_inputs(
     counts = [int(c) for c in is_image.sum(dim=1).tolist()]
     if min(counts) == 0:
         raise InputError("every row needs image tokens; a row has none")
+    token_types = image_inputs.pop("mm_token_type_ids", None)
+    position_ids = _grid_positions(model, input_ids, mask, is_image, token_types, image_inputs)
     started = time.perf_counter()
     features = _image_features(model, counts, image_inputs)
     seconds = {"vision": time.perf_counter() - started}
     started = time.perf_counter()
     embeds = parts.embed(input_ids)
-    rows, images, kept_counts, statuses = [], [], [], []
+    rows, images, kept_counts, statuses, row_positions = [], [], [], [], []
     before = chosen is not None and chosen.stage == "before"
     for row, feats in enumerate(features):
         n = feats.shape[0]
@@ -121,10 +126,42 @@ def prune_inputs(
         keep_mask[positions[~stays]] = False
         rows.append(sequence[keep_mask])
         images.append(is_image[row][keep_mask])
+        if position_ids is not None:
+            row_positions.append(position_ids[:, row, keep_mask])
     out, out_mask, image_mask = left_pad(rows, images)
+    kept_positions = None
+    if position_ids is not None:  # left-padded like the rows (padding at position 0, masked)
+        kept_positions = position_ids.new_zeros(3, len(rows), out.shape[1])
+        for row, found in enumerate(row_positions):
+            kept_positions[:, row, out.shape[1] - found.shape[1] :] = found
     seconds["select"] = time.perf_counter() - started
     widest = max(counts)
     status = torch.full((len(rows), widest), 2, dtype=torch.long, device=embeds.device)
     for row, st in enumerate(statuses):
         status[row, : st.shape[0]] = st
-    return Prepared(out, out_mask, image_mask, widest, kept_counts, status, (1, widest), seconds)
+    return Prepared(out, out_mask, image_mask, widest, kept_counts, status, (1, widest), seconds, kept_positions)
+
+
+def _grid_positions(
+    model: torch.nn.Module,
+    input_ids: Tensor,
+    mask: Tensor,
+    is_image: Tensor,
+    token_types: Tensor | None,
+    image_inputs: dict[str, Any],
+) -> Tensor | None:
+    """``[3, B, L]`` the whole prompts' multimodal rotary positions for a model that has them (Qwen2-VL and its
+    kin: ``get_rope_index``), else None."""
+    inner = getattr(model, "model", model)
+    rope_index = getattr(inner, "get_rope_index", None)
+    if rope_index is None:
+        return None
+    if image_inputs.get("pixel_values_videos") is not None or image_inputs.get("video_grid_thw") is not None:
+        raise InputError("visual-token selection takes images; this prompt has videos")
+    if image_inputs.get("image_grid_thw") is None:
+        raise InputError(f"{type(model).__name__} needs image_grid_thw (its processor returns it with the pixels)")
+    types = is_image.int() if token_types is None else token_types
+    positions, _ = rope_index(
+        input_ids, mm_token_type_ids=types, image_grid_thw=image_inputs["image_grid_thw"], attention_mask=mask
+    )
+    return positions

@@ -118,6 +118,9 @@ class Prepared:
     grid: tuple[int, int]
     seconds: dict[str, float] = field(default_factory=dict)
     """``vision`` (tower + signals), ``select`` (the method), ``layout`` (projector and prompts)."""
+    position_ids: Tensor | None = None
+    """``[3, B, L]`` the kept tokens' original multimodal rotary positions (Qwen2-VL's M-RoPE: time, height,
+    width); pass them on (``model.generate(..., position_ids=...)``). None: positions count the kept tokens."""
 
 
 def budget(n: int, keep: float | None, keep_tokens: int | None) -> int:
