@@ -253,3 +253,39 @@ def test_gtp_propagates_a_share_alpha_of_what_it_drops(bert, batch):
     assert set(plain.last.sizes[plain.last.valid].tolist()) == {1.0}
     assert (spread.last.sizes[spread.last.valid] >= 1.0).all() and (spread.last.sizes > 1.0).any()
     assert not torch.allclose(dropped, propagated)
+
+
+@pytest.mark.parametrize("model_class,config_class,extra", VISION[:3], ids=[v[0].__name__ for v in VISION[:3]])
+def test_mctf_decides_with_the_attention_of_the_layer_the_tokens_enter(model_class, config_class, extra, monkeypatch):
+    """One-step-ahead: the queries and keys MCTF sees after layer 0 are layer 1's, computed from layer 0's output
+    through layer 1's own norm and projections (the unpatched model's hidden states)."""
+    from tokensift.encoder.layout import find_layout
+    from tokensift.encoder.methods.mctf import MCTF
+
+    torch.manual_seed(0)
+    config = config_class(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, image_size=32,
+        patch_size=8, **extra,
+    )  # fmt: skip
+    model = model_class(config).eval()
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        after_first = model(pixel_values=pixels, output_hidden_states=True).hidden_states[1]
+    layout = find_layout(model)
+    attention = layout.attention[1]
+    assert layout.pre_attention is not None
+    normed = layout.pre_attention[1](after_first)
+    expected_q = attention.q_proj(normed).view(2, -1, 4, 8).transpose(1, 2)
+    expected_k = attention.k_proj(normed).view(2, -1, 4, 8).transpose(1, 2)
+    seen: list = []
+    plan = MCTF.plan
+    monkeypatch.setattr(MCTF, "plan", lambda self, ctx: seen.append(ctx) or plan(self, ctx))
+    for ahead in (True, False):
+        seen.clear()
+        with torch.no_grad(), reduce(model, MCTF(one_step_ahead=ahead), per_layer=[0.25, 0.0, 0.0]):
+            run(model, pixel_values=pixels)
+        assert len(seen) == 1 and seen[0].layer == 0
+        same = torch.allclose(seen[0].queries, expected_q, atol=1e-5) and torch.allclose(
+            seen[0].keys, expected_k, atol=1e-5
+        )
+        assert same == ahead  # without it: layer 0's own queries and keys

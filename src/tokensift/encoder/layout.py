@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from tokensift.errors import ModelError
 
@@ -40,10 +40,26 @@ class EncoderLayout:
     intermediate: int
     prefix: int = 1
     """Leading tokens that are never reduced: [CLS], plus the register tokens of a ViT that has them."""
+    pre_attention: list[nn.Module] | None = None
+    """Per layer, the norm its attention reads through (ViT family, reduced between layers), so a reduction can
+    look one layer ahead (:meth:`next_attention_inputs`); None for the BERT family (reduced inside a layer)."""
 
     @property
     def n_layers(self) -> int:
         return len(self.attention)
+
+    def next_attention_inputs(self, layer: int, states: Tensor) -> tuple[Tensor, Tensor, float] | None:
+        """The queries and keys ``[B, H, N, Dh]`` (and scaling) layer ``layer`` would attend with, were ``states``
+        its input; None where that cannot be known before the layer runs (no such layer, BERT family)."""
+        if self.pre_attention is None or not 0 <= layer < self.n_layers:
+            return None
+        attention: Any = self.attention[layer]
+        normed = self.pre_attention[layer](states)
+        shape = (*normed.shape[:-1], -1, attention.head_dim)
+        queries = attention.q_proj(normed).view(shape).transpose(1, 2)
+        keys = attention.k_proj(normed).view(shape).transpose(1, 2)
+        scaling = getattr(attention, "scaling", getattr(attention, "scale", attention.head_dim**-0.5))
+        return queries, keys, float(scaling)
 
 
 def _children(layers: nn.ModuleList, path: str) -> list[nn.Module]:
@@ -102,7 +118,14 @@ def find_layout(model: nn.Module) -> EncoderLayout:
             )
         if attention is not None and hasattr(attention, "q_proj") and hasattr(first, "layernorm_before"):
             return EncoderLayout(
-                "vit", _children(layers, "attention"), list(layers), False, False, hidden, intermediate
+                "vit",
+                _children(layers, "attention"),
+                list(layers),
+                False,
+                False,
+                hidden,
+                intermediate,
+                pre_attention=_children(layers, "layernorm_before"),
             )
         if attention is not None and hasattr(attention, "q_proj") and hasattr(first, "norm1"):
             registers = int(getattr(config, "num_register_tokens", 0) or 0)
@@ -115,11 +138,19 @@ def find_layout(model: nn.Module) -> EncoderLayout:
                 hidden,
                 intermediate,
                 prefix=1 + registers,
+                pre_attention=_children(layers, "norm1"),
             )
         if hasattr(first, "self_attn") and hasattr(first, "layer_norm1"):
             if not str(getattr(config, "model_type", "")).endswith("vision_model"):
                 break  # CLIP's text tower is causal: merging would let tokens see the future
             return EncoderLayout(
-                "clip", _children(layers, "self_attn"), list(layers), False, False, hidden, intermediate
+                "clip",
+                _children(layers, "self_attn"),
+                list(layers),
+                False,
+                False,
+                hidden,
+                intermediate,
+                pre_attention=_children(layers, "layer_norm1"),
             )
     raise ModelError(f"cannot reduce tokens in {type(model).__name__}; supported are {SUPPORTED}")

@@ -232,6 +232,11 @@ class EncoderPatch:
         if not bool((remove > 0).any()):
             state.kept[layer] = current
             return states
+        queries, keys, scaling = capture.queries, capture.keys, capture.scaling
+        if getattr(self.method, "one_step_ahead", False):  # MCTF: the attention of the layer these tokens enter
+            ahead = self.layout.next_attention_inputs(layer + 1, states)
+            if ahead is not None:
+                queries, keys, scaling = ahead
         ctx = LayerContext(
             layer=layer,
             n_layers=self.layout.n_layers,
@@ -241,9 +246,9 @@ class EncoderPatch:
             protected=state.protected,
             sizes=state.sizes,
             remove=remove,
-            queries=capture.queries,
-            keys=capture.keys,
-            scaling=capture.scaling,
+            queries=queries,
+            keys=keys,
+            scaling=scaling,
             bias=state.bias(torch.float32, self.method.proportional_attention)
             if state.attention_bias is None
             else state.attention_bias.float(),

@@ -5,10 +5,17 @@ Tokens attract each other by three criteria multiplied together: similarity ((co
 themselves at the reduction point, as the authors' code measures it), informativeness (the inverse of the
 attention a token receives: tokens nobody attends to fuse first) and size (small tokens fuse first), each raised
 to ``1 / tau``. Matching is bipartite in both directions; fused tokens are averaged with weights attention x
-size. Defaults: the release's DeiT setting (tau 1 / 20 / 40, bidirectional, attention x size pooling). Not
-built: the one-step-ahead attention (the next layer's attention, which needs that layer to run before the
-reduction) and the training-time token-reduction consistency; the attention used is the current layer's — the
-release's ``one_step_ahead=0`` variant, whose selections ours equal (tested against it written out).
+size. Defaults: the release's DeiT setting (tau 1 / 20 / 40, bidirectional, attention x size pooling).
+
+One-step-ahead attention (``one_step_ahead``, on by default as in the release's evaluation scripts): the attention
+that decides is the one of the layer the tokens are about to enter — its queries and keys computed from the
+unreduced tokens through that layer's own norm and projections — and that layer then attends over the fused
+tokens afresh (the release's "precise" variant, ``one_step_ahead=2``; its variant 1 reuses a fused copy of the
+attention map to save the second product). This needs a reduction between layers: on ViT, DINOv2 and CLIP
+vision towers; BERT-family encoders reduce inside a layer, before its MLP, where no attention comes next, so
+there (and after the last layer) the current layer's attention decides, as with ``one_step_ahead=False`` (the
+release's variant 0). Fusions equal the release's matching written out (tested). Not built: the training-time
+token-reduction consistency.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ class MCTF(EncoderMethod):
     tau_sim: float = 1.0
     tau_info: float = 20.0
     tau_size: float = 40.0
+    one_step_ahead: bool = True
+    """Decide with the next layer's attention over the unreduced tokens (ViT family); False: this layer's."""
     proportional_attention: bool = True
 
     def plan(self, ctx: LayerContext) -> Plan:
