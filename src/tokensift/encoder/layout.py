@@ -88,6 +88,23 @@ def _config(model: nn.Module) -> object:
     return config
 
 
+def _vit_family(
+    kind: str, layers: nn.ModuleList, attention: str, norm: str, hidden: int, intermediate: int, prefix: int = 1
+) -> EncoderLayout:
+    """Pre-LayerNorm ViTs: reduced between layers; each layer's attention reads its input through ``norm``."""
+    return EncoderLayout(
+        kind,
+        _children(layers, attention),
+        list(layers),
+        False,
+        False,
+        hidden,
+        intermediate,
+        prefix=prefix,
+        pre_attention=_children(layers, norm),
+    )
+
+
 def find_layout(model: nn.Module) -> EncoderLayout:
     """Recognise ``model``'s architecture; :class:`ModelError` lists the supported ones otherwise."""
     config = _config(model)
@@ -117,40 +134,12 @@ def find_layout(model: nn.Module) -> EncoderLayout:
                 intermediate,
             )
         if attention is not None and hasattr(attention, "q_proj") and hasattr(first, "layernorm_before"):
-            return EncoderLayout(
-                "vit",
-                _children(layers, "attention"),
-                list(layers),
-                False,
-                False,
-                hidden,
-                intermediate,
-                pre_attention=_children(layers, "layernorm_before"),
-            )
+            return _vit_family("vit", layers, "attention", "layernorm_before", hidden, intermediate)
         if attention is not None and hasattr(attention, "q_proj") and hasattr(first, "norm1"):
             registers = int(getattr(config, "num_register_tokens", 0) or 0)
-            return EncoderLayout(
-                "dinov2",
-                _children(layers, "attention"),
-                list(layers),
-                False,
-                False,
-                hidden,
-                intermediate,
-                prefix=1 + registers,
-                pre_attention=_children(layers, "norm1"),
-            )
+            return _vit_family("dinov2", layers, "attention", "norm1", hidden, intermediate, prefix=1 + registers)
         if hasattr(first, "self_attn") and hasattr(first, "layer_norm1"):
             if not str(getattr(config, "model_type", "")).endswith("vision_model"):
                 break  # CLIP's text tower is causal: merging would let tokens see the future
-            return EncoderLayout(
-                "clip",
-                _children(layers, "self_attn"),
-                list(layers),
-                False,
-                False,
-                hidden,
-                intermediate,
-                pre_attention=_children(layers, "layer_norm1"),
-            )
+            return _vit_family("clip", layers, "self_attn", "layer_norm1", hidden, intermediate)
     raise ModelError(f"cannot reduce tokens in {type(model).__name__}; supported are {SUPPORTED}")
