@@ -30,6 +30,22 @@ from sections import read_rows, replace_section  # noqa: E402 - a sibling module
 RESULTS = HERE / "RESULTS-kv.md"
 MARKERS = ("<!-- reasoning:start -->", "<!-- reasoning:end -->")
 INSTRUCTION = "Solve the problem step by step, then write the final number after ####."
+NEXT_QUESTION = "\nQuestion:"
+"""A base model goes on with a question of its own after its answer: the text is cut there."""
+
+
+def prompt_text(tokenizer: Any, question: str) -> str:
+    """Zero-shot: the chat template with :data:`INSTRUCTION` where the model has one; for a base model (no
+    template) chain-of-thought-hub's plain format, ``Question: ...`` then ``Let's think step by step``."""
+    if getattr(tokenizer, "chat_template", None):
+        return str(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": f"{question}\n\n{INSTRUCTION}"}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+        )
+    return f"Question: {question}\nLet's think step by step\n"
 
 
 def run(args: argparse.Namespace) -> None:
@@ -66,14 +82,7 @@ def run(args: argparse.Namespace) -> None:
                 if not todo:
                     bar.advance(task)
                     continue
-                prompts = [
-                    tokenizer.apply_chat_template(
-                        [{"role": "user", "content": f"{problems[i]['question']}\n\n{INSTRUCTION}"}],
-                        tokenize=False,
-                        add_generation_prompt=True,
-                    )
-                    for i in todo
-                ]
+                prompts = [prompt_text(tokenizer, problems[i]["question"]) for i in todo]
                 inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
                 kwargs = dict(max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=pad)
                 started = time.perf_counter()
@@ -87,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
                 for row, i in enumerate(todo):
                     ids = generated[row, inputs.input_ids.shape[1] :].tolist()
                     ids = ids[: ids.index(pad)] if pad in ids else ids
-                    text = tokenizer.decode(ids, skip_special_tokens=True)
+                    text = tokenizer.decode(ids, skip_special_tokens=True).split(NEXT_QUESTION)[0]
                     gold = final_number(problems[i]["answer"])
                     if method == "full":
                         full_ids[i] = ids
@@ -123,7 +132,8 @@ def report(args: argparse.Namespace) -> None:
         MARKERS[0],
         "## Decoding-time eviction on long generations (GSM8K chain of thought)",
         "",
-        "`python benchmarks/kv_reasoning.py run` (zero-shot chat prompt, greedy, batches of left-padded questions, "
+        "`python benchmarks/kv_reasoning.py run` (zero-shot chat prompt, or `Question: ...` for a base model; greedy, "
+        "batches of left-padded questions, "
         "`kv.bounded(model, METHOD, max_cache_tokens=C, every=16)`). Correct = the final number; agreement = share "
         "of the full cache's generated tokens reproduced before the first divergence (mean); generated = median "
         "tokens; the prompt plus the trace is what the bound has to hold.",
