@@ -261,3 +261,32 @@ def test_a_row_with_nothing_to_pack_stores_no_codes():
     for per_channel in (True, False):
         packed = quantize(keys, 2, 32, per_channel=per_channel)
         assert packed.nbytes() == 0 and dequantize(packed).shape == (1, 2, 0, 64)
+
+
+def test_a_head_wise_packed_session_attends_as_each_head_dequantized(monkeypatch):
+    """``quant2:adakv`` (heads keep different counts) on a left-padded batch of two: the flat attend gives the
+    same logits at every generated step as the per-head path that dequantizes each head and attends alone."""
+    llama = tiny_llama(layers=2, context=256, kv_heads=2)
+    ids = torch.randint(2, 64, (2, 80), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :9] = 0
+
+    def generate():
+        with torch.no_grad(), compress(llama, "quant2:adakv", ratio=0.75):
+            return llama.generate(
+                ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4, do_sample=False, output_logits=True,
+                return_dict_in_generate=True,
+            )  # fmt: skip
+
+    flat = generate()
+    layers = [layer for layer in flat.past_key_values.layers if isinstance(layer, QuantizedLayer)]
+    assert layers and all(layer.flat is not None for layer in layers)  # the heads packed different counts
+    monkeypatch.setattr(
+        QuantizedLayer,
+        "attend",
+        lambda self, q, s, need_weights=False: RaggedLayer.attend(self, q, s, need_weights=need_weights),
+    )
+    per_head = generate()
+    assert torch.equal(flat.sequences, per_head.sequences)
+    for ours, reference in zip(flat.logits, per_head.logits, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
