@@ -110,6 +110,15 @@ def last_queries(view: LayerView, rows: int | None) -> Tensor:
     return view.queries if rows is None else view.queries[:, :, max(0, view.queries.shape[2] - rows) :]
 
 
+def last_token_logits(view: LayerView) -> Tensor:
+    """``[H, T]`` the prompt's last token's attention logits ``q·k`` (unscaled, float32) per query head over every
+    key of row 0 — what GemFilter and PromptDistill select by."""
+    query = view.queries[0, :, -1].float()  # [H, D]
+    keys = view.keys[0].float()  # [Hkv, T, D]
+    group = query.shape[0] // keys.shape[0]
+    return torch.einsum("hd,htd->ht", query, keys.repeat_interleave(group, dim=0))
+
+
 def per_head(scores: Tensor, kv_heads: int) -> Tensor:
     """Broadcast a layer-wide ``[T]`` score to every KV head, ``[Hkv, T]``."""
     return scores[None].expand(kv_heads, -1).clone()

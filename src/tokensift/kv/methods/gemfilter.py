@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from tokensift.kv.filter import ContextFilter
-from tokensift.kv.view import LayerView, per_head
+from tokensift.kv.view import LayerView, last_token_logits, per_head
 from tokensift.registry import Paper, register
 
 
@@ -36,8 +35,4 @@ class GemFilter(ContextFilter):
     rerun = True
 
     def score(self, view: LayerView) -> Tensor:
-        query = view.queries[0, :, -1].float()  # [H, D]
-        keys = view.keys[0].float()  # [Hkv, T, D]
-        group = query.shape[0] // keys.shape[0]
-        products = torch.einsum("hd,htd->ht", query, keys.repeat_interleave(group, dim=0))
-        return per_head(products.sum(0), view.kv_heads)
+        return per_head(last_token_logits(view).sum(0), view.kv_heads)

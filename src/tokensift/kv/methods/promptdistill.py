@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from tokensift.errors import ParameterError
 from tokensift.kv.filter import ContextFilter
-from tokensift.kv.view import LayerView, per_head
+from tokensift.kv.view import LayerView, last_token_logits, per_head
 from tokensift.registry import Paper, option, register
 
 
@@ -59,11 +59,7 @@ class PromptDistill(ContextFilter):
         return 1
 
     def score(self, view: LayerView) -> Tensor:
-        query = view.queries[0, :, -1].float()  # [H, D]: the last prompt token
-        keys = view.keys[0].float()  # [Hkv, T, D]
-        group = query.shape[0] // keys.shape[0]
-        logits = torch.einsum("hd,htd->ht", query, keys.repeat_interleave(group, dim=0)) * view.scaling
-        mean = logits.mean(0)
+        mean = (last_token_logits(view) * view.scaling).mean(0)
         if self.pooling > 1:  # the last token (always kept) is zeroed before pooling, as in the authors' code
             mean = torch.cat([mean[:-1], mean.new_zeros(1)])
             mean = F.avg_pool1d(mean[None, None], self.pooling, stride=1, padding=self.pooling // 2)[0, 0]
