@@ -16,6 +16,7 @@ attends with a few whole-row products instead of a loop over heads (see :func:`a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import torch
 from torch import Tensor
@@ -56,18 +57,22 @@ class FlatLow:
 
         return cls(cat(keys), cat(values), tuple(k.length for k in keys))
 
+    def key_rows(self) -> list[int]:
+        """Per head, the rows its keys take: its tokens padded to whole token groups."""
+        group = self.keys.group
+        return [-(-n // group) * group for n in self.counts]
+
     def heads(self) -> list[LowPart]:
         """Per head, views of this row's storage (they partition it: their bytes add up to its bytes)."""
         group = self.keys.group
         out: list[LowPart] = []
         token = padded = 0
-        for n in self.counts:
-            groups = -(-n // group)
+        for n, rows in zip(self.counts, self.key_rows(), strict=True):
             k = dataclasses.replace(
                 self.keys,
-                codes=self.keys.codes[padded : padded + groups * group],
-                scale=self.keys.scale[padded // group : padded // group + groups],
-                zero=self.keys.zero[padded // group : padded // group + groups],
+                codes=self.keys.codes[padded : padded + rows],
+                scale=self.keys.scale[padded // group : (padded + rows) // group],
+                zero=self.keys.zero[padded // group : (padded + rows) // group],
                 length=n,
             )
             v = dataclasses.replace(
@@ -78,7 +83,7 @@ class FlatLow:
                 length=n,
             )
             out.append((k, v))
-            token, padded = token + n, padded + groups * group
+            token, padded = token + n, padded + rows
         return out
 
 
@@ -281,9 +286,7 @@ def attend_flat(query: Tensor, scaling: float, low: FlatLow, keys: list[Tensor],
     low_k = dequantize(low.keys)
     full_k, full_v = torch.cat(keys), torch.cat(values)
     packed_logits = q @ low_k.T  # [R, sum N'_h]: crop each head's group padding
-    starts = [0]
-    for n in low.counts:
-        starts.append(starts[-1] + -(-n // low.keys.group) * low.keys.group)
+    starts = [0, *itertools.accumulate(low.key_rows())]
     low_logits = torch.cat([packed_logits[:, a : a + n] for a, n in zip(starts, low.counts, strict=False)], dim=1)
     logits = torch.cat([low_logits, q @ full_k.T], dim=1)
     mask = torch.full_like(logits, float("-inf"))
