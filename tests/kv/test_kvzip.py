@@ -137,6 +137,15 @@ def test_attention_and_scores_formed_once_match_the_kernel_and_the_recomputed_sc
     )[0]
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(best, reconstruction_attention(queries, keys[:, :n], keys[:, n:], scaling=0.4))
+    again, best_again = attend_and_reconstruct(queries, keys, values, n, scaling=0.4)  # one chunk of every row
+    torch.testing.assert_close(again, out, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(best_again, best)
+    alone, nothing = attend_and_reconstruct(queries, keys[:, n:], values[:, n:], 0, scaling=0.4)
+    causal = torch.nn.functional.scaled_dot_product_attention(
+        queries[None], keys[None, :, n:], values[None, :, n:], is_causal=True, scale=0.4, enable_gqa=True
+    )[0]
+    torch.testing.assert_close(alone, causal, atol=1e-5, rtol=1e-5)
+    assert nothing.shape == (kv_heads, 0)
     fused, explicit = (attention_with_lse(queries, keys, values, n, scaling=0.4, fused=f) for f in (True, False))
     torch.testing.assert_close(fused[0], explicit[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused[1], explicit[1], atol=1e-5, rtol=1e-5)

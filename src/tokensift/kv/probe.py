@@ -5,9 +5,9 @@ probe runs over a batch-1 copy of one row's cache (left padding already cut off)
 after the row; the row's own cache is not changed. :func:`run_probes` records each pass's query and key
 rows through :func:`tokensift.hooks.observe_attention` (the scorer recomputes the weights afterwards);
 :func:`reconstruction_probes` answers the pass's attention calls itself with
-:func:`tokensift.scores.attend_and_reconstruct`, so the scores come out of the pass: the fused kernel's
-log-sum-exp turns them into one product over the context keys and a max, with no second softmax (and
-nothing kept but ``[Hkv, T]`` per layer).
+:func:`tokensift.scores.attend_and_reconstruct`, so the scores come out of the pass: the logits over the context
+keys, formed once per chunk of rows, give both the pass's output and every key's weight, whose largest over the
+rows is its score (nothing kept but ``[Hkv, T]`` per layer).
 """
 
 from __future__ import annotations

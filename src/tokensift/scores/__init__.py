@@ -3,7 +3,7 @@
 * LM signals: :func:`next_token_scores` (surprisal, entropy), :func:`lm_scores` (windowed, any length).
 * Attention received: :func:`attention_received` (H2O / A2SF), :func:`observation_window` (SnapKV);
   :func:`reconstruction_attention` (KVzip: attention from a pass that repeats the context) and
-  :func:`attend_and_reconstruct` (the same scores from the pass's own attention kernel). Their inputs
+  :func:`attend_and_reconstruct` (the same scores formed inside the pass's own attention). Their inputs
   (the exact query rows and keys) come from the adapters, through the attention router (:mod:`tokensift.hooks`).
 * Key statistics: :func:`key_norm_score`, :func:`key_diff_score`, :func:`key_distance_to_mean`;
   :func:`expected_attention_scores` (attention from the estimated distribution of future queries).

@@ -158,35 +158,74 @@ def reconstruction_attention(
 
 
 def attend_and_reconstruct(
-    queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, chunk: int = 512
+    queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, chunk: int | None = None
 ) -> tuple[Tensor, Tensor]:
-    """A probe pass's attention and KVzip's reconstruction scores, without a second softmax.
+    """A probe pass's attention and KVzip's reconstruction scores from one product over the context keys.
 
     ``queries [H, m, D]`` are the probe rows (positions ``n`` .. ``n + m - 1``), ``keys``/``values [Hkv, n + m,
-    D]`` the context's ``n`` then the probe's own ``m`` (causal among themselves). The attention runs in a fused
-    kernel that also returns each row's log-sum-exp (:func:`attention_with_lse`); a context key's weight from row
-    ``i`` is then ``exp(q_i·k_j·scale − lse_i)``, so its largest weight over the rows (and the GQA group's heads)
-    is ``exp`` of the largest ``q_i·k_j·scale − lse_i``: one product over the context keys and a max, no
-    softmax over the rows × keys matrix. Returns the output ``[H, m, D]`` and ``[Hkv, n]``, the same scores as
-    ``reconstruction_attention(queries, keys[:, :n], keys[:, n:])``.
+    D]`` the context's ``n`` then the probe's own ``m`` (causal among themselves). The rows' own keys go through
+    the fused kernel with its causal flag (:func:`own_attention_with_lse`). Over the context keys, each chunk of
+    ``chunk`` rows (and their GQA group's heads) forms its logits ``S`` once; ``exp(S − rowmax)`` then gives the
+    output over the context (one product with the values) and, once the row's log-sum-exp over both parts is
+    known, every context key's weight, whose largest over the rows is the score: one ``[rows, n]`` matrix per
+    chunk, kept small (64 rows on the CPU) so it stays in cache. Returns the output ``[H, m, D]`` and ``[Hkv,
+    n]``, the same scores as ``reconstruction_attention(queries, keys[:, :n], keys[:, n:])``.
     """
     heads, m, dim = queries.shape
     kv_heads, total = keys.shape[0], keys.shape[1]
     if heads % kv_heads or total != n + m or values.shape[:2] != keys.shape[:2]:
         raise ValueError(f"probe shapes do not match: queries {tuple(queries.shape)}, keys {tuple(keys.shape)}")
-    out, lse = attention_with_lse(queries, keys, values, n, scaling=scaling)
+    own, own_lse = own_attention_with_lse(queries, keys[:, n:], values[:, n:], scaling=scaling)
+    best = torch.zeros(kv_heads, n, device=queries.device)
+    if n == 0:
+        return own, best
+    step = chunk or (64 if queries.device.type == "cpu" else 1024)
     group = heads // kv_heads
     grouped = queries.reshape(kv_heads, group, m, dim)
-    shifts = lse.reshape(kv_heads, group, m)
+    own_out = own.float().reshape(kv_heads, group, m, dim)
+    own_lse = own_lse.reshape(kv_heads, group, m)
     context = keys[:, :n].float().transpose(-1, -2)  # [Hkv, D, n]
-    best = torch.full((kv_heads, n), float("-inf"), device=queries.device)
-    for start in range(0, m, chunk):
-        stop = min(start + chunk, m)
+    context_values = values[:, :n].float()
+    out = torch.empty(kv_heads, group, m, dim, device=queries.device)
+    for start in range(0, m, step):
+        stop = min(start + step, m)
         rows = group * (stop - start)
         q = grouped[:, :, start:stop].float().reshape(kv_heads, rows, dim)
-        shift = -shifts[:, :, start:stop].float().reshape(kv_heads, rows, 1)
-        best = torch.maximum(best, torch.baddbmm(shift, q, context, alpha=scaling).amax(1))
-    return out, best.exp()
+        weights = torch.bmm(q, context).mul_(scaling)  # [Hkv, rows, n]: the logits, then exp(logit - rowmax)
+        peak = weights.amax(-1, keepdim=True)
+        weights.sub_(peak).exp_()
+        context_lse = peak + weights.sum(-1, keepdim=True).log()
+        part_lse = own_lse[:, :, start:stop].float().reshape(kv_heads, rows, 1)
+        lse = torch.logaddexp(context_lse, part_lse)
+        scale = (peak - lse).exp()  # exp(logit - rowmax) * scale = the row's softmax weight on a context key
+        part = own_out[:, :, start:stop].reshape(kv_heads, rows, dim)
+        mixed = torch.bmm(weights, context_values).mul_(scale).add_(part * (part_lse - lse).exp())
+        out[:, :, start:stop] = mixed.reshape(kv_heads, group, stop - start, dim)
+        best = torch.maximum(best, weights.mul_(scale).amax(1))
+    return out.reshape(heads, m, dim).to(queries.dtype), best
+
+
+def own_attention_with_lse(queries: Tensor, keys: Tensor, values: Tensor, *, scaling: float) -> tuple[Tensor, Tensor]:
+    """Causal attention of ``m`` rows over their own ``m`` keys (aligned) and each row's log-sum-exp.
+
+    The CPU's fused flash kernel returns both (GQA without repeating keys); elsewhere, or for a dtype it does not
+    take, they are computed explicitly. Returns ``([H, m, D], [H, m])``.
+    """
+    heads, m, _ = queries.shape
+    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if queries.device.type == "cpu" and kernel is not None and m > 0:
+        try:
+            out, lse = kernel(queries[None], keys[None], values[None], 0.0, True, scale=scaling)
+            return out[0], lse[0]
+        except RuntimeError:  # a dtype or shape the kernel does not take: the explicit way below
+            pass
+    group = heads // keys.shape[0]
+    future = torch.ones(m, m, dtype=torch.bool, device=queries.device).triu(1)
+    logits = (queries.float() @ keys.float().repeat_interleave(group, 0).transpose(-1, -2)) * scaling
+    logits = logits.masked_fill(future, float("-inf"))
+    lse = torch.logsumexp(logits, -1)
+    weights = torch.exp(logits - lse[..., None])
+    return (weights @ values.float().repeat_interleave(group, 0)).to(queries.dtype), lse
 
 
 def attention_with_lse(

@@ -75,8 +75,8 @@ class KVzip(GlobalBudgetPress):
     )
     needs_probe = True
     scores_in_probe = True
-    """The repeat pass's attention calls form the scores (:func:`tokensift.kv.probe.reconstruction_probes`):
-    from the fused kernel's log-sum-exp, one product over the context keys and a max, with no second softmax."""
+    """The repeat pass's attention calls form the scores (:func:`tokensift.kv.probe.reconstruction_probes`): the
+    logits over the context keys are formed once, for the pass's output and for the scores alike."""
 
     protect_first: int = option(4, low=0)
     chunk: int = option(2048, low=1)
