@@ -9,6 +9,7 @@ import torch
 
 from tests.conftest import word_level_tokenizer
 from tests.vision.test_pipeline import tiny_llava
+from tokensift.bench import summarize
 from tokensift.errors import ParameterError
 from tokensift.models import LoadedModel
 from tokensift.models.vision import image_processor
@@ -46,6 +47,10 @@ def bench(cfg: VisionBenchConfig) -> VisionBenchmark:
     return benchmark
 
 
+def speed(record: dict) -> float:
+    return float(record["prefill_speedup"]) if record["task"] == "vlm_speed" else 0.0
+
+
 def test_rows_for_every_task_and_cell_then_resume(tmp_path):
     page = bench(config(tmp_path)).run()
     rows = [r for r in bench(config(tmp_path)).store.rows()]
@@ -70,6 +75,9 @@ def test_rows_for_every_task_and_cell_then_resume(tmp_path):
         assert f"{task}_{metric}_vs_kept_fraction.png" in plots
     text = page.read_text()
     assert "**Targets.**" in text and "**Target** (50 % merged" in text
+    fastest = max((r for r in summarize(rows) if r["mode"] == "batch1" and r["method"] != "full"), key=speed)
+    assert f"fastest {fastest['method']} {fastest['prefill_speedup']:.2f}×" in text
+    assert "the language model's prefill alone, after the vision tower" in text
     # a second run finds every row stored and adds none
     again = bench(config(tmp_path))
     before = len(again.store.rows())
