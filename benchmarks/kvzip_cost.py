@@ -11,6 +11,8 @@ alike (medians of ``--repeats``):
   (the model-wide budget) and ``build`` (the ragged cache);
 * ``kvzip-recompute``: the same with the scores recomputed after the pass from its recorded query rows
   (``scores_in_probe`` off, how kvzip scored before), to show what forming them in the pass saves;
+* ``kvzip-bf16-pass``: ``kvzip`` with ``pass_dtype="bfloat16"`` (the repeat pass's linear layers in bf16
+  under autocast, its attention and the cache in float32);
 * ``kvzap``: the same compression with kvzap's surrogate scoring the prefill's hidden states (no repeat
   pass): ``score`` is its linear maps.
 
@@ -80,11 +82,17 @@ def timed(owner: Any, name: str, phase: str, spent: dict[str, float]) -> Iterato
 
 
 def run_kvzip(
-    model: Any, tokenizer: Any, ids: torch.Tensor, ratio: float, recompute: bool, method: str = "kvzip"
+    model: Any,
+    tokenizer: Any,
+    ids: torch.Tensor,
+    ratio: float,
+    recompute: bool,
+    method: str = "kvzip",
+    pass_dtype: str = "model",
 ) -> dict[str, float]:
     """One compression, its phases timed apart."""
     spent: dict[str, float] = defaultdict(float)
-    options = {"tokenizer": tokenizer} if method == "kvzip" else {}
+    options: dict[str, Any] = {"tokenizer": tokenizer, "pass_dtype": pass_dtype} if method == "kvzip" else {}
     press = press_from(method, ratio=ratio, **options)
     KVzip.scores_in_probe = not recompute
     probe_name = "reconstruction_probes" if not recompute else "run_probes"
@@ -133,6 +141,7 @@ def main() -> None:
         "prefill": lambda ids: {"total": plain_prefill(model, ids)},
         "kvzip": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, recompute=False),
         "kvzip-recompute": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, recompute=True),
+        "kvzip-bf16-pass": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, False, pass_dtype="bfloat16"),
         "kvzap": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, recompute=False, method="kvzap"),
     }
     for length in (int(x) for x in args.lengths.split(",")):
@@ -151,11 +160,11 @@ def main() -> None:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
         base = statistics.median(f["total"] for f in found["prefill"])
         print(f"\n{args.model}, {ids.shape[1]} tokens, {args.threads} threads, medians of {args.repeats}:")
-        print(f"{'variant':<17}{'total s':>9}{'÷ prefill':>11}" + "".join(f"{p:>9}" for p in PHASES))
+        print(f"{'variant':<18}{'total s':>9}{'÷ prefill':>11}" + "".join(f"{p:>9}" for p in PHASES))
         for name, runs in found.items():
             median = {key: statistics.median(r.get(key, 0.0) for r in runs) for key in ("total", *PHASES)}
             cells = "".join(f"{median[p]:>9.2f}" if name != "prefill" else f"{'':>9}" for p in PHASES)
-            print(f"{name:<17}{median['total']:>9.2f}{median['total'] / base:>10.2f}×{cells}")
+            print(f"{name:<18}{median['total']:>9.2f}{median['total'] / base:>10.2f}×{cells}")
             if args.json:
                 print(json.dumps({"model": args.model, "tokens": int(ids.shape[1]), "variant": name, **median}))
 

@@ -169,3 +169,29 @@ def test_probe_passes_that_form_their_scores_give_the_recorded_rows_scores(llama
         for scores, (queries, probe_keys) in zip(formed[layer], recorded[layer], strict=True):
             again = reconstruction_attention(queries[0], keys[layer][0], probe_keys[0], scaling=scaling)
             torch.testing.assert_close(scores, again, atol=1e-5, rtol=1e-4)
+
+
+def test_a_repeat_pass_in_bfloat16_ranks_like_the_float32_one(llama, word_tokenizer):
+    """``pass_dtype="bfloat16"``: the pass's linear layers run in bf16 (its rows and scores move a little), its
+    attention in float32; the scores stay close and the cache itself is untouched."""
+    torch.manual_seed(4)
+    ids = torch.randint(2, 64, (1, 30))
+    cache = DynamicCache(config=llama.config)
+    with torch.no_grad():
+        llama(ids, past_key_values=cache)
+    keys = {layer: c.keys for layer, c in enumerate(cache.layers)}
+    values = {layer: c.values for layer, c in enumerate(cache.layers)}
+    inputs = KVzip(ratio=0.5, tokenizer=word_tokenizer).probe_inputs(ids[0].tolist())
+    exact = reconstruction_probes(llama, keys, values, inputs)
+    rows, exact_rows = (run_probes(llama, keys, values, inputs, dtype=d) for d in (torch.bfloat16, None))
+    assert not torch.equal(rows[1][0][0], exact_rows[1][0][0])  # the rows themselves came from bf16 projections
+    fast = reconstruction_probes(llama, keys, values, inputs, dtype=torch.bfloat16)
+    assert any(not torch.equal(fast[layer][0], exact[layer][0]) for layer in keys)
+    for layer in keys:
+        assert keys[layer].dtype == torch.float32
+        torch.testing.assert_close(fast[layer][0], exact[layer][0], atol=2e-2, rtol=5e-2)
+    press = press_from("kvzip", ratio=0.5, tokenizer=word_tokenizer, pass_dtype="bfloat16")
+    with torch.no_grad(), compress(llama, press):
+        llama(ids, past_key_values=DynamicCache(config=llama.config))
+    with pytest.raises(ParameterError, match="pass_dtype"):
+        press_from("kvzip", ratio=0.5, tokenizer=word_tokenizer, pass_dtype="float8")

@@ -309,12 +309,14 @@ def probe_views(
     keys = {layer: view.keys for layer, view in views.items()}
     values = {layer: view.values for layer, view in views.items()}
     inputs = press.scorer.probe_inputs(ids)
+    precision = getattr(press.scorer, "pass_dtype", "model")  # kvzip's option: the repeat pass in bf16
+    dtype = None if precision == "model" else getattr(torch, precision)
     if press.scorer.scores_in_probe:
-        scores = reconstruction_probes(model, keys, values, inputs, base)
+        scores = reconstruction_probes(model, keys, values, inputs, base, dtype)
         for layer, view in views.items():
             view.probe_scores = scores[layer]
         return
-    probes = run_probes(model, keys, values, inputs, base)
+    probes = run_probes(model, keys, values, inputs, base, dtype)
     for layer, view in views.items():
         view.probes = probes[layer]
 

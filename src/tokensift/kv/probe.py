@@ -37,6 +37,7 @@ def run_probes(
     values: dict[int, Tensor],
     inputs: list[list[int]],
     base: Any = None,
+    dtype: torch.dtype | None = None,
 ) -> ProbeRows:
     """Run each of ``inputs`` after the context whose per-layer cache is ``keys``/``values`` (``[1, Hkv, T,
     D]``, every layer of the model) and return the probes' query and key rows per layer."""
@@ -46,7 +47,7 @@ def run_probes(
         found[layer_index(module)].append((query, key[:, :, -query.shape[2] :]))
 
     with observe_attention(model, dict.fromkeys(found, record)):
-        _passes(model, keys, values, inputs, base)
+        _passes(model, keys, values, inputs, base, dtype)
     return found
 
 
@@ -57,6 +58,7 @@ def reconstruction_probes(
     values: dict[int, Tensor],
     inputs: list[list[int]],
     base: Any = None,
+    dtype: torch.dtype | None = None,
 ) -> ProbeScores:
     """Run each of ``inputs`` after the context (as :func:`run_probes`), answering every attention call with
     :func:`~tokensift.scores.attend_and_reconstruct`: KVzip's scores per layer and pass, formed in the pass."""
@@ -72,7 +74,7 @@ def reconstruction_probes(
 
     modules = layer_modules(model)
     with Route(model, {modules[layer]: answer for layer in found}):
-        _passes(model, keys, values, inputs, base)
+        _passes(model, keys, values, inputs, base, dtype)
     return found
 
 
@@ -82,8 +84,12 @@ def _passes(
     values: dict[int, Tensor],
     inputs: list[list[int]],
     base: Any = None,
+    dtype: torch.dtype | None = None,
 ) -> None:
     """Feed each of ``inputs`` after a batch-1 copy of the context cache, at the positions that follow it.
+
+    ``dtype`` (e.g. ``torch.bfloat16``): the passes run under autocast to it (their linear layers and products in
+    that precision; the cache they read is not converted).
 
     ``keys``/``values`` hold the layers being scored; the others (Gemma-3's sliding-window layers) come from
     ``base``, the batch-1 cache the prefill left: their windows go on sliding over the probe tokens in a copy,
@@ -106,13 +112,14 @@ def _passes(
         for layer in others:
             cache.layers[layer] = copy.copy(base.layers[layer])  # updates rebind its tensors: the base is untouched
         positions = torch.arange(n, n + len(ids), device=device)[None]
-        model(
-            torch.tensor([ids], device=device),
-            past_key_values=cache,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            model(
+                torch.tensor([ids], device=device),
+                past_key_values=cache,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+            )
 
 
 def _windowed(layer: Any) -> bool:

@@ -171,10 +171,20 @@ def attend_and_reconstruct(
     chunk, kept small (64 rows on the CPU) so it stays in cache. Returns the output ``[H, m, D]`` and ``[Hkv,
     n]``, the same scores as ``reconstruction_attention(queries, keys[:, :n], keys[:, n:])``.
     """
-    heads, m, dim = queries.shape
+    heads, m, _ = queries.shape
     kv_heads, total = keys.shape[0], keys.shape[1]
     if heads % kv_heads or total != n + m or values.shape[:2] != keys.shape[:2]:
         raise ValueError(f"probe shapes do not match: queries {tuple(queries.shape)}, keys {tuple(keys.shape)}")
+    with torch.autocast(queries.device.type, enabled=False):  # a pass run in bf16 still attends in float32
+        out, best = _attend_and_reconstruct(queries.float(), keys.float(), values.float(), n, scaling, chunk)
+    return out.to(queries.dtype), best
+
+
+def _attend_and_reconstruct(
+    queries: Tensor, keys: Tensor, values: Tensor, n: int, scaling: float, chunk: int | None
+) -> tuple[Tensor, Tensor]:
+    heads, m, dim = queries.shape
+    kv_heads = keys.shape[0]
     own, own_lse = own_attention_with_lse(queries, keys[:, n:], values[:, n:], scaling=scaling)
     best = torch.zeros(kv_heads, n, device=queries.device)
     if n == 0:
@@ -182,27 +192,27 @@ def attend_and_reconstruct(
     step = chunk or (64 if queries.device.type == "cpu" else 1024)
     group = heads // kv_heads
     grouped = queries.reshape(kv_heads, group, m, dim)
-    own_out = own.float().reshape(kv_heads, group, m, dim)
+    own_out = own.reshape(kv_heads, group, m, dim)
     own_lse = own_lse.reshape(kv_heads, group, m)
-    context = keys[:, :n].float().transpose(-1, -2)  # [Hkv, D, n]
-    context_values = values[:, :n].float()
+    context = keys[:, :n].transpose(-1, -2)  # [Hkv, D, n]
+    context_values = values[:, :n]
     out = torch.empty(kv_heads, group, m, dim, device=queries.device)
     for start in range(0, m, step):
         stop = min(start + step, m)
         rows = group * (stop - start)
-        q = grouped[:, :, start:stop].float().reshape(kv_heads, rows, dim)
+        q = grouped[:, :, start:stop].reshape(kv_heads, rows, dim)
         weights = torch.bmm(q, context).mul_(scaling)  # [Hkv, rows, n]: the logits, then exp(logit - rowmax)
         peak = weights.amax(-1, keepdim=True)
         weights.sub_(peak).exp_()
         context_lse = peak + weights.sum(-1, keepdim=True).log()
-        part_lse = own_lse[:, :, start:stop].float().reshape(kv_heads, rows, 1)
+        part_lse = own_lse[:, :, start:stop].reshape(kv_heads, rows, 1)
         lse = torch.logaddexp(context_lse, part_lse)
         scale = (peak - lse).exp()  # exp(logit - rowmax) * scale = the row's softmax weight on a context key
         part = own_out[:, :, start:stop].reshape(kv_heads, rows, dim)
         mixed = torch.bmm(weights, context_values).mul_(scale).add_(part * (part_lse - lse).exp())
         out[:, :, start:stop] = mixed.reshape(kv_heads, group, stop - start, dim)
         best = torch.maximum(best, weights.mul_(scale).amax(1))
-    return out.reshape(heads, m, dim).to(queries.dtype), best
+    return out.reshape(heads, m, dim), best
 
 
 def own_attention_with_lse(queries: Tensor, keys: Tensor, values: Tensor, *, scaling: float) -> tuple[Tensor, Tensor]:

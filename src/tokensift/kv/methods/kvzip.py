@@ -21,7 +21,7 @@ context (the authors keep it outside the budget, kvpress keeps 4 sinks and score
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -80,6 +80,11 @@ class KVzip(GlobalBudgetPress):
 
     protect_first: int = option(4, low=0)
     chunk: int = option(2048, low=1)
+    pass_dtype: Literal["model", "bfloat16"] = "model"
+    """``bfloat16``: the repeat pass runs under bfloat16 autocast (its linear layers and attention products in
+    bf16: fast on CPUs with AMX and on GPUs) while the model and the cache it scores stay as they are. The scores
+    only rank the pairs, so the kept set changes little; KVzip's authors run the whole model in bf16. A model
+    already in bf16 gains nothing from it."""
     tokenizer: Any = None
     """Builds the repeat prompt; required (``compress(model, "kvzip", tokenizer=...)``)."""
 
