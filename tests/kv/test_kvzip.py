@@ -151,14 +151,18 @@ def test_attention_and_scores_formed_once_match_the_kernel_and_the_recomputed_sc
     torch.testing.assert_close(fused[1], explicit[1], atol=1e-5, rtol=1e-5)
 
 
-def test_probe_passes_that_form_their_scores_give_the_recorded_rows_scores(llama, word_tokenizer):
+def prefilled(model) -> tuple[torch.Tensor, dict, dict]:
+    """Thirty random tokens (seed 4) and the keys and values ``model`` cached for them, per layer."""
     torch.manual_seed(4)
     ids = torch.randint(2, 64, (1, 30))
-    cache = DynamicCache(config=llama.config)
+    cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        llama(ids, past_key_values=cache)
-    keys = {layer: c.keys for layer, c in enumerate(cache.layers)}
-    values = {layer: c.values for layer, c in enumerate(cache.layers)}
+        model(ids, past_key_values=cache)
+    return ids, {i: c.keys for i, c in enumerate(cache.layers)}, {i: c.values for i, c in enumerate(cache.layers)}
+
+
+def test_probe_passes_that_form_their_scores_give_the_recorded_rows_scores(llama, word_tokenizer):
+    ids, keys, values = prefilled(llama)
     inputs = KVzip(ratio=0.5, chunk=12, tokenizer=word_tokenizer).probe_inputs(ids[0].tolist())
     assert len(inputs) == 3
     formed = reconstruction_probes(llama, keys, values, inputs)
@@ -174,13 +178,7 @@ def test_probe_passes_that_form_their_scores_give_the_recorded_rows_scores(llama
 def test_a_repeat_pass_in_bfloat16_ranks_like_the_float32_one(llama, word_tokenizer):
     """``pass_dtype="bfloat16"``: the pass's linear layers run in bf16 (its rows and scores move a little), its
     attention in float32; the scores stay close and the cache itself is untouched."""
-    torch.manual_seed(4)
-    ids = torch.randint(2, 64, (1, 30))
-    cache = DynamicCache(config=llama.config)
-    with torch.no_grad():
-        llama(ids, past_key_values=cache)
-    keys = {layer: c.keys for layer, c in enumerate(cache.layers)}
-    values = {layer: c.values for layer, c in enumerate(cache.layers)}
+    ids, keys, values = prefilled(llama)
     inputs = KVzip(ratio=0.5, tokenizer=word_tokenizer).probe_inputs(ids[0].tolist())
     exact = reconstruction_probes(llama, keys, values, inputs)
     rows, exact_rows = (run_probes(llama, keys, values, inputs, dtype=d) for d in (torch.bfloat16, None))
