@@ -5,11 +5,13 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from tests.conftest import tiny_kvzap, tiny_llama
 from tokensift.bench import RowStore
+from tokensift.errors import ParameterError
 from tokensift.kv.api import press_from
-from tokensift.kv.bench import KVBenchConfig, KVBenchmark, run_sample, variants, work
+from tokensift.kv.bench import KVBenchConfig, KVBenchmark, prefill, run_sample, variants, work
 from tokensift.kv.tasks import Sample, kv_retrieval, split_prompt, string_match
 from tokensift.methods import names
 
@@ -118,3 +120,36 @@ def test_a_bytes_budget_gives_every_method_the_same_memory(tmp_path, word_tokeni
     assert rows[("quant2:knorm", 0.5)]["token_ratio"] > 0.5  # packing the rest costs bytes: fewer tokens kept whole
     assert ("quant2:knorm", 0.9) not in rows  # 2-bit codes of every token alone exceed 10 % (head dim 8): no row
     assert rows[("knorm", 0.9)]["kept_fraction"] == pytest.approx(0.1, abs=0.03)
+
+
+def test_method_options_reach_the_methods_that_take_them_and_bad_ones_are_typed_errors(
+    tmp_path, word_tokenizer, monkeypatch
+):
+    def config(**options):
+        return KVBenchConfig(
+            out=tmp_path, model="tiny", tasks=(), methods=("knorm", "kvzip"), ratios=(0.5,), samples=0,
+            data_dir=tmp_path, speed_tokens=0, options=options,
+        )  # fmt: skip
+
+    bench = KVBenchmark(config(pass_dtype="bfloat16"))
+    bench.check()
+    assert bench.method_options == {"pass_dtype": "bfloat16"}
+    assert any("method options: pass_dtype=bfloat16" in line for line in bench.notes([]))
+    seen = []
+
+    def probe_views(model, press, views, ids):  # records the press; any scores will do
+        seen.append(press)
+        for view in views.values():
+            view.probe_scores = [torch.rand(view.kv_heads, view.n)]
+
+    monkeypatch.setattr("tokensift.kv.bench.probe_views", probe_views)
+    llama = tiny_llama(context=256)
+    pre = prefill(llama, word_tokenizer(WORDS * 3).input_ids)
+    options = bench.method_options
+    wanted = list(variants(pre, ["knorm", "kvzip"], [0.5], lambda m, r: True, model=llama, options=options))
+    assert [v.method for v in wanted] == ["knorm", "kvzip"]
+    assert [p.scorer.pass_dtype for p in seen] == ["bfloat16"]  # knorm does not take it and never sees it
+    with pytest.raises(ParameterError, match="pass_dtype"):
+        KVBenchmark(config(pass_dtype="float8")).check()
+    with pytest.raises(ParameterError, match="no method of this run takes the option 'windw'"):
+        KVBenchmark(config(windw=3)).check()

@@ -63,6 +63,9 @@ class KVBenchConfig(BenchConfig):
     eviction, low-precision storage and merging meet at the same memory)."""
     bits: int | None = None
     """Low precision of the methods that pack tokens (the ``quant`` reducer and its kin; default theirs)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Method options (``--option key=value``), given to every method that accepts them (rows keep the method's
+    name, so run each set of options into its own ``--out``)."""
 
 
 @dataclass
@@ -458,6 +461,18 @@ class KVBenchmark(Benchmark):
             from tokensift.reduce.quantize import check_bits
 
             check_bits(self.config.bits)
+        if self.config.options:
+            from tokensift.methods import accepts
+
+            for key in self.config.options:
+                if not any(accepts("kv", method, key) for method in self.methods):
+                    raise ParameterError(f"no method of this run takes the option {key!r}", option="option")
+            for method in self.methods:  # each value checked by the method itself (a typed error, not torch's)
+                press_from(
+                    method,
+                    ratio=0.5,
+                    **{k: v for k, v in self.config.options.items() if accepts("kv", method, k)},
+                )
         wrong = [m for m in self.config.modes if m not in MODES]
         if wrong or not self.config.modes:
             raise ParameterError(f"--modes must be among {', '.join(MODES)}, got {','.join(wrong)}", option="modes")
@@ -505,7 +520,7 @@ class KVBenchmark(Benchmark):
 
     @property
     def method_options(self) -> dict[str, Any]:
-        return {} if self.config.bits is None else {"bits": self.config.bits}
+        return {**self.config.options, **({} if self.config.bits is None else {"bits": self.config.bits})}
 
     def notes(self, rows: Sequence[dict[str, Any]]) -> list[str]:
         return [
@@ -520,7 +535,15 @@ class KVBenchmark(Benchmark):
             "task instances (benchmarks/peers/kvpress)",
             "query-agnostic: only the context is compressed, the question comes after; query-aware: context and "
             "question are compressed together",
-        ]
+        ] + (
+            [
+                "method options: "
+                + ", ".join(f"{k}={v}" for k, v in sorted(self.config.options.items()))
+                + " (given to every method that takes them)"
+            ]
+            if self.config.options
+            else []
+        )
 
 
 def decode_speed(bench: KVBenchmark, length: int, tokens: int) -> None:

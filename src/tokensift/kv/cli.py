@@ -177,10 +177,11 @@ def _bench_options(
         ),
     ] = "tokens",
     bits: Annotated[int | None, typer.Option(help="Low precision (2, 4, 8) of the packing methods.")] = None,
+    option: options.Option = None,
 ) -> dict[str, Any]:
     """KV benchmark: tasks (niah, niah_multikey, niah_multivalue, kv_retrieval, nq_qa, fidelity) x methods x
     ratios in both modes, plus decode speed; resumable rows, summary CSV, plots, report."""
-    from tokensift.inputs import parse_list
+    from tokensift.inputs import parse_list, parse_options
 
     chosen = parse_list(modes, option="modes") or ()
     return {
@@ -190,6 +191,7 @@ def _bench_options(
         "speed_tokens": speed_tokens,
         "budget": budget,
         "bits": bits,
+        "options": parse_options(option),
     }
 
 
