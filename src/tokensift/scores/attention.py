@@ -183,6 +183,7 @@ def attend_and_reconstruct(
 def _attend_and_reconstruct(
     queries: Tensor, keys: Tensor, values: Tensor, n: int, scaling: float, chunk: int | None
 ) -> tuple[Tensor, Tensor]:
+    """:func:`attend_and_reconstruct` on float32 inputs, outside autocast."""
     heads, m, dim = queries.shape
     kv_heads = keys.shape[0]
     own, own_lse = own_attention_with_lse(queries, keys[:, n:], values[:, n:], scaling=scaling)

