@@ -292,7 +292,8 @@ def attend_flat(query: Tensor, scaling: float, low: FlatLow, keys: list[Tensor],
     mask = torch.full_like(logits, float("-inf"))
     own = torch.zeros(rows, n_queries, dtype=logits.dtype, device=logits.device)
     own = own.masked_fill(_future_mask(n_queries, n_queries, query.device).repeat(rows // n_queries, 1), float("-inf"))
-    low_at, full_at = 0, sum(low.counts)
+    split = sum(low.counts)  # the packed tokens come first, then the full-precision ones
+    low_at, full_at = 0, split
     for h, (n, k) in enumerate(zip(low.counts, keys, strict=True)):
         block = mask[h * rows : (h + 1) * rows]
         block[:, low_at : low_at + n] = 0
@@ -301,7 +302,6 @@ def attend_flat(query: Tensor, scaling: float, low: FlatLow, keys: list[Tensor],
         block[:, full_at + past : full_at + k.shape[0]] = own
         low_at, full_at = low_at + n, full_at + k.shape[0]
     probs = torch.softmax(logits + mask, dim=-1)
-    split = sum(low.counts)
     out = _packed_values(probs[:, :split], low.values) + probs[:, split:] @ full_v
     return out.view(heads, n_queries, -1)
 

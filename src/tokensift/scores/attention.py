@@ -164,7 +164,7 @@ def attend_and_reconstruct(
 
     ``queries [H, m, D]`` are the probe rows (positions ``n`` .. ``n + m - 1``), ``keys``/``values [Hkv, n + m,
     D]`` the context's ``n`` then the probe's own ``m`` (causal among themselves). The rows' own keys go through
-    the fused kernel with its causal flag (:func:`own_attention_with_lse`). Over the context keys, each chunk of
+    :func:`attention_with_lse` with no context (the fused kernel, causal). Over the context keys, each chunk of
     ``chunk`` rows (and their GQA group's heads) forms its logits ``S`` once; ``exp(S − rowmax)`` then gives the
     output over the context (one product with the values) and, once the row's log-sum-exp over both parts is
     known, every context key's weight, whose largest over the rows is the score: one ``[rows, n]`` matrix per
@@ -186,7 +186,7 @@ def _attend_and_reconstruct(
     """:func:`attend_and_reconstruct` on float32 inputs, outside autocast."""
     heads, m, dim = queries.shape
     kv_heads = keys.shape[0]
-    own, own_lse = own_attention_with_lse(queries, keys[:, n:], values[:, n:], scaling=scaling)
+    own, own_lse = attention_with_lse(queries, keys[:, n:], values[:, n:], 0, scaling=scaling)
     best = torch.zeros(kv_heads, n, device=queries.device)
     if n == 0:
         return own, best
@@ -216,29 +216,6 @@ def _attend_and_reconstruct(
     return out.reshape(heads, m, dim), best
 
 
-def own_attention_with_lse(queries: Tensor, keys: Tensor, values: Tensor, *, scaling: float) -> tuple[Tensor, Tensor]:
-    """Causal attention of ``m`` rows over their own ``m`` keys (aligned) and each row's log-sum-exp.
-
-    The CPU's fused flash kernel returns both (GQA without repeating keys); elsewhere, or for a dtype it does not
-    take, they are computed explicitly. Returns ``([H, m, D], [H, m])``.
-    """
-    heads, m, _ = queries.shape
-    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if queries.device.type == "cpu" and kernel is not None and m > 0:
-        try:
-            out, lse = kernel(queries[None], keys[None], values[None], 0.0, True, scale=scaling)
-            return out[0], lse[0]
-        except RuntimeError:  # a dtype or shape the kernel does not take: the explicit way below
-            pass
-    group = heads // keys.shape[0]
-    future = torch.ones(m, m, dtype=torch.bool, device=queries.device).triu(1)
-    logits = (queries.float() @ keys.float().repeat_interleave(group, 0).transpose(-1, -2)) * scaling
-    logits = logits.masked_fill(future, float("-inf"))
-    lse = torch.logsumexp(logits, -1)
-    weights = torch.exp(logits - lse[..., None])
-    return (weights @ values.float().repeat_interleave(group, 0)).to(queries.dtype), lse
-
-
 def attention_with_lse(
     queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, fused: bool = True
 ) -> tuple[Tensor, Tensor]:
@@ -246,15 +223,18 @@ def attention_with_lse(
 
     On the CPU torch's fused flash kernel returns both (GQA without repeating keys), called twice without a mask
     (a mask takes the kernel's slow path): once over the context keys, once over the rows' own keys with its
-    causal flag (square, so aligned), the two merged by their log-sum-exps. Elsewhere, or if that kernel is
-    missing (or ``fused=False``), the same is computed explicitly. Returns ``([H, m, D], [H, m])``.
+    causal flag (square, so aligned), the two merged by their log-sum-exps (``n = 0``: the second call alone).
+    Elsewhere, or if that kernel is missing (or ``fused=False``), the same is computed explicitly. Returns
+    ``([H, m, D], [H, m])``.
     """
     heads, m, _ = queries.shape
     kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if fused and queries.device.type == "cpu" and kernel is not None:
-        try:  # two unmasked calls (the context; the rows' own keys, causal and aligned), merged by their lse
-            out_c, lse_c = kernel(queries[None], keys[None, :, :n], values[None, :, :n], 0.0, False, scale=scaling)
+    if fused and queries.device.type == "cpu" and kernel is not None and m > 0:
+        try:  # two unmasked calls (the rows' own keys, causal and aligned; the context), merged by their lse
             out_p, lse_p = kernel(queries[None], keys[None, :, n:], values[None, :, n:], 0.0, True, scale=scaling)
+            if n == 0:
+                return out_p[0].to(queries.dtype), lse_p[0]
+            out_c, lse_c = kernel(queries[None], keys[None, :, :n], values[None, :, :n], 0.0, False, scale=scaling)
             lse = torch.logaddexp(lse_c, lse_p)
             out = out_c * (lse_c - lse).exp()[..., None] + out_p * (lse_p - lse).exp()[..., None]
             return out[0].to(queries.dtype), lse[0]
