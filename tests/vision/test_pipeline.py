@@ -16,7 +16,7 @@ from tokensift.vision import answer, prepare
 from tokensift.vision.fastv import fastv_prefill, greedy
 from tokensift.vision.prompt import PREFIX, SUFFIX
 
-BEFORE = [m.name for m in list_methods("vision") if m.cls.stage == "before"]
+BEFORE = [m.name for m in list_methods("vision") if m.cls.stage in ("before", "tower")]
 N = 16  # 28 px / patch 7 -> 4 x 4 patches
 
 
@@ -105,7 +105,7 @@ def test_per_row_budgets_and_rows_independent_of_the_batch(llava, processor, met
     logits_both = fastv_prefill(llava, both, None).logits
     torch.testing.assert_close(logits_both[1:], fastv_prefill(llava, alone, None).logits, atol=1e-4, rtol=1e-4)
     merged = (both.status == 1).any()
-    assert bool(merged) == (method == "visionzip")  # only VisionZip merges; the others drop
+    assert bool(merged) == (method in ("visionzip", "tower"))  # VisionZip and MCTF in the tower merge; the others drop
 
 
 def eager_attentions(module, **inputs) -> tuple[torch.Tensor, ...]:
@@ -300,3 +300,65 @@ def test_hiprune_selects_as_the_reference_code_does(keep):
     )
     kept = set(torch.nonzero(method.plan(ctx).target[0] >= 0).flatten().tolist())
     assert kept == hiprune_reference(shallow[0], deep[0], keep, 0.5, side)
+
+
+def test_tower_merges_inside_the_vision_tower_to_the_exact_budget(llava, processor):
+    from tokensift.encoder.patch import reduce
+
+    prepared = prepare(llava, processor, images(), QUESTIONS, "tower", keep=0.5)
+    assert prepared.kept == [8, 8] and prepared.visual_tokens == N
+    pixels = processor.image_processor(images(), return_tensors="pt")["pixel_values"]
+    tower = llava.model.vision_tower
+    with torch.no_grad(), reduce(tower, "mctf", keep_tokens=9, layers=[0]) as patch:  # 8 patches + [CLS]
+        hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]
+        expected = llava.model.multi_modal_projector(hidden[:, 1:])
+    assert hidden.shape[1] == 9
+    torch.testing.assert_close(prepared.inputs_embeds[prepared.image_mask].view(2, 8, -1), expected)
+    # every patch ends in one of the 8 tokens: one leads each (its first patch), the others are merged into it
+    assert patch.last is not None
+    slots = patch.last.origin[:, 1:] - 1
+    for row in range(2):
+        leads = sorted(int((slots[row] == s).nonzero()[0]) for s in range(8))
+        assert leads == prepared.status[row].eq(0).nonzero().flatten().tolist()
+    assert int((prepared.status == 2).sum()) == 0 and int((prepared.status == 1).sum()) == 2 * (N - 8)
+
+
+def test_tower_with_a_pruning_encoder_method_and_per_row_budgets(llava, processor):
+    prepared = prepare(llava, processor, images(), QUESTIONS, "tower", keep_per_row=[5, 8], encoder="random")
+    assert prepared.kept == [5, 8]
+    assert (prepared.status == 0).sum(dim=1).tolist() == [5, 8]
+    assert (prepared.status == 2).sum(dim=1).tolist() == [N - 5, N - 8]  # random pruning drops, never merges
+    alone = prepare(llava, processor, images()[1:], QUESTIONS[1:], "tower", keep=0.5, encoder="random")
+    width = int(alone.attention_mask.sum())
+    torch.testing.assert_close(prepared.inputs_embeds[1, -width:], alone.inputs_embeds[0], atol=1e-5, rtol=1e-5)
+
+
+def test_tower_default_layers_keep_at_least_55_percent_each_and_end_two_before_the_feature_layer():
+    from tokensift.methods import build
+
+    tower = build("vision", "tower")
+    assert tower.reducing_layers(256, 64, 11) == (3, 6, 9)  # DINOv2-small, 25 % kept
+    assert tower.reducing_layers(256, 28, 11) == (3, 5, 7, 9)
+    assert tower.reducing_layers(256, 13, 11) == (1, 3, 5, 7, 9)
+    assert tower.reducing_layers(16, 4, 1) == (0,)  # the tiny tower: its one layer before the feature layer
+    assert build("vision", "tower", layers=[2, 4]).reducing_layers(256, 64, 11) == (2, 4)
+
+
+def test_tower_errors(llava, processor):
+    from tokensift.errors import MethodUnsupportedError, UnknownMethodError
+    from tokensift.methods import build
+    from tokensift.vision.generic import prune_inputs
+
+    for bad in ("3,x", [], [-1], True):
+        with pytest.raises(ParameterError) as error:
+            build("vision", "tower", layers=bad)
+        assert error.value.option == "layers"
+    with pytest.raises(UnknownMethodError, match="unknown encoder method 'nope'"):
+        build("vision", "tower", encoder="nope")
+    assert build("vision", "tower", layers="6,3").layers == (3, 6)
+    with pytest.raises(ParameterError, match="before the feature layer 1"):
+        prepare(llava, processor, images(1), QUESTIONS[:1], "tower", keep=0.5, layers=[1])
+    with pytest.raises(MethodUnsupportedError, match="exactly 1"):  # ToMe removes at most half per layer
+        prepare(llava, processor, images(1), QUESTIONS[:1], "tower", keep_tokens=1, encoder="tome")
+    with pytest.raises(MethodUnsupportedError, match="inside the vision tower"):
+        prune_inputs(llava, torch.tensor([[63] * N]), method="tower", pixel_values=torch.zeros(1, 3, 28, 28))

@@ -72,6 +72,12 @@ def test_llava_answers_easy_vqa(llava):
         llava.model, llava.processor, images, [q.text for q in questions], "visionzip", keep=0.25, max_new_tokens=4
     )
     assert pruned.prepared.kept == [64] * 12 and pruned.prepared.visual_tokens == 256
+    merged = answer(
+        llava.model, llava.processor, images, [q.text for q in questions], "tower", keep=0.11, max_new_tokens=4
+    )  # MCTF inside DINOv2 (layers 3, 5, 7, 9): 28 tokens reach the language model
+    assert merged.prepared.kept == [28] * 12 and bool((merged.prepared.status == 1).any())
+    same = sum(a.split()[:1] == b.split()[:1] for a, b in zip(merged.answers, full.answers, strict=True))
+    assert same >= 9, (merged.answers, full.answers)
 
 
 def test_cli_vision_json_html_and_bad_image(tmp_path):

@@ -6,7 +6,8 @@ method for a plan over the patch tokens, merges or drops them in the vision towe
 is left with the model's own projector and lays out one prompt per row with only the kept image tokens
 (left-padded, so rows may keep different numbers). ``model.generate(inputs_embeds=..., attention_mask=...)``
 then runs as usual; :func:`tokensift.vision.qa.answer` prefills, decodes greedily and times both. FastV, which
-prunes inside the language model, runs in :mod:`tokensift.vision.fastv`.
+prunes inside the language model, runs in :mod:`tokensift.vision.fastv`; ``tower`` reduces the tokens inside the
+vision tower itself (an encoder method attached for the one pass), so the tower hands over exactly the budget.
 
 Supported: ``LlavaForConditionalGeneration`` with any vision tower whose attention goes through transformers'
 AttentionInterface and whose first token is a [CLS] (CLIP, SigLIP-free ViTs, DINOv2), one image per prompt.
@@ -24,11 +25,12 @@ import torch
 from torch import Tensor
 
 from tokensift.encoder.layout import find_layout
-from tokensift.errors import InputError, ModelError, ParameterError
+from tokensift.errors import InputError, MethodUnsupportedError, ModelError, ParameterError
 from tokensift.hooks import AttentionCall, Route
 from tokensift.methods import resolve
 from tokensift.reduce.merge import assign_slots, scatter_mean
 from tokensift.vision.methods.base import VisionContext, VisionMethod
+from tokensift.vision.methods.tower import Tower
 from tokensift.vision.prompt import PREFIX, SUFFIX
 
 
@@ -211,19 +213,31 @@ def prepare(
     tokenizer = processor.tokenizer
     started = time.perf_counter()
     pixels = pixel_values(processor, images).to(device=device, dtype=next(parts.vision.parameters()).dtype)
+    if isinstance(chosen, Tower):  # reduced inside the tower: one pass per distinct budget
+        n = _patches(parts, pixels)
+        counts = _counts(n, len(images), keep, keep_tokens, keep_per_row)
+        tokens: Tensor | None = None
+        status = torch.full((len(images), n), 2, dtype=torch.long, device=device)
+        for count in sorted(set(counts)):
+            group = torch.tensor([i for i, c in enumerate(counts) if c == count], device=device)
+            reduced, status[group] = _reduce_in_tower(parts, pixels[group], chosen, n, count)
+            projected = parts.projector(reduced)
+            if tokens is None:
+                tokens = projected.new_zeros(len(images), max(counts), projected.shape[-1])
+            tokens[group, :count] = projected
+        assert tokens is not None
+        seconds = {"vision": time.perf_counter() - started, "select": 0.0}
+        started = time.perf_counter()
+        embeds, mask, image = _layout(parts, tokenizer, tokens, counts, questions)
+        seconds["layout"] = time.perf_counter() - started
+        return Prepared(embeds, mask, image, n, counts, status, _grid(n), seconds)
     before = chosen is not None and chosen.stage == "before"
     layers = chosen.signal_layers(parts.n_layers, parts.feature_layer) if before and chosen is not None else []
     features, cls, keys, received = _signals(parts, pixels, layers)
     batch, n = features.shape[:2]
     grid = _grid(n)
     seconds = {"vision": time.perf_counter() - started}
-
-    if keep_per_row is not None:
-        if len(keep_per_row) != batch:
-            raise ParameterError(f"keep_per_row has {len(keep_per_row)} counts for {batch} rows", option="keep")
-        counts = [budget(n, None, int(k)) for k in keep_per_row]
-    else:
-        counts = [budget(n, keep, keep_tokens)] * batch
+    counts = _counts(n, batch, keep, keep_tokens, keep_per_row)
     started = time.perf_counter()
     projected = parts.projector(features)
     target = torch.arange(n, device=device).expand(batch, n)
@@ -262,6 +276,27 @@ def prepare(
     status = torch.where(stays, 0, torch.where(target >= 0, 1, 2))
     tokens = parts.projector(scatter_mean(features, slot, kept_mask.shape[1], weights))
     kept = kept_mask.sum(dim=1).tolist()
+    embeds, mask, image = _layout(parts, tokenizer, tokens, kept, questions)
+    seconds["layout"] = time.perf_counter() - started
+    return Prepared(embeds, mask, image, n, kept, status, grid, seconds)
+
+
+def _counts(
+    n: int, batch: int, keep: float | None, keep_tokens: int | None, keep_per_row: Sequence[int] | None
+) -> list[int]:
+    """Image tokens each row keeps of its ``n``: one budget for all, or ``keep_per_row``."""
+    if keep_per_row is None:
+        return [budget(n, keep, keep_tokens)] * batch
+    if len(keep_per_row) != batch:
+        raise ParameterError(f"keep_per_row has {len(keep_per_row)} counts for {batch} rows", option="keep")
+    return [budget(n, None, int(k)) for k in keep_per_row]
+
+
+def _layout(
+    parts: VLMParts, tokenizer: Any, tokens: Tensor, kept: Sequence[int], questions: Sequence[str]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The prompts (prefix, row ``b``'s first ``kept[b]`` image tokens, question), left-padded."""
+    device = tokens.device
     prefix = _text(tokenizer, PREFIX)
     rows_embeds, spans = [], []
     for row, question in enumerate(questions):
@@ -272,9 +307,48 @@ def prepare(
         spans.append((len(prefix), len(prefix) + kept[row]))
     flags = [torch.arange(r.shape[0], device=device) for r in rows_embeds]
     flags = [(f >= a) & (f < b) for f, (a, b) in zip(flags, spans, strict=True)]
-    embeds, mask, image = left_pad(rows_embeds, flags)
-    seconds["layout"] = time.perf_counter() - started
-    return Prepared(embeds, mask, image, n, kept, status, grid, seconds)
+    return left_pad(rows_embeds, flags)
+
+
+def _patches(parts: VLMParts, pixels: Tensor) -> int:
+    """Patch tokens the vision tower makes of ``pixels``."""
+    size = getattr(parts.vision.config, "patch_size", None)
+    if not isinstance(size, int):
+        raise MethodUnsupportedError(f"{type(parts.vision).__name__} has no patch_size in its config")
+    return (pixels.shape[-2] // size) * (pixels.shape[-1] // size)
+
+
+def _reduce_in_tower(parts: VLMParts, pixels: Tensor, method: Tower, n: int, count: int) -> tuple[Tensor, Tensor]:
+    """Run the vision tower with ``method``'s encoder method reducing its ``n`` patch tokens to ``count``.
+
+    Returns the feature layer's patch tokens ``[B, count, Dv]`` and, per input patch ``[B, n]``, its status: 0 the
+    first patch of an output token, 1 merged into one, 2 dropped.
+    """
+    from tokensift.encoder.patch import reduce
+
+    if find_layout(parts.vision).prefix != 1 or not parts.drop_cls:
+        raise MethodUnsupportedError(
+            "tower needs a vision tower with one [CLS] token that the VLM drops (vision_feature_select_strategy "
+            "'default', no register tokens)"
+        )
+    layers = method.reducing_layers(n, count, parts.feature_layer)
+    with reduce(parts.vision, method.method, keep_tokens=count + 1, layers=layers) as patch:
+        out = parts.vision(pixel_values=pixels, output_hidden_states=True, return_dict=True)
+    state = patch.last
+    features = out.hidden_states[parts.feature_layer + 1][:, 1:]
+    if state is None or features.shape[1] != count or bool((state.valid.sum(dim=1) != count + 1).any()):
+        raise MethodUnsupportedError(
+            f"tower: {method.method.name} on vision layers {list(layers)} does not reduce the {n} patch tokens to "
+            f"exactly {count}; give more reducing layers (--option layers=...) or a larger budget"
+        )
+    origin = state.origin[:, 1 : n + 1]
+    slot = torch.where(origin >= 1, origin - 1, -1)
+    positions = torch.arange(n, device=slot.device).expand_as(slot)
+    first = torch.full((slot.shape[0], count), n, dtype=torch.long, device=slot.device)
+    first = first.scatter_reduce(1, slot.clamp_min(0), torch.where(slot >= 0, positions, n), reduce="amin")
+    leads = first.gather(1, slot.clamp_min(0)) == positions
+    status = torch.where(slot < 0, 2, torch.where(leads, 0, 1))
+    return features, status
 
 
 def left_pad(rows: Sequence[Tensor], images: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:

@@ -80,7 +80,8 @@ class VisionMethod:
     paper: ClassVar[Paper | None] = None
     summary: ClassVar[str] = ""
     stage: ClassVar[str] = "before"
-    """``before``: the visual tokens are chosen before the language model; ``llm``: inside it (FastV)."""
+    """``before``: the visual tokens are chosen before the language model; ``llm``: inside it (FastV); ``tower``:
+    inside the vision tower (:mod:`tokensift.vision.methods.tower`)."""
     merges: ClassVar[bool] = False
     """Whether removed tokens are merged into kept ones rather than dropped."""
     text_aware: ClassVar[bool] = False
