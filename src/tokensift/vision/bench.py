@@ -408,7 +408,8 @@ class VisionBenchmark(Benchmark):
             " projector trained here on easy-VQA train questions (benchmarks/train_projector.py); 224 px images,"
             " 256 visual tokens, greedy answers of at most 4 tokens, first word compared with the gold answer.",
             f"ratio = share of the visual tokens removed (kept {keeps}); `full` keeps all 256 through the same path."
-            " fastv prunes inside the language model after its first 2 layers; every other method before it.",
+            " fastv prunes inside the language model after its first 2 layers; tower merges inside the vision tower"
+            " (MCTF); every other method chooses among the tower's output tokens, before the language model.",
             f"easy-VQA: {self.samples} test questions drawn with seed {self.config.seed}, batches of"
             f" {self.config.batch_size} (left-padded; per-question times are the batch's divided by its size)."
             f" vlm_speed: {self.config.speed_images} questions at batch 1, each next to a full-model timing;"
