@@ -11,8 +11,8 @@ alike (medians of ``--repeats``):
   (the model-wide budget) and ``build`` (the ragged cache);
 * ``kvzip-recompute``: the same with the scores recomputed after the pass from its recorded query rows
   (``scores_in_probe`` off, how kvzip scored before), to show what forming them in the pass saves;
-* ``kvzip-bf16-pass``: ``kvzip`` with ``pass_dtype="bfloat16"`` (the repeat pass's linear layers in bf16
-  under autocast, its attention and the cache in float32);
+* ``kvzip-bf16-pass``: ``kvzip`` with ``pass_dtype="bfloat16"`` (the repeat pass's linear layers and its
+  products over the context keys in bf16, its own causal attention, softmax, scores and the cache in float32);
 * ``kvzap``: the same compression with kvzap's surrogate scoring the prefill's hidden states (no repeat
   pass): ``score`` is its linear maps.
 

@@ -146,6 +146,10 @@ def test_attention_and_scores_formed_once_match_the_kernel_and_the_recomputed_sc
     )[0]
     torch.testing.assert_close(alone, causal, atol=1e-5, rtol=1e-5)
     assert nothing.shape == (kv_heads, 0)
+    low, best_low = attend_and_reconstruct(queries, keys, values, n, scaling=0.4, chunk=3, products=torch.bfloat16)
+    assert low.dtype == best_low.dtype == torch.float32 and not torch.equal(best_low, best)
+    torch.testing.assert_close(low, out, atol=3e-2, rtol=3e-2)  # bf16 products over the context keys
+    torch.testing.assert_close(best_low, best, atol=1e-2, rtol=5e-2)
     fused, explicit = (attention_with_lse(queries, keys, values, n, scaling=0.4, fused=f) for f in (True, False))
     torch.testing.assert_close(fused[0], explicit[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused[1], explicit[1], atol=1e-5, rtol=1e-5)
@@ -176,8 +180,9 @@ def test_probe_passes_that_form_their_scores_give_the_recorded_rows_scores(llama
 
 
 def test_a_repeat_pass_in_bfloat16_ranks_like_the_float32_one(llama, word_tokenizer):
-    """``pass_dtype="bfloat16"``: the pass's linear layers run in bf16 (its rows and scores move a little), its
-    attention in float32; the scores stay close and the cache itself is untouched."""
+    """``pass_dtype="bfloat16"``: the pass's linear layers and its products over the context keys run in bf16 (its
+    rows and scores move a little), its softmax and scores in float32; the scores stay close and the cache itself
+    is untouched."""
     ids, keys, values = prefilled(llama)
     inputs = KVzip(ratio=0.5, tokenizer=word_tokenizer).probe_inputs(ids[0].tolist())
     exact = reconstruction_probes(llama, keys, values, inputs)

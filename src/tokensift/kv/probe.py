@@ -61,13 +61,19 @@ def reconstruction_probes(
     dtype: torch.dtype | None = None,
 ) -> ProbeScores:
     """Run each of ``inputs`` after the context (as :func:`run_probes`), answering every attention call with
-    :func:`~tokensift.scores.attend_and_reconstruct`: KVzip's scores per layer and pass, formed in the pass."""
+    :func:`~tokensift.scores.attend_and_reconstruct`: KVzip's scores per layer and pass, formed in the pass.
+    ``dtype``: the passes' linear layers and their products over the context keys in that precision."""
     found: ProbeScores = {layer: [] for layer in sorted(keys)}
 
     def answer(call: AttentionCall) -> tuple[Tensor, None]:
         m = call.query.shape[2]
         out, best = attend_and_reconstruct(
-            call.query[0], call.key[0], call.value[0], call.key.shape[2] - m, scaling=call.scaling
+            call.query[0],
+            call.key[0],
+            call.value[0],
+            call.key.shape[2] - m,
+            scaling=call.scaling,
+            products=dtype or torch.float32,
         )
         found[layer_index(call.module)].append(best)
         return out.transpose(0, 1)[None].contiguous(), None

@@ -158,7 +158,14 @@ def reconstruction_attention(
 
 
 def attend_and_reconstruct(
-    queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, chunk: int | None = None
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    n: int,
+    *,
+    scaling: float,
+    chunk: int | None = None,
+    products: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
     """A probe pass's attention and KVzip's reconstruction scores from one product over the context keys.
 
@@ -170,18 +177,21 @@ def attend_and_reconstruct(
     known, every context key's weight, whose largest over the rows is the score: one ``[rows, n]`` matrix per
     chunk, kept small (64 rows on the CPU) so it stays in cache. Returns the output ``[H, m, D]`` and ``[Hkv,
     n]``, the same scores as ``reconstruction_attention(queries, keys[:, :n], keys[:, n:])``.
+
+    ``products=torch.bfloat16``: the two products over the context keys (logits, then weights x values) take
+    bf16 inputs (AMX on CPUs, tensor cores on GPUs); the softmax, its sums, the max and the outputs stay float32.
     """
     heads, m, _ = queries.shape
     kv_heads, total = keys.shape[0], keys.shape[1]
     if heads % kv_heads or total != n + m or values.shape[:2] != keys.shape[:2]:
         raise ValueError(f"probe shapes do not match: queries {tuple(queries.shape)}, keys {tuple(keys.shape)}")
-    with torch.autocast(queries.device.type, enabled=False):  # a pass run in bf16 still attends in float32
-        out, best = _attend_and_reconstruct(queries.float(), keys.float(), values.float(), n, scaling, chunk)
+    with torch.autocast(queries.device.type, enabled=False):  # float32 but for the products asked in bf16
+        out, best = _attend_and_reconstruct(queries.float(), keys.float(), values.float(), n, scaling, chunk, products)
     return out.to(queries.dtype), best
 
 
 def _attend_and_reconstruct(
-    queries: Tensor, keys: Tensor, values: Tensor, n: int, scaling: float, chunk: int | None
+    queries: Tensor, keys: Tensor, values: Tensor, n: int, scaling: float, chunk: int | None, products: torch.dtype
 ) -> tuple[Tensor, Tensor]:
     """:func:`attend_and_reconstruct` on float32 inputs, outside autocast."""
     heads, m, dim = queries.shape
@@ -195,14 +205,16 @@ def _attend_and_reconstruct(
     grouped = queries.reshape(kv_heads, group, m, dim)
     own_out = own.reshape(kv_heads, group, m, dim)
     own_lse = own_lse.reshape(kv_heads, group, m)
-    context = keys[:, :n].transpose(-1, -2)  # [Hkv, D, n]
-    context_values = values[:, :n]
+    low = products != torch.float32
+    context = keys[:, :n].transpose(-1, -2).to(products)  # [Hkv, D, n]
+    context_values = values[:, :n].to(products)
     out = torch.empty(kv_heads, group, m, dim, device=queries.device)
     for start in range(0, m, step):
         stop = min(start + step, m)
         rows = group * (stop - start)
-        q = grouped[:, :, start:stop].reshape(kv_heads, rows, dim)
-        weights = torch.bmm(q, context).mul_(scaling)  # [Hkv, rows, n]: the logits, then exp(logit - rowmax)
+        q = grouped[:, :, start:stop].reshape(kv_heads, rows, dim) * scaling  # scaled here: m x D, not m x n
+        weights = torch.bmm(q.to(products), context)  # [Hkv, rows, n]: the logits, then exp(logit - rowmax)
+        weights = weights.float() if low else weights
         peak = weights.amax(-1, keepdim=True)
         weights.sub_(peak).exp_()
         context_lse = peak + weights.sum(-1, keepdim=True).log()
@@ -210,7 +222,8 @@ def _attend_and_reconstruct(
         lse = torch.logaddexp(context_lse, part_lse)
         scale = (peak - lse).exp()  # exp(logit - rowmax) * scale = the row's softmax weight on a context key
         part = own_out[:, :, start:stop].reshape(kv_heads, rows, dim)
-        mixed = torch.bmm(weights, context_values).mul_(scale).add_(part * (part_lse - lse).exp())
+        mixed = torch.bmm(weights.to(products), context_values)
+        mixed = (mixed.float() if low else mixed).mul_(scale).add_(part * (part_lse - lse).exp())
         out[:, :, start:stop] = mixed.reshape(kv_heads, group, stop - start, dim)
         best = torch.maximum(best, weights.mul_(scale).amax(1))
     return out.reshape(heads, m, dim), best
