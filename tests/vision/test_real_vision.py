@@ -103,6 +103,8 @@ def test_cli_vision_json_html_and_bad_image(tmp_path):
             "--json",
             "--html",
             str(page),
+            "--warmup",
+            "1",
         ],
         capture_output=True,
         text=True,
@@ -112,7 +114,7 @@ def test_cli_vision_json_html_and_bad_image(tmp_path):
     assert run.returncode == 0, run.stderr
     facts = json.loads(run.stdout)
     assert facts["visual_tokens"] == 256 and facts["visual_tokens_kept"] == 64 and facts["answer"]
-    assert facts["prefill_seconds"] > 0 and "decode_seconds_per_token" in facts
+    assert facts["prefill_seconds"] > 0 and "decode_seconds_per_token" in facts and facts["warmup"] == 1
     assert "kept 64" in page.read_text() and "pruned 192" in page.read_text()
     broken = tmp_path / "broken.png"
     broken.write_bytes(image.read_bytes()[:200])

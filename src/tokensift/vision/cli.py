@@ -35,6 +35,15 @@ def vision(
     model: Annotated[str, typer.Option("--model", "-m", help="Embedded VLM name or local LLaVA folder.")] = VLM,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=256, help="Longest answer, in tokens.")] = 16,
     html: Annotated[Path | None, typer.Option(help="Write a page showing kept / merged / pruned patches.")] = None,
+    warmup: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=10,
+            help="Answer this many times first, untimed, so the reported times are a warm model's (as `tokensift "
+            "bench vision` times them); a fresh process's first forward also pays one-time setup.",
+        ),
+    ] = 0,
     as_json: options.Json = False,
     cache_dir: options.CacheDir = None,
 ) -> None:
@@ -60,6 +69,8 @@ def vision(
         loaded = load_model(model, cache_dir=cache_dir)
     if loaded.processor is None or not hasattr(loaded.processor, "tokenizer"):
         raise ParameterError(f"{loaded.name} is not a vision-language model", option="model")
+    for _ in range(warmup):
+        answer(loaded.model, loaded.processor, [picture], [question], chosen, keep=keep, keep_tokens=keep_tokens)
     result = answer(
         loaded.model,
         loaded.processor,
@@ -85,6 +96,7 @@ def vision(
         "prefill_seconds": round(result.prefill_seconds, 4),
         "decode_seconds_per_token": round(result.decode_seconds_per_token, 4),
         "new_tokens": result.new_tokens,
+        "warmup": warmup,
     }
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
