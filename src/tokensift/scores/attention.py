@@ -205,7 +205,6 @@ def _attend_and_reconstruct(
     grouped = queries.reshape(kv_heads, group, m, dim)
     own_out = own.reshape(kv_heads, group, m, dim)
     own_lse = own_lse.reshape(kv_heads, group, m)
-    low = products != torch.float32
     context = keys[:, :n].transpose(-1, -2).to(products)  # [Hkv, D, n]
     context_values = values[:, :n].to(products)
     out = torch.empty(kv_heads, group, m, dim, device=queries.device)
@@ -213,8 +212,7 @@ def _attend_and_reconstruct(
         stop = min(start + step, m)
         rows = group * (stop - start)
         q = grouped[:, :, start:stop].reshape(kv_heads, rows, dim) * scaling  # scaled here: m x D, not m x n
-        weights = torch.bmm(q.to(products), context)  # [Hkv, rows, n]: the logits, then exp(logit - rowmax)
-        weights = weights.float() if low else weights
+        weights = torch.bmm(q.to(products), context).float()  # [Hkv, rows, n]: logits, then exp(logit - rowmax)
         peak = weights.amax(-1, keepdim=True)
         weights.sub_(peak).exp_()
         context_lse = peak + weights.sum(-1, keepdim=True).log()
@@ -222,8 +220,8 @@ def _attend_and_reconstruct(
         lse = torch.logaddexp(context_lse, part_lse)
         scale = (peak - lse).exp()  # exp(logit - rowmax) * scale = the row's softmax weight on a context key
         part = own_out[:, :, start:stop].reshape(kv_heads, rows, dim)
-        mixed = torch.bmm(weights.to(products), context_values)
-        mixed = (mixed.float() if low else mixed).mul_(scale).add_(part * (part_lse - lse).exp())
+        mixed = torch.bmm(weights.to(products), context_values).float()  # float32: .to / .float() are no-ops
+        mixed.mul_(scale).add_(part * (part_lse - lse).exp())
         out[:, :, start:stop] = mixed.reshape(kv_heads, group, stop - start, dim)
         best = torch.maximum(best, weights.mul_(scale).amax(1))
     return out.reshape(heads, m, dim), best

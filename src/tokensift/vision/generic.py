@@ -75,15 +75,12 @@ def prune_inputs(
     language model (FastV) leaves the image tokens here: pass the result to ``fastv_prefill``.
     """
     chosen = resolve("vision", method) if isinstance(method, str) else method
-    if chosen is not None and chosen.stage == "tower":
+    inside = chosen is not None and chosen.stage == "tower"
+    if chosen is not None and (inside or getattr(type(chosen), "needs_tower", False)):
+        what = "reduces tokens inside the vision tower" if inside else "reads the vision tower's [CLS] attention"
         raise MethodUnsupportedError(
-            f"{chosen.name} reduces tokens inside the vision tower, which only the LLaVA path runs "
-            "(tokensift.vision.prepare); here: divprune, mmtok, random, or fastv inside the language model"
-        )
-    if chosen is not None and getattr(type(chosen), "needs_tower", False):
-        raise MethodUnsupportedError(
-            f"{chosen.name} reads the vision tower's [CLS] attention, which only the LLaVA path provides "
-            "(tokensift.vision.prepare); here: divprune, mmtok, random, or fastv inside the language model"
+            f"{chosen.name} {what}, which only the LLaVA path provides (tokensift.vision.prepare); here: divprune, "
+            "mmtok, random, or fastv inside the language model"
         )
     parts = language_parts(model)
     token = image_token_id(model)

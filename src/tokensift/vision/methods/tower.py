@@ -20,6 +20,7 @@ from typing import ClassVar
 import tokensift.encoder.methods  # noqa: F401  (registers the encoder methods looked up below)
 from tokensift.encoder.methods.base import EncoderMethod
 from tokensift.errors import MethodUnsupportedError, ParameterError, UnknownMethodError
+from tokensift.inputs import parse_list
 from tokensift.registry import Paper, register, registered
 from tokensift.vision.methods.base import Plan, VisionContext, VisionMethod
 
@@ -73,10 +74,7 @@ class Tower(VisionMethod):
         if isinstance(given, int) and not isinstance(given, bool):
             given = [given]
         elif isinstance(given, str):
-            try:
-                given = [int(part) for part in given.split(",")]
-            except ValueError:
-                given = []
+            given = parse_list(given, int, option="layers")
         if (
             not isinstance(given, list | tuple)
             or not given
