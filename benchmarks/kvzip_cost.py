@@ -5,14 +5,15 @@ the KV benchmark does), one process times, with the variants taking turns so a b
 alike (medians of ``--repeats``):
 
 * ``prefill``: a plain prefill (no compression), the denominator of every ratio;
-* ``kvzip``: the whole compression through ``tokensift.kv.compress`` (prefill + repeat pass + scoring +
-  selection + building the ragged cache), with the phases timed apart: ``prefill`` (the forward over the
-  context), ``probe`` (the repeat passes), ``score`` (the scorer on the probe rows), ``select``
-  (the model-wide budget) and ``build`` (the ragged cache);
-* ``kvzip-recompute``: the same with the scores recomputed after the pass from its recorded query rows
+* ``kvzip``: the whole compression through ``tokensift.kv.compress`` with kvzip's defaults (prefill + repeat
+  pass + scoring + selection + building the ragged cache), with the phases timed apart: ``prefill`` (the forward
+  over the context), ``probe`` (the repeat passes), ``score`` (the scorer on the probe rows), ``select``
+  (the model-wide budget) and ``build`` (the ragged cache). Its default ``pass_dtype="auto"`` runs the pass in
+  bf16 where the hardware multiplies bf16 (the repeat pass's linear layers and its products over the context
+  keys; its own causal attention, softmax, scores and the cache stay float32): the header says which it was;
+* ``kvzip-float32``: ``kvzip`` with ``pass_dtype="model"`` (the whole pass in the model's float32);
+* ``kvzip-recompute``: ``kvzip-float32`` with the scores recomputed after the pass from its recorded query rows
   (``scores_in_probe`` off, how kvzip scored before), to show what forming them in the pass saves;
-* ``kvzip-bf16-pass``: ``kvzip`` with ``pass_dtype="bfloat16"`` (the repeat pass's linear layers and its
-  products over the context keys in bf16, its own causal attention, softmax, scores and the cache in float32);
 * ``kvzap``: the same compression with kvzap's surrogate scoring the prefill's hidden states (no repeat
   pass): ``score`` is its linear maps.
 
@@ -46,6 +47,7 @@ from tokensift.kv.cache import RaggedLayer
 from tokensift.kv.methods.kvzap import KVzap
 from tokensift.kv.methods.kvzip import KVzip
 from tokensift.kv.press import GlobalBudgetPress
+from tokensift.kv.probe import pass_dtype
 from tokensift.models import load_model
 
 PHASES = ("prefill", "probe", "score", "select", "build")
@@ -88,7 +90,7 @@ def run_kvzip(
     ratio: float,
     recompute: bool,
     method: str = "kvzip",
-    pass_dtype: str = "model",
+    pass_dtype: str = "auto",
 ) -> dict[str, float]:
     """One compression, its phases timed apart."""
     spent: dict[str, float] = defaultdict(float)
@@ -140,8 +142,8 @@ def main() -> None:
     variants: dict[str, Callable[[torch.Tensor], dict[str, float]]] = {
         "prefill": lambda ids: {"total": plain_prefill(model, ids)},
         "kvzip": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, recompute=False),
-        "kvzip-recompute": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, recompute=True),
-        "kvzip-bf16-pass": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, False, pass_dtype="bfloat16"),
+        "kvzip-float32": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, False, pass_dtype="model"),
+        "kvzip-recompute": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, True, pass_dtype="model"),
         "kvzap": lambda ids: run_kvzip(model, tokenizer, ids, args.ratio, recompute=False, method="kvzap"),
     }
     for length in (int(x) for x in args.lengths.split(",")):
@@ -159,7 +161,11 @@ def main() -> None:
                 run_kvzip(model, tokenizer, ids, args.ratio, recompute=False)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
         base = statistics.median(f["total"] for f in found["prefill"])
-        print(f"\n{args.model}, {ids.shape[1]} tokens, {args.threads} threads, medians of {args.repeats}:")
+        auto = pass_dtype(model, "auto")
+        print(
+            f"\n{args.model}, {ids.shape[1]} tokens, {args.threads} threads, medians of {args.repeats}; kvzip's "
+            f"default pass: {'bfloat16' if auto is not None else 'the model dtype'}:"
+        )
         print(f"{'variant':<18}{'total s':>9}{'÷ prefill':>11}" + "".join(f"{p:>9}" for p in PHASES))
         for name, runs in found.items():
             median = {key: statistics.median(r.get(key, 0.0) for r in runs) for key in ("total", *PHASES)}

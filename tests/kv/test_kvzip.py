@@ -46,7 +46,7 @@ def test_global_indices_share_one_exact_budget_and_keep_protected_tokens():
 def test_kvzip_keeps_the_global_top_of_the_models_own_reconstruction_attention(llama, word_tokenizer):
     torch.manual_seed(3)
     ids = torch.randint(2, 64, (1, 24))
-    press = KVzip(ratio=0.6, tokenizer=word_tokenizer)
+    press = KVzip(ratio=0.6, tokenizer=word_tokenizer, pass_dtype="model")  # exact: the float32 pass
     (probe,) = press.probe_inputs(ids[0].tolist())
     # reference: the eager attention rows of the probe tokens when the model reads context + probe at once
     llama.config._attn_implementation = "eager"
@@ -198,3 +198,34 @@ def test_a_repeat_pass_in_bfloat16_ranks_like_the_float32_one(llama, word_tokeni
         llama(ids, past_key_values=DynamicCache(config=llama.config))
     with pytest.raises(ParameterError, match="pass_dtype"):
         press_from("kvzip", ratio=0.5, tokenizer=word_tokenizer, pass_dtype="float8")
+
+
+def test_auto_pass_dtype_is_bfloat16_only_for_a_float32_model_on_fast_bf16_hardware(llama, word_tokenizer, monkeypatch):
+    """The default ``pass_dtype="auto"`` runs the pass in bf16 where the hardware multiplies bf16 (AMX,
+    AVX512-BF16, a bf16 GPU) and the model is float32; elsewhere the pass keeps the model's dtype."""
+    from tests.conftest import tiny_llama
+    from tokensift.kv import probe
+
+    assert KVzip().pass_dtype == "auto"
+    assert probe.pass_dtype(llama, "model") is None
+    assert probe.pass_dtype(llama, "bfloat16") is torch.bfloat16
+    monkeypatch.setattr(probe, "fast_bf16", lambda device: True)
+    assert probe.pass_dtype(llama, "auto") is torch.bfloat16
+    half = tiny_llama().to(torch.bfloat16)
+    assert probe.pass_dtype(half, "auto") is None  # already bf16: nothing to gain
+    monkeypatch.setattr(probe, "fast_bf16", lambda device: False)
+    assert probe.pass_dtype(llama, "auto") is None
+    seen = []
+    real = probe.reconstruction_probes
+
+    def spy(*args, **kwargs):
+        seen.append(args[5] if len(args) > 5 else kwargs.get("dtype"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("tokensift.kv.attach.reconstruction_probes", spy)
+    for flag, expected in ((False, None), (True, torch.bfloat16)):
+        monkeypatch.setattr(probe, "fast_bf16", lambda device, flag=flag: flag)
+        ids = torch.randint(2, 64, (1, 24))
+        with torch.no_grad(), compress(llama, press_from("kvzip", ratio=0.5, tokenizer=word_tokenizer)):
+            llama(ids, past_key_values=DynamicCache(config=llama.config))
+        assert seen[-1] is expected

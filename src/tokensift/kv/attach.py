@@ -32,7 +32,7 @@ from tokensift.hooks import AttentionCall, Route, attention_modules, layer_index
 from tokensift.kv.batch import BatchLayer
 from tokensift.kv.cache import _ATTACHED, MaskedLayer, PositionWindowLayer, RaggedLayer, tensor_bytes
 from tokensift.kv.model import check_length, check_supported, inv_freq, layer_types
-from tokensift.kv.probe import reconstruction_probes, run_probes
+from tokensift.kv.probe import pass_dtype, reconstruction_probes, run_probes
 from tokensift.kv.view import LayerView, PressLike, Selection, allowed_keys, shift
 from tokensift.scores.attention import attention_with_lse
 
@@ -309,8 +309,7 @@ def probe_views(
     keys = {layer: view.keys for layer, view in views.items()}
     values = {layer: view.values for layer, view in views.items()}
     inputs = press.scorer.probe_inputs(ids)
-    precision = getattr(press.scorer, "pass_dtype", "model")  # kvzip's option: the repeat pass in bf16
-    dtype = None if precision == "model" else getattr(torch, precision)
+    dtype = pass_dtype(model, getattr(press.scorer, "pass_dtype", "model"))  # kvzip's option: the pass in bf16
     if press.scorer.scores_in_probe:
         scores = reconstruction_probes(model, keys, values, inputs, base, dtype)
         for layer, view in views.items():

@@ -31,6 +31,28 @@ ProbeScores = dict[int, list[Tensor]]
 
 
 @torch.no_grad()
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware (a GPU that supports it; a CPU with AMX tiles
+    or AVX512-BF16), so a bf16 pass is faster than a float32 one rather than emulated."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def pass_dtype(model: torch.nn.Module, precision: str) -> torch.dtype | None:
+    """The autocast dtype of a repeat pass for the option ``precision`` (``model``: none; ``bfloat16``; ``auto``:
+    bfloat16 for a float32 model on a device where :func:`fast_bf16`, else none)."""
+    if precision == "model":
+        return None
+    if precision == "auto":
+        weight = next(model.parameters())
+        return torch.bfloat16 if weight.dtype == torch.float32 and fast_bf16(weight.device) else None
+    return getattr(torch, precision)
+
+
 def run_probes(
     model: torch.nn.Module,
     keys: dict[int, Tensor],
