@@ -241,6 +241,27 @@ def test_kvcompose_cache_decodes_with_plain_generate_and_no_tokensift_attention(
         dense_cache(compress_context(llama, context, press_from("adakv:knorm", ratio=0.75)).cache)
 
 
+def test_a_decoding_step_reuses_its_buffer_without_aliasing_and_handles_a_head_with_nothing_packed():
+    """A decoding step dequantizes each layer's packed part into one reused buffer: a second layer's step must not
+    change the first one's output, and a head that keeps every token at full precision (nothing packed) attends
+    over those alone, as the per-head reference does."""
+    g = torch.Generator().manual_seed(5)
+    layers, expected = [], []
+    for counts in ([75, 20, 3], [10, 40, 60]):  # head 0 of the first layer packs nothing
+        keys, values = torch.randn(1, 3, 75, 64, generator=g), torch.randn(1, 3, 75, 64, generator=g)
+        selection = [[torch.randperm(75, generator=g)[:k].sort().values for k in counts]]
+        layers.append(QuantizedLayer.quantized(keys, values, selection, [0], bits=2, group=32))
+    assert layers[0].low_lengths().tolist() == [[0, 55, 72]]
+    query = torch.randn(1, 9, 1, 64, generator=g)
+    outs = [layer.attend(query, 0.125)[0] for layer in layers]
+    first = outs[0].clone()
+    layers[1].attend(query * 2, 0.125)  # the same buffer, other contents
+    torch.testing.assert_close(outs[0], first, rtol=0, atol=0)
+    for layer, out in zip(layers, outs, strict=True):
+        expected, _ = RaggedLayer.attend(layer, query, 0.125)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_packed_attention_equals_attention_over_the_dequantized_segments():
     from tokensift.kv.cache import _ATTACHED
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 
 import torch
 from torch import Tensor
@@ -24,7 +25,7 @@ from torch import Tensor
 from tokensift.errors import MethodUnsupportedError
 from tokensift.kv.cache import RaggedLayer, Segments, _future_mask, gather_segments
 from tokensift.reduce import gather_tokens
-from tokensift.reduce.quantize import Packed, dequantize, quantize, unpack_codes
+from tokensift.reduce.quantize import Packed, _table, dequantize, quantize, unpack_codes
 
 LowPart = tuple[Packed, Packed]
 """Packed keys and values of the low-precision tokens."""
@@ -176,6 +177,8 @@ class QuantizedLayer(RaggedLayer):
     def attend(self, query: Tensor, scaling: float, *, need_weights: bool = False) -> tuple[Tensor, Segments | None]:
         if need_weights:
             return super().attend(query, scaling, need_weights=True)
+        if query.shape[2] == 1 and (self.flat is not None or self.segments_k is None):
+            return self._attend_step(query, scaling), None
         if self.segments_k is None and isinstance(self.low, tuple):
             return attend_packed(query, scaling, self.low, self.keys, self.values), None
         if self.flat is None:
@@ -188,6 +191,23 @@ class QuantizedLayer(RaggedLayer):
             for b, (flat, keys, values) in enumerate(zip(self.flat, self.segments_k, self.segments_v, strict=True))
         ]
         return torch.stack(rows).transpose(1, 2).contiguous(), None
+
+    def _attend_step(self, query: Tensor, scaling: float) -> Tensor:
+        """One decoding step (one query per row): each packed part dequantized into a reused buffer and attended
+        with the fused kernel, beside the full-precision part (:func:`attend_parts`)."""
+        if isinstance(self.low, tuple):
+            low_k, low_v = self.low
+            keys = dequantize(low_k, _scratch(low_k.codes.numel() * 8 // low_k.bits, query.dtype, query.device, 0))
+            values = dequantize(low_v, _scratch(low_v.codes.numel() * 8 // low_v.bits, query.dtype, query.device, 1))
+            return attend_parts(query, scaling, [(keys, values), (self.keys, self.values)]).transpose(1, 2)
+        if self.segments_k is None:
+            self._split_dense()
+        assert self.flat is not None and self.segments_k is not None and self.segments_v is not None
+        rows = [
+            attend_flat_step(query[b], scaling, flat, keys, values)
+            for b, (flat, keys, values) in enumerate(zip(self.flat, self.segments_k, self.segments_v, strict=True))
+        ]
+        return torch.stack(rows).transpose(1, 2)
 
     def _split_dense(self) -> None:
         """Full-precision part dense but low part ragged: hand the full part over as segments (ragged attend)."""
@@ -318,3 +338,93 @@ def _packed_values(probs: Tensor, values: Packed) -> Tensor:
         for j in range(scale.shape[1])
     ]
     return torch.cat(parts, dim=1)
+
+
+_BUFFERS = threading.local()
+
+
+def _scratch(numel: int, dtype: torch.dtype, device: torch.device, slot: int) -> Tensor:
+    """A reused buffer of ``numel`` elements (one per slot, dtype and device, per thread).
+
+    A decoding step dequantizes one layer's packed tokens at a time into it: a transient working buffer the size
+    of one layer's low-precision part, never part of the cache (its bytes are not the cache's). Reusing it spares
+    every layer and step a fresh allocation of that size, which costs page faults each time on the CPU."""
+    key = (slot, dtype, device)
+    found: dict[tuple[int, torch.dtype, torch.device], Tensor] = _BUFFERS.__dict__.setdefault("buffers", {})
+    buffer = found.get(key)
+    if buffer is None or buffer.numel() < numel:
+        buffer = torch.empty(numel + numel // 4, dtype=dtype, device=device)  # room to grow a little
+        found[key] = buffer
+    return buffer[:numel]
+
+
+def attend_parts(query: Tensor, scaling: float, parts: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Attention of one query per row, ``query [B, H, 1, D]``, over the keys and values of every part
+    (``[B, Hkv, n_i, D]``; GQA), as if they were one sequence: on the CPU each part goes through torch's fused
+    flash kernel, which also returns the log-sum-exp, and the parts are merged by it (no concatenation of the
+    parts, no mask); elsewhere SDPA over the concatenated parts. Returns ``[B, H, 1, D]``."""
+    parts = [(k, v) for k, v in parts if k.shape[2] > 0]
+    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if query.device.type != "cpu" or kernel is None:
+        keys, values = torch.cat([k for k, _ in parts], 2), torch.cat([v for _, v in parts], 2)
+        return torch.nn.functional.scaled_dot_product_attention(query, keys, values, scale=scaling, enable_gqa=True)
+    out, lse = kernel(query, parts[0][0], parts[0][1], 0.0, False, scale=scaling)
+    for keys, values in parts[1:]:
+        more, more_lse = kernel(query, keys, values, 0.0, False, scale=scaling)
+        total = torch.logaddexp(lse, more_lse)
+        out = out * (lse - total).exp()[..., None] + more * (more_lse - total).exp()[..., None]
+        lse = total
+    return out
+
+
+def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Tensor], values: list[Tensor]) -> Tensor:
+    """One row's decoding step, ``query [H, 1, D]`` over every KV head's packed tokens ``low`` and full-precision
+    ``keys[h], values[h] [F_h, D]``. Returns ``[H, 1, D]``.
+
+    Every head holds as many tokens in all (packed ones plus full-precision ones), so a buffer ``[Hkv, L, D]``
+    takes each head's packed tokens dequantized, then its full-precision ones, and one call of the fused kernel
+    attends over all heads at once (no mask, no loop of attention calls). A row whose heads hold different totals
+    (which the selections here do not produce) takes :func:`attend_flat`."""
+    dim = query.shape[-1]
+    kv_heads = len(low.counts)
+    totals = {n + k.shape[0] for n, k in zip(low.counts, keys, strict=True)}
+    if len(totals) != 1:
+        return attend_flat(query, scaling, low, keys, values)
+    (total,) = totals
+    slack = low.keys.group  # a head's key rows run past its packed tokens by its group padding
+    size = (kv_heads * total + slack) * dim
+    key_buffer = _scratch(size, query.dtype, query.device, 0)
+    value_buffer = _scratch(size, query.dtype, query.device, 1)
+    parts = [(low.keys, key_buffer, low.key_rows()), (low.values, value_buffer, list(low.counts))]
+    for packed, buffer, rows in parts:
+        index = packed.codes.reshape(-1).to(torch.int32)
+        scale, zero = packed.scale.to(query.dtype), packed.zero.to(query.dtype)
+        table = _table(packed.bits, query.device, query.dtype)
+        per_byte = table.shape[1]
+        row = 0
+        for h, n in enumerate(rows):  # head h's dequantized tokens start at row h * total of the buffer
+            out = buffer[h * total * dim : (h * total + n) * dim]
+            torch.index_select(
+                table, 0, index[row * dim // per_byte : (row + n) * dim // per_byte], out=out.view(-1, per_byte)
+            )
+            if packed.per_channel:
+                grouped = out.view(n // packed.group, packed.group, dim)
+                stats = slice(row // packed.group, (row + n) // packed.group)
+            else:
+                grouped = out.view(n, dim // packed.group, packed.group)
+                stats = slice(row, row + n)
+            torch.addcmul(zero[stats], grouped, scale[stats], out=grouped)
+            row += n
+    key_view = key_buffer[: kv_heads * total * dim].view(kv_heads, total, dim)
+    value_view = value_buffer[: kv_heads * total * dim].view(kv_heads, total, dim)
+    for h, n in enumerate(low.counts):  # after the packed tokens (over the keys' group padding)
+        key_view[h, n:] = keys[h]
+        value_view[h, n:] = values[h]
+    return attend_parts(query[None], scaling, [(key_view[None], value_view[None])])[0]
+
+
+def _unpack_rows(packed: Packed, query: Tensor, slot: int) -> Tensor:
+    """All rows of a flat packed tensor dequantized (keys: each head's group padding included) into a buffer."""
+    out = _scratch(packed.codes.numel() * 8 // packed.bits, query.dtype, query.device, slot)
+    whole = dataclasses.replace(packed, length=int(packed.codes.shape[0]))  # keep every stored row, padding too
+    return dequantize(whole, out)

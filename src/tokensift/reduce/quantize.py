@@ -76,11 +76,16 @@ def _table(bits: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     return ((torch.arange(256, device=device)[:, None] >> shifts) & (2**bits - 1)).to(dtype)
 
 
-def _unpack(codes: Tensor, bits: int, dtype: torch.dtype) -> Tensor:
+def _unpack(codes: Tensor, bits: int, dtype: torch.dtype, out: Tensor | None = None) -> Tensor:
     """Codes ``[..., D]`` as ``dtype`` from bytes ``[..., D * bits / 8]``: one row of a 256-entry table per byte
-    (a single gather; shifting and masking the bytes, then widening, takes three passes and twice the time)."""
+    (a single gather; shifting and masking the bytes, then widening, takes three passes and twice the time).
+    ``out``: a contiguous buffer of exactly that many elements to write them into (no allocation)."""
     table = _table(bits, codes.device, dtype)
-    flat = table.index_select(0, codes.reshape(-1).to(torch.int32))
+    index = codes.reshape(-1).to(torch.int32)
+    if out is None:
+        flat = table.index_select(0, index)
+    else:
+        flat = torch.index_select(table, 0, index, out=out.view(-1, table.shape[1]))
     return flat.view(*codes.shape[:-1], codes.shape[-1] * table.shape[1])
 
 
@@ -98,7 +103,10 @@ def quantize(x: Tensor, bits: int, group: int, *, per_channel: bool) -> Packed:
         raise ParameterError(f"head dim {d} does not pack into whole bytes at {bits} bits", option="bits")
     if n == 0:  # nothing to pack (a row that keeps every token at full precision)
         empty = x.new_empty(*x.shape[:-2], 0, d)
-        stats = torch.zeros(*x.shape[:-2], 0, 1, d if per_channel else 1, dtype=torch.float16, device=x.device)
+        if not per_channel:
+            group = group if d % group == 0 else d
+        groups = (1, d) if per_channel else (d // group, 1)  # the stats' shape per row, as when rows are packed
+        stats = torch.zeros(*x.shape[:-2], 0, *groups, dtype=torch.float16, device=x.device)
         return Packed(_pack(empty.to(torch.uint8), bits), stats, stats.clone(), bits, group, per_channel, 0, x.dtype)
     if per_channel:
         padded = math.ceil(n / group) * group
@@ -116,15 +124,16 @@ def quantize(x: Tensor, bits: int, group: int, *, per_channel: bool) -> Packed:
     return Packed(_pack(codes, bits), scale, zero, bits, group, per_channel, n, x.dtype)
 
 
-def dequantize(packed: Packed) -> Tensor:
-    """The ``[..., N, D]`` tensor ``packed`` stands for, in its original dtype."""
-    codes = _unpack(packed.codes, packed.bits, packed.dtype)
+def dequantize(packed: Packed, out: Tensor | None = None) -> Tensor:
+    """The ``[..., N, D]`` tensor ``packed`` stands for, in its original dtype; ``out``: a contiguous buffer of
+    ``packed.codes.numel() * 8 // bits`` elements of that dtype to build it in (the result is a view of it)."""
+    codes = _unpack(packed.codes, packed.bits, packed.dtype, out)
     d = codes.shape[-1]
     scale, zero = packed.scale.to(packed.dtype), packed.zero.to(packed.dtype)
     if packed.per_channel:
         grouped = codes.view(*codes.shape[:-2], codes.shape[-2] // packed.group, packed.group, d)
-        out = torch.addcmul(zero, grouped, scale, out=grouped)  # in place: the codes are a fresh tensor
-        return out.view(*codes.shape)[..., : packed.length, :]
+        torch.addcmul(zero, grouped, scale, out=grouped)  # in place: the codes are a fresh tensor (or ``out``)
+        return codes[..., : packed.length, :]
     grouped = codes.view(*codes.shape[:-1], d // packed.group, packed.group)
     return torch.addcmul(zero, grouped, scale, out=grouped).view(codes.shape)
 
