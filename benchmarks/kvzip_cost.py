@@ -9,8 +9,9 @@ alike (medians of ``--repeats``):
   pass + scoring + selection + building the ragged cache), with the phases timed apart: ``prefill`` (the forward
   over the context), ``probe`` (the repeat passes), ``score`` (the scorer on the probe rows), ``select``
   (the model-wide budget) and ``build`` (the ragged cache). Its default ``pass_dtype="auto"`` runs the pass in
-  bf16 where the hardware multiplies bf16 (the repeat pass's linear layers and its products over the context
-  keys; its own causal attention, softmax, scores and the cache stay float32): the header says which it was;
+  bf16 where the hardware multiplies bf16 (the repeat pass's linear layers, its causal attention over its own
+  keys and its products over the context keys; the softmax over the context, the scores and the cache stay
+  float32): the header says which it was;
 * ``kvzip-float32``: ``kvzip`` with ``pass_dtype="model"`` (the whole pass in the model's float32);
 * ``kvzip-recompute``: ``kvzip-float32`` with the scores recomputed after the pass from its recorded query rows
   (``scores_in_probe`` off, how kvzip scored before), to show what forming them in the pass saves;

@@ -9,8 +9,14 @@ Attention order does not matter (the keys already carry their rotary positions):
 come first, then the full-precision ones, then the new tokens, which are causal among themselves.
 
 When the heads pack different numbers of tokens (a head-wise scorer), a row's packed heads are stored one after
-another in a single allocation (:class:`FlatLow`), so a decoding step widens all of a layer's codes at once and
-attends with a few whole-row products instead of a loop over heads (see :func:`attend_flat`).
+another in a single allocation (:class:`FlatLow`).
+
+Several queries at once (a prompt read after compression) attend with the scales folded into the products
+(:func:`attend_packed`, :func:`attend_flat`). A decoding step (one query per row) instead dequantizes the layer's
+packed tokens into a buffer reused by every layer and step (transient working memory the size of one layer's
+packed part, not the cache's storage) and calls torch's fused attention kernel on it (:func:`attend_parts`,
+:func:`attend_flat_step`): fewer, larger operations than the products, though on the CPU still slower than
+attending a full float32 cache (widening the codes costs more than reading four times the bytes).
 """
 
 from __future__ import annotations
