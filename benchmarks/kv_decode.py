@@ -6,7 +6,9 @@ One prefill of an essay needle at ``--length`` tokens; every method compresses a
 of the cache's bytes or tokens removed) and answers the question greedily for ``--tokens`` tokens; the full cache
 (transformers' ``DynamicCache``) does the same. ``--repeats`` rounds, in each of which every variant decodes once,
 so a load change on the machine hits all of them alike; the medians are printed (and their ratio to the full
-cache's), ``--json`` for one object. Run it alone on the machine.
+cache's), ``--json`` for one object. ``--compare-step``: every packed cache also decodes with its one-query steps
+through the scale-folded products (``attend_packed`` / ``attend_flat``, the path before the dequantize-into-a-buffer
+step), as ``NAME/products``, in the same rounds. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from tokensift.kv.lowbits import QuantizedLayer, attend_flat, attend_packed
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,6 +48,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--compare-step", action="store_true", help="also time the products path per packed cache")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
@@ -62,13 +67,18 @@ def main() -> None:
     )
     for v in chosen:
         makers[v.method] = functools.partial(ragged_context, pre, v)
+        if args.compare_step and packs(v.method):
+            makers[f"{v.method}/products"] = functools.partial(ragged_context, pre, v)
     ms: dict[str, list[float]] = {name: [] for name in makers}
     nbytes: dict[str, int] = {}
+    step = QuantizedLayer._attend_step
     for _ in range(args.repeats):
         for name, make in makers.items():
             context = make()  # one compressed cache alive at a time
             nbytes[name] = row_bytes(context, 0)
+            setattr(QuantizedLayer, "_attend_step", products_step if name.endswith("/products") else step)  # noqa: B010
             ms[name].append(answer(model, context, question, max_new_tokens=args.tokens).decode_seconds_per_token * 1e3)
+    setattr(QuantizedLayer, "_attend_step", step)  # noqa: B010
     full = statistics.median(ms["full"])
     result = {
         "model": args.model,
@@ -91,6 +101,23 @@ def main() -> None:
         slower, share = result["slowdown_vs_full"][name], result["cache_bytes_fraction"][name]
         each = result["decode_ms_per_token"][name]
         print(f"{name:>16}: {each:6.1f} ms/token ({slower:.2f}x full; cache {share:.3f})")
+
+
+def packs(method: str) -> bool:
+    """Whether ``method`` stores tokens at low precision (a :class:`QuantizedLayer`)."""
+    return method.startswith("quant") or method in ("mikv", "zipcache")
+
+
+def products_step(layer: QuantizedLayer, query: torch.Tensor, scaling: float) -> torch.Tensor:
+    """A one-query step through the scale-folded products (the multi-query path), for ``--compare-step``."""
+    if isinstance(layer.low, tuple) and layer.segments_k is None:
+        return attend_packed(query, scaling, layer.low, layer.keys, layer.values)  # [B, 1, H, D]
+    if layer.segments_k is None:
+        layer._split_dense()
+    assert layer.flat is not None and layer.segments_k is not None and layer.segments_v is not None
+    rows = zip(layer.flat, layer.segments_k, layer.segments_v, strict=True)
+    outs = [attend_flat(query[b], scaling, flat, keys, values) for b, (flat, keys, values) in enumerate(rows)]
+    return torch.stack(outs).transpose(1, 2)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def test_kv_generate_cli(tmp_path):
     report = json.loads(result.stdout)
     assert report["mode"] == "query-aware" and report["kept_fraction"] == pytest.approx(0.5, abs=0.02)
     assert report["cache_bytes_after"] < report["cache_bytes_before"]
+    assert report["repeat_pass_dtype"] is None  # snapkv runs no repeat pass
 
 
 @pytest.mark.model
@@ -85,6 +86,9 @@ def test_kv_generate_cli_with_kvzip_query_agnostic(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["mode"] == "query-agnostic" and report["kept_fraction"] == pytest.approx(0.25, abs=0.01)
+    from tokensift.kv.probe import fast_bf16
+
+    assert report["repeat_pass_dtype"] == ("bfloat16" if fast_bf16(torch.device("cpu")) else "float32")
 
 
 @pytest.mark.model

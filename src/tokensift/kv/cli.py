@@ -118,6 +118,10 @@ def generate(
     )
     answer_text = loaded.tokenizer.decode(result.ids[0], skip_special_tokens=True).strip()
     stats = compressed.stats
+    from tokensift.kv.probe import pass_dtype
+
+    precision = getattr(getattr(press, "scorer", None), "pass_dtype", None)  # kvzip's repeat pass, if any
+    pass_precision = None if precision is None else pass_dtype(loaded.model, precision) or loaded.model.dtype
     report = {
         "answer": answer_text,
         "model": loaded.name,
@@ -137,6 +141,7 @@ def generate(
         "bounded": bounded,
         "peak_cache_bytes": compressed.peak_cache_bytes,
         "scoring_seconds": stats.scoring_seconds,
+        "repeat_pass_dtype": None if pass_precision is None else str(pass_precision).removeprefix("torch."),
         "decode_seconds_per_token": result.decode_seconds_per_token,
         "tokens_kept_per_layer_head": {r.layer: r.kept[0] for r in stats.layers},
     }
