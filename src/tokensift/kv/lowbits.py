@@ -427,10 +427,3 @@ def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Ten
         key_view[h, n:] = keys[h]
         value_view[h, n:] = values[h]
     return attend_parts(query[None], scaling, [(key_view[None], value_view[None])])[0]
-
-
-def _unpack_rows(packed: Packed, query: Tensor, slot: int) -> Tensor:
-    """All rows of a flat packed tensor dequantized (keys: each head's group padding included) into a buffer."""
-    out = _scratch(packed.codes.numel() * 8 // packed.bits, query.dtype, query.device, slot)
-    whole = dataclasses.replace(packed, length=int(packed.codes.shape[0]))  # keep every stored row, padding too
-    return dequantize(whole, out)

@@ -30,7 +30,6 @@ ProbeScores = dict[int, list[Tensor]]
 """Per layer, per probe pass: the largest weight any probe row of each KV group gave each context key ``[Hkv, T]``."""
 
 
-@torch.no_grad()
 def fast_bf16(device: torch.device) -> bool:
     """Whether ``device`` multiplies bfloat16 matrices in hardware (a GPU that supports it; a CPU with AMX tiles
     or AVX512-BF16), so a bf16 pass is faster than a float32 one rather than emulated."""
@@ -53,6 +52,7 @@ def pass_dtype(model: torch.nn.Module, precision: str) -> torch.dtype | None:
     return getattr(torch, precision)
 
 
+@torch.no_grad()
 def run_probes(
     model: torch.nn.Module,
     keys: dict[int, Tensor],

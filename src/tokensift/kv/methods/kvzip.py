@@ -84,10 +84,10 @@ class KVzip(GlobalBudgetPress):
     """``bfloat16``: the repeat pass's linear layers run under bfloat16 autocast (fast on CPUs with AMX or
     AVX512-BF16 and on GPUs), and so do its causal attention over its own keys and its two products over the
     context keys (logits, weights x values); the softmax over the context, the scores and the cache it scores
-    stay float32. The scores
-    only rank the pairs, so the kept set changes little (99.5-99.6 % the same on the essays); KVzip's authors run
-    the whole model in bf16. ``model``: the pass in the model's own dtype. ``auto`` (default): ``bfloat16`` for a
-    float32 model on hardware with fast bf16 products, else ``model`` (:func:`tokensift.kv.probe.pass_dtype`)."""
+    stay float32. The scores only rank the pairs, so the kept set changes little (99.4-99.6 % the same on the
+    essays); KVzip's authors run the whole model in bf16. ``model``: the pass in the model's own dtype. ``auto``
+    (default): ``bfloat16`` for a float32 model on hardware with fast bf16 products, else ``model``
+    (:func:`tokensift.kv.probe.pass_dtype`)."""
     tokenizer: Any = None
     """Builds the repeat prompt; required (``compress(model, "kvzip", tokenizer=...)``)."""
 
