@@ -262,6 +262,20 @@ def test_a_decoding_step_reuses_its_buffer_without_aliasing_and_handles_a_head_w
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_dense_decoding_step_over_a_batch_matches_the_per_head_reference():
+    """Two rows that keep as many tokens per head (a dense packed part ``[B, Hkv, ...]``): one decoding step
+    through the fused kernel gives each row what dequantizing its heads and attending them one by one gives."""
+    g = torch.Generator().manual_seed(6)
+    keys, values = torch.randn(2, 3, 70, 64, generator=g), torch.randn(2, 3, 70, 64, generator=g)
+    selection = [[torch.randperm(70, generator=g)[:12].sort().values for _ in range(3)] for _ in range(2)]
+    layer = QuantizedLayer.quantized(keys, values, selection, [0, 0], bits=2, group=32)
+    assert layer.dense and layer.low_lengths().tolist() == [[58, 58, 58], [58, 58, 58]]
+    query = torch.randn(2, 9, 1, 64, generator=g)
+    out, _ = layer.attend(query, 0.125)
+    expected, _ = layer.attend(query, 0.125, need_weights=True)  # per (row, head) over dequantize(...)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_packed_attention_equals_attention_over_the_dequantized_segments():
     from tokensift.kv.cache import _ATTACHED
 
