@@ -84,7 +84,8 @@ def reconstruction_probes(
 ) -> ProbeScores:
     """Run each of ``inputs`` after the context (as :func:`run_probes`), answering every attention call with
     :func:`~tokensift.scores.attend_and_reconstruct`: KVzip's scores per layer and pass, formed in the pass.
-    ``dtype``: the passes' linear layers and their products over the context keys in that precision."""
+    ``dtype``: the passes' linear layers, their causal attention over their own keys and their products over the
+    context keys in that precision (:func:`~tokensift.scores.attend_and_reconstruct`'s ``products``)."""
     found: ProbeScores = {layer: [] for layer in sorted(keys)}
 
     def answer(call: AttentionCall) -> tuple[Tensor, None]:

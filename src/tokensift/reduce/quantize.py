@@ -42,6 +42,10 @@ class Packed:
         layer's packed heads partition a single allocation, see :class:`tokensift.kv.lowbits.FlatLow`)."""
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.zero))
 
+    def numel(self) -> int:
+        """Values the codes stand for once unpacked (keys: their group padding included)."""
+        return self.codes.numel() * 8 // self.bits
+
     @property
     def width(self) -> int:
         return int(self.codes.shape[-1]) * 8 // self.bits
@@ -126,7 +130,7 @@ def quantize(x: Tensor, bits: int, group: int, *, per_channel: bool) -> Packed:
 
 def dequantize(packed: Packed, out: Tensor | None = None) -> Tensor:
     """The ``[..., N, D]`` tensor ``packed`` stands for, in its original dtype; ``out``: a contiguous buffer of
-    ``packed.codes.numel() * 8 // bits`` elements of that dtype to build it in (the result is a view of it)."""
+    :meth:`Packed.numel` elements of that dtype to build it in (the result is a view of it)."""
     codes = _unpack(packed.codes, packed.bits, packed.dtype, out)
     d = codes.shape[-1]
     scale, zero = packed.scale.to(packed.dtype), packed.zero.to(packed.dtype)
