@@ -11,8 +11,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 SAMPLES=${SAMPLES:-30}
 OUT1=${OUT1:-benchmarks/out/kv-bytes-1k}
 OUT2=${OUT2:-benchmarks/out/kv-bytes-2k}
-ALL=kvzip,quant2:kvzip,merge:kvzip,kvcompose:kvzip,kvzap,quant2:kvzap,snapkv,quant2:snapkv,mikv,zipcache,ems,cam,kvcrush,keydiff
-BEST=kvzip,quant2:kvzip,kvzap,quant2:kvzap,kvcompose:kvzip
+ALL=kvzip,quant2:kvzip,qprune:kvzip,qprune:kvzap,merge:kvzip,kvcompose:kvzip,kvzap,quant2:kvzap,snapkv,quant2:snapkv,mikv,zipcache,ems,cam,kvcrush,keydiff
+BEST=kvzip,quant2:kvzip,kvzap,quant2:kvzap,kvcompose:kvzip,qprune:kvzip,qprune:kvzap
 bench() { .venv/bin/tokensift bench kv --budget bytes --modes query-agnostic --speed-tokens 0 --samples "$SAMPLES" "$@"; }
 bench --tasks niah,niah_multikey,nq_qa --methods "$ALL" --ratios 0.875,0.75 --length 1024 --out "$OUT1"
 bench --tasks niah,niah_multikey --methods "$BEST" --ratios 0.875 --length 2048 --out "$OUT2"

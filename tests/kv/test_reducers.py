@@ -325,3 +325,53 @@ def test_a_head_wise_packed_session_attends_as_each_head_dequantized(monkeypatch
     assert torch.equal(flat.sequences, per_head.sequences)
     for ours, reference in zip(flat.logits, per_head.logits, strict=True):
         torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_quantized_pruning_packs_exactly_the_kept_tokens_and_drops_the_rest(ragged):
+    """``qprune``: the wrapped press's kept tokens are all packed at 4 bits, nothing stays at full precision,
+    the rest is gone; a decoding step (its own token appended at full precision) attends as the per-head
+    dequantized reference, and the bytes are the packed codes, scales and zero points alone."""
+    g = torch.Generator().manual_seed(7)
+    keys, values = torch.randn(1, 3, 90, 64, generator=g), torch.randn(1, 3, 90, 64, generator=g)
+    counts = [40, 17, 64] if ragged else [40, 40, 40]
+    selection = [[torch.randperm(90, generator=g)[:k].sort().values for k in counts]]
+    press = build("kv", "qprune:knorm", ratio=0.5)
+    layer = press.build(keys, values, selection, [None], [0])
+    assert press.bits == 4 and not press.evicts
+    assert layer.low_lengths().tolist() == [counts] and layer.full_lengths().tolist() == [[0, 0, 0]]
+    assert (layer.flat is not None) == ragged and layer.kept_lengths().tolist() == [counts]
+    packed = sum(
+        quantize(keys[0, h, kept], 4, 32, per_channel=True).nbytes()
+        + quantize(values[0, h, kept], 4, 32, per_channel=False).nbytes()
+        for h, kept in enumerate(selection[0])
+    )
+    assert layer.nbytes() == packed
+    from tokensift.kv.cache import _ATTACHED
+
+    _ATTACHED[0] += 1  # as inside a session, where the layer grows by the decoded token
+    try:
+        new_k, new_v = torch.randn(1, 3, 1, 64, generator=g), torch.randn(1, 3, 1, 64, generator=g)
+        layer.update(new_k, new_v)
+    finally:
+        _ATTACHED[0] -= 1
+    query = torch.randn(1, 9, 1, 64, generator=g)
+    out, _ = layer.attend(query, 0.125)
+    for h, kept in enumerate(selection[0]):
+        k = torch.cat([dequantize(quantize(keys[0, h, kept], 4, 32, per_channel=True)), new_k[0, h]])
+        v = torch.cat([dequantize(quantize(values[0, h, kept], 4, 32, per_channel=False)), new_v[0, h]])
+        expected = torch.softmax(query[0, 3 * h : 3 * h + 3, 0] @ k.T * 0.125, -1) @ v
+        torch.testing.assert_close(out[0, 0, 3 * h : 3 * h + 3], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_quantized_pruning_meets_a_bytes_budget_below_what_packing_every_token_costs():
+    keys, values = torch.randn(1, 3, 1024, 64), torch.randn(1, 3, 1024, 64)
+    press = build("kv", "qprune:knorm", ratio=0.5)
+    full = keys.untyped_storage().nbytes() + values.untyped_storage().nbytes()
+    for fraction in (0.1, 0.125, 0.15):  # far below, the keys' padding to whole groups of 32 tokens tells
+        k = round(press.keep_for_bytes(fraction, 64, 4) * 1024)
+        layer = press.build(keys, values, [[torch.arange(1024 - k, 1024)] * 3], [None], [0])
+        assert layer.nbytes() / full == pytest.approx(fraction, rel=0.02)
+    assert press.keep_for_bytes(0.125, 64, 4) == pytest.approx(0.8)  # 4 bits + fp16 stats: 80 of 512 bytes
+    assert press.keep_for_bytes(0.25, 64, 4) is None  # every token packed stores 15.6 %: quant4's budget
+    assert build("kv", "qprune:knorm", ratio=0.5, bits=2).keep_for_bytes(0.0625, 64, 4) == pytest.approx(2 / 3)

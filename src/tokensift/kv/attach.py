@@ -252,7 +252,7 @@ class Session:
             LayerRecord(
                 layer=idx,
                 tokens_before=[key.shape[2] - s for s in starts],
-                kept=replaced.full_lengths().tolist() if isinstance(replaced, RaggedLayer) else [],
+                kept=replaced.kept_lengths().tolist() if isinstance(replaced, RaggedLayer) else [],
                 bytes_before=tensor_bytes(key) + tensor_bytes(value),
                 bytes_after=replaced.nbytes() if isinstance(replaced, RaggedLayer) else 0,
                 seconds=seconds,

@@ -205,6 +205,10 @@ class RaggedLayer(CacheLayerMixin):
         """``[B, Hkv]`` tokens stored at the model's precision (all of them here)."""
         return self.lengths()
 
+    def kept_lengths(self) -> Tensor:
+        """``[B, Hkv]`` tokens the press selected (what a session reports as kept): here those at full precision."""
+        return self.full_lengths()
+
     def nbytes(self) -> int:
         """Bytes really stored (keys + values, and the log masses of merged tokens)."""
         if self.segments_k is None or self.segments_v is None:

@@ -65,7 +65,8 @@ def generate(
 
     The budget (--ratio, --keep, --keep-tokens per head) applies to the context's cache; without one, half of
     it is removed (--ratio 0.5). For a method that packs what it does not keep (quant2:snapkv, say) --ratio is
-    the fraction of the context's tokens not kept at full precision and --bits their precision.
+    the fraction of the context's tokens not kept at full precision and --bits their precision; qprune:METHOD
+    evicts --ratio of them and packs the rest at --bits (default 4).
     """
     import torch
 

@@ -112,8 +112,10 @@ def complement(kept: Tensor, start: int, end: int) -> Tensor:
 class QuantizedLayer(RaggedLayer):
     """Kept tokens at full precision (ragged per head), every other token of the context at ``bits`` bits."""
 
-    def __init__(self, keys: Segments, values: Segments, low: LowPart | list[FlatLow]) -> None:
+    def __init__(self, keys: Segments, values: Segments, low: LowPart | list[FlatLow], *, pruned: bool = False) -> None:
         super().__init__(keys, values)
+        self.pruned = pruned
+        """Whether the packed tokens are the press's selection and the rest was evicted (quantized pruning)."""
         self.low: LowPart | list[list[LowPart]]
         """One :data:`LowPart` with ``[B, Hkv]`` leading dimensions when every (row, head) packed as many tokens,
         else one per row and head (views of :attr:`flat`)."""
@@ -135,18 +137,23 @@ class QuantizedLayer(RaggedLayer):
         *,
         bits: int,
         group: int,
+        packed: list[list[Tensor]] | None = None,
     ) -> QuantizedLayer:
         """``selection[row][head]`` of ``keys, values [B, Hkv, T, D]`` at full precision; the rest of each row
-        (from ``starts[row]``, left padding excluded) packed at ``bits`` bits in groups of ``group``."""
+        (from ``starts[row]``, left padding excluded) packed at ``bits`` bits in groups of ``group``. With
+        ``packed`` (positions per row and head, disjoint from ``selection``) only those are packed and every
+        other position is dropped (quantized pruning)."""
         n = keys.shape[2]
-        rest = [[complement(kept, starts[b], n) for kept in row] for b, row in enumerate(selection)]
+        rest = packed
+        if rest is None:
+            rest = [[complement(kept, starts[b], n) for kept in row] for b, row in enumerate(selection)]
         seg_k, seg_v = gather_segments(keys, values, selection)
         if len({idx.numel() for row in rest for idx in row}) == 1:
             index = torch.stack([torch.stack(row) for row in rest])
             low_k = gather_tokens(keys, index)
             low_v = gather_tokens(values, index)
             low = (quantize(low_k, bits, group, per_channel=True), quantize(low_v, bits, group, per_channel=False))
-            return cls(seg_k, seg_v, low)
+            return cls(seg_k, seg_v, low, pruned=packed is not None)
         flat = [
             FlatLow.join(
                 [
@@ -159,7 +166,7 @@ class QuantizedLayer(RaggedLayer):
             )
             for b, row in enumerate(rest)
         ]
-        return cls(seg_k, seg_v, flat)
+        return cls(seg_k, seg_v, flat, pruned=packed is not None)
 
     def low_lengths(self) -> Tensor:
         """``[B, Hkv]`` tokens stored at low precision."""
@@ -238,6 +245,10 @@ class QuantizedLayer(RaggedLayer):
     def full_lengths(self) -> Tensor:
         """``[B, Hkv]`` tokens stored at full precision (kept ones and the ones decoded since)."""
         return super().lengths()
+
+    def kept_lengths(self) -> Tensor:
+        """The selected tokens: those at full precision, or every stored one after quantized pruning."""
+        return self.lengths() if self.pruned else self.full_lengths()
 
     def keep(self, selection: list[list[Tensor]]) -> None:
         raise MethodUnsupportedError("a low-precision KV cache cannot evict while decoding (use an eviction press)")

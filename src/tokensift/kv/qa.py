@@ -157,7 +157,7 @@ def _chunked_stats(cache: Any, policy: ChunkedPolicy, n: int) -> CompressionStat
             LayerRecord(
                 layer=idx,
                 tokens_before=[n],
-                kept=layer.full_lengths().tolist(),
+                kept=layer.kept_lengths().tolist(),
                 bytes_before=per_token * n,
                 bytes_after=layer.nbytes(),
                 seconds=policy.seconds[idx],

@@ -42,10 +42,14 @@ class LowBits:
     ) -> QuantizedLayer:
         return QuantizedLayer.quantized(keys, values, selection, starts, bits=self.bits, group=self.group)
 
+    def packed_share(self, head_dim: int, itemsize: int) -> float:
+        """A packed token's bytes over a full-precision one's (``itemsize`` bytes per element)."""
+        return packed_bytes_per_token(head_dim, self.bits, self.group) / (2 * head_dim * itemsize)
+
     def keep_for_bytes(self, fraction: float, head_dim: int, itemsize: int) -> float | None:
         """Full-precision share ``f`` with ``f + (1 - f) * low = fraction`` (``low``: a packed token's bytes over a
         full one's); None below ``low`` (packing every token still stores more)."""
-        low = packed_bytes_per_token(head_dim, self.bits, self.group) / (2 * head_dim * itemsize)
+        low = self.packed_share(head_dim, itemsize)
         if fraction < low:
             return None
         return min(1.0, (fraction - low) / (1 - low))
