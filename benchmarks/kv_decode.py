@@ -30,6 +30,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def main() -> None:
+    from tokensift.inputs import parse_options
     from tokensift.kv.attach import CompressionStats
     from tokensift.kv.bench import prefill, ragged_context, reads_hidden, row_bytes, variants
     from tokensift.kv.qa import CompressedContext, answer
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--option", action="append", help="KEY=VALUE for every method that accepts it (full=0.5)")
     parser.add_argument("--compare-step", action="store_true", help="also time the products path per packed cache")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,8 +64,16 @@ def main() -> None:
         return CompressedContext(pre.cache, pre.length, CompressionStats(), pre.seconds, pre.logits)
 
     makers: dict[str, Callable[[], CompressedContext]] = {"full": full_cache}
+    options = parse_options(args.option)
     chosen = variants(
-        pre, methods, [args.ratio], lambda m, r: True, model=model, tokenizer=tokenizer, budget=args.budget
+        pre,
+        methods,
+        [args.ratio],
+        lambda m, r: True,
+        model=model,
+        tokenizer=tokenizer,
+        options=options,
+        budget=args.budget,
     )
     for v in chosen:
         makers[v.method] = functools.partial(ragged_context, pre, v)
@@ -85,6 +95,7 @@ def main() -> None:
         "context_tokens": len(head),
         "budget": args.budget,
         "ratio": args.ratio,
+        "options": options,
         "threads": args.threads,
         "tokens": args.tokens,
         "repeats": args.repeats,
@@ -105,7 +116,7 @@ def main() -> None:
 
 def packs(method: str) -> bool:
     """Whether ``method`` stores tokens at low precision (a :class:`QuantizedLayer`)."""
-    return method.startswith("quant") or method in ("mikv", "zipcache")
+    return method.startswith(("quant", "qprune")) or method in ("mikv", "zipcache")
 
 
 def products_step(layer: QuantizedLayer, query: torch.Tensor, scaling: float) -> torch.Tensor:

@@ -327,24 +327,29 @@ def test_a_head_wise_packed_session_attends_as_each_head_dequantized(monkeypatch
         torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("ragged", [False, True])
-def test_quantized_pruning_packs_exactly_the_kept_tokens_and_drops_the_rest(ragged):
-    """``qprune``: the wrapped press's kept tokens are all packed at 4 bits, nothing stays at full precision,
-    the rest is gone; a decoding step (its own token appended at full precision) attends as the per-head
-    dequantized reference, and the bytes are the packed codes, scales and zero points alone."""
+@pytest.mark.parametrize(("ragged", "full"), [(False, 0.0), (True, 0.0), (True, 0.25)])
+def test_quantized_pruning_packs_exactly_the_kept_tokens_and_drops_the_rest(ragged, full):
+    """``qprune``: the wrapped press's kept tokens are packed at 4 bits (with ``full``, each head's most recent
+    quarter of them stays at full precision), the rest is gone; a decoding step (its own token appended at full
+    precision) attends as the per-head dequantized reference, and the bytes are the packed codes, scales and zero
+    points plus the full-precision tokens."""
     g = torch.Generator().manual_seed(7)
     keys, values = torch.randn(1, 3, 90, 64, generator=g), torch.randn(1, 3, 90, 64, generator=g)
     counts = [40, 17, 64] if ragged else [40, 40, 40]
     selection = [[torch.randperm(90, generator=g)[:k].sort().values for k in counts]]
-    press = build("kv", "qprune:knorm", ratio=0.5)
+    press = build("kv", "qprune:knorm", ratio=0.5, full=full)
     layer = press.build(keys, values, selection, [None], [0])
     assert press.bits == 4 and not press.evicts
-    assert layer.low_lengths().tolist() == [counts] and layer.full_lengths().tolist() == [[0, 0, 0]]
+    recent = [round(full * k) for k in counts]
+    assert layer.low_lengths().tolist() == [[k - r for k, r in zip(counts, recent, strict=True)]]
+    assert layer.full_lengths().tolist() == [recent]
     assert (layer.flat is not None) == ragged and layer.kept_lengths().tolist() == [counts]
+    split = [(kept[: len(kept) - r], kept[len(kept) - r :]) for kept, r in zip(selection[0], recent, strict=True)]
     packed = sum(
-        quantize(keys[0, h, kept], 4, 32, per_channel=True).nbytes()
-        + quantize(values[0, h, kept], 4, 32, per_channel=False).nbytes()
-        for h, kept in enumerate(selection[0])
+        quantize(keys[0, h, low], 4, 32, per_channel=True).nbytes()
+        + quantize(values[0, h, low], 4, 32, per_channel=False).nbytes()
+        + 2 * high.numel() * 64 * 4
+        for h, (low, high) in enumerate(split)
     )
     assert layer.nbytes() == packed
     from tokensift.kv.cache import _ATTACHED
@@ -357,9 +362,10 @@ def test_quantized_pruning_packs_exactly_the_kept_tokens_and_drops_the_rest(ragg
         _ATTACHED[0] -= 1
     query = torch.randn(1, 9, 1, 64, generator=g)
     out, _ = layer.attend(query, 0.125)
-    for h, kept in enumerate(selection[0]):
-        k = torch.cat([dequantize(quantize(keys[0, h, kept], 4, 32, per_channel=True)), new_k[0, h]])
-        v = torch.cat([dequantize(quantize(values[0, h, kept], 4, 32, per_channel=False)), new_v[0, h]])
+    for h, (low, high) in enumerate(split):
+        k = torch.cat([dequantize(quantize(keys[0, h, low], 4, 32, per_channel=True)), keys[0, h, high], new_k[0, h]])
+        v = torch.cat([dequantize(quantize(values[0, h, low], 4, 32, per_channel=False)), values[0, h, high]])
+        v = torch.cat([v, new_v[0, h]])
         expected = torch.softmax(query[0, 3 * h : 3 * h + 3, 0] @ k.T * 0.125, -1) @ v
         torch.testing.assert_close(out[0, 0, 3 * h : 3 * h + 3], expected, rtol=1e-4, atol=1e-5)
 
@@ -375,3 +381,5 @@ def test_quantized_pruning_meets_a_bytes_budget_below_what_packing_every_token_c
     assert press.keep_for_bytes(0.125, 64, 4) == pytest.approx(0.8)  # 4 bits + fp16 stats: 80 of 512 bytes
     assert press.keep_for_bytes(0.25, 64, 4) is None  # every token packed stores 15.6 %: quant4's budget
     assert build("kv", "qprune:knorm", ratio=0.5, bits=2).keep_for_bytes(0.0625, 64, 4) == pytest.approx(2 / 3)
+    half = build("kv", "qprune:knorm", ratio=0.5, full=0.5)  # half the kept tokens full, half at 4 bits
+    assert half.keep_for_bytes(0.25, 64, 4) == pytest.approx(0.25 / (0.5 + 0.5 * 80 / 512))

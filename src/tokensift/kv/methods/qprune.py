@@ -7,7 +7,9 @@ quantization alone keeps every token at a precision too low to read; spending th
 ranks the tokens as it would for eviction (``qprune:kvzap``, ``qprune:snapkv``); its kept tokens are packed in
 KIVI's layout (keys per channel, values per token, :mod:`tokensift.reduce.quantize`) and the rest are dropped.
 ``--ratio`` is the share of the context evicted, as for the press alone; :meth:`QuantizedPruning.keep_for_bytes`
-turns a bytes budget into it. Tokens decoded later stay at full precision, like KIVI's residual window.
+turns a bytes budget into it. Tokens decoded later stay at full precision, like KIVI's residual window, and
+``full`` keeps that share of each head's kept tokens (its most recent ones) at full precision too: a larger budget
+is then spent on fewer, sharper tokens, and a decoding step widens fewer codes.
 Differences from the paper: it quantizes with KIVI or per-token schemes at one fixed budget split; here the
 layout is KIVI's with fp16 scales and zero points counted in the bytes, and the split follows the bytes budget.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from tokensift.kv.lowbits import QuantizedLayer
@@ -42,22 +43,23 @@ class QuantizedPruning(LowBits, Wrapper):
     summary: ClassVar[str] = "kept tokens packed at --bits (default 4, KIVI layout), the rest evicted"
 
     bits: int = option(4, low=2, high=8)
+    full: float = option(0.0, low=0.0, high=1.0)
+    """Share of each head's kept tokens, its most recent ones, stored at full precision instead of packed."""
     press: Press = field(default_factory=SnapKV)
 
     def build(
         self, keys: Tensor, values: Tensor, selection: list[Selection], views: list[LayerView], starts: list[int]
     ) -> QuantizedLayer:
-        nothing = torch.zeros(0, dtype=torch.long, device=keys.device)
-        full = [[nothing for _ in row] for row in selection]
-        return QuantizedLayer.quantized(
-            keys, values, full, starts, bits=self.bits, group=self.group, packed=[list(row) for row in selection]
-        )
+        recent: list[list[Tensor]] = []
+        packed: list[list[Tensor]] = []
+        for row in selection:
+            cuts = [kept.numel() - round(self.full * kept.numel()) for kept in row]
+            recent.append([kept[cut:] for kept, cut in zip(row, cuts, strict=True)])
+            packed.append([kept[:cut] for kept, cut in zip(row, cuts, strict=True)])
+        return QuantizedLayer.quantized(keys, values, recent, starts, bits=self.bits, group=self.group, packed=packed)
 
     def keep_for_bytes(self, fraction: float, head_dim: int, itemsize: int) -> float | None:
-        """Kept share ``fraction / low`` (``low``: a packed token's bytes over a full one's); None above ``low``
-        (every token packed still stores less: that budget is ``quant``'s, which keeps the surplus at full
-        precision)."""
-        low = self.packed_share(head_dim, itemsize)
-        if fraction > low:
-            return None
-        return fraction / low
+        """Kept share ``fraction / (full + (1 - full) * low)`` (``low``: a packed token's bytes over a full one's);
+        None where that exceeds every token (then ``quant``, which keeps every token, fits the budget)."""
+        keep = fraction / (self.full + (1 - self.full) * self.packed_share(head_dim, itemsize))
+        return None if keep > 1 else keep
