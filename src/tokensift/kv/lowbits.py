@@ -398,17 +398,18 @@ def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Ten
     """One row's decoding step, ``query [H, 1, D]`` over every KV head's packed tokens ``low`` and full-precision
     ``keys[h], values[h] [F_h, D]``. Returns ``[H, 1, D]``.
 
-    A buffer takes each head's packed tokens dequantized, then its full-precision ones, head after head. When every
-    head holds as many tokens in all (packed ones plus full-precision ones: a packing reducer that keeps every
-    token), it is one ``[Hkv, L, D]`` tensor and one call of the fused kernel attends over all heads at once (no
-    mask); otherwise (quantized pruning with a head-wise scorer) each head's slice gets its own call."""
+    Every head holds as many tokens in all (packed ones plus full-precision ones), so a buffer ``[Hkv, L, D]``
+    takes each head's packed tokens dequantized, then its full-precision ones, and one call of the fused kernel
+    attends over all heads at once (no mask, no loop of attention calls). A row whose heads hold different totals
+    (which the selections here do not produce) takes :func:`attend_flat`."""
     dim = query.shape[-1]
     kv_heads = len(low.counts)
-    group = query.shape[0] // kv_heads
-    totals = [n + k.shape[0] for n, k in zip(low.counts, keys, strict=True)]
-    offsets = [0, *itertools.accumulate(totals)]
+    totals = {n + k.shape[0] for n, k in zip(low.counts, keys, strict=True)}
+    if len(totals) != 1:
+        return attend_flat(query, scaling, low, keys, values)
+    (total,) = totals
     slack = low.keys.group  # a head's key rows run past its packed tokens by its group padding
-    size = (offsets[-1] + slack) * dim
+    size = (kv_heads * total + slack) * dim
     key_buffer = _scratch(size, query.dtype, query.device, 0)
     value_buffer = _scratch(size, query.dtype, query.device, 1)
     # dequantize's gather and scaling, written out so that the row's codes are widened to indices and its
@@ -420,8 +421,8 @@ def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Ten
         table = _table(packed.bits, query.device, query.dtype)
         per_byte = table.shape[1]
         row = 0
-        for h, n in enumerate(rows):  # head h's dequantized tokens start at row offsets[h] of the buffer
-            out = buffer[offsets[h] * dim : (offsets[h] + n) * dim]
+        for h, n in enumerate(rows):  # head h's dequantized tokens start at row h * total of the buffer
+            out = buffer[h * total * dim : (h * total + n) * dim]
             torch.index_select(
                 table, 0, index[row * dim // per_byte : (row + n) * dim // per_byte], out=out.view(-1, per_byte)
             )
@@ -433,18 +434,9 @@ def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Ten
                 stats = slice(row, row + n)
             torch.addcmul(zero[stats], grouped, scale[stats], out=grouped)
             row += n
+    key_view = key_buffer[: kv_heads * total * dim].view(kv_heads, total, dim)
+    value_view = value_buffer[: kv_heads * total * dim].view(kv_heads, total, dim)
     for h, n in enumerate(low.counts):  # after the packed tokens (over the keys' group padding)
-        at = slice((offsets[h] + n) * dim, offsets[h + 1] * dim)
-        key_buffer[at].view(-1, dim).copy_(keys[h])
-        value_buffer[at].view(-1, dim).copy_(values[h])
-    if len(set(totals)) == 1:
-        key_view = key_buffer[: offsets[-1] * dim].view(1, kv_heads, totals[0], dim)
-        value_view = value_buffer[: offsets[-1] * dim].view(1, kv_heads, totals[0], dim)
-        return attend_parts(query[None], scaling, [(key_view, value_view)])[0]
-    outs = []
-    for h in range(kv_heads):
-        at = slice(offsets[h] * dim, offsets[h + 1] * dim)
-        key_view = key_buffer[at].view(1, 1, totals[h], dim)
-        value_view = value_buffer[at].view(1, 1, totals[h], dim)
-        outs.append(attend_parts(query[None, h * group : (h + 1) * group], scaling, [(key_view, value_view)])[0])
-    return torch.cat(outs)
+        key_view[h, n:] = keys[h]
+        value_view[h, n:] = values[h]
+    return attend_parts(query[None], scaling, [(key_view[None], value_view[None])])[0]
