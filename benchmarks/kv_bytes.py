@@ -92,7 +92,7 @@ def kvpress_cell(table: dict, task: str, ratio: float, length: int) -> str:
     return f"{quoted[0]:.2f} ({quoted[1]}, earlier run; full {KVPRESS_FULL[task][0]:.2f})" if quoted else "–"
 
 
-def section(runs: dict[int, list[dict[str, Any]]], extra: str = "") -> list[str]:
+def section(runs: dict[int, list[dict[str, Any]]], extra: str = "", lead: str = "") -> list[str]:
     lines = [
         MARKERS[0],
         "## At equal bytes: eviction, low precision and merging at 12.5 / 25 % of the full cache's bytes",
@@ -102,7 +102,8 @@ def section(runs: dict[int, list[dict[str, Any]]], extra: str = "") -> list[str]
         "(0.875 → 12.5 % kept, 0.75 → 25 %); every method gets the token ratio that makes its real storage meet "
         "that (eviction and CaM: the kept tokens; `merge`/`ems`: kept tokens plus their log mass; `quant2:*`, "
         "`mikv`, `zipcache`: full-precision tokens plus the rest packed at 2 bits with fp16 scales and zero points, "
-        "KIVI layout, group 32). Query-agnostic (the question comes after compression), SmolLM2-135M-Instruct "
+        "KIVI layout, group 32; `qprune:*`: the kept tokens all packed at 4 bits, the rest evicted). "
+        "Query-agnostic (the question comes after compression), SmolLM2-135M-Instruct "
         "float32, seed 0, greedy, string match; `nq_qa` reports the gold answer's log-probability (nats). "
         "`bytes` = measured bytes of the stored cache ÷ the full cache's (what `--json` reports). `× prefill` = "
         "median over samples of (prefill + scoring) ÷ prefill, both timed in the same process (scoring includes "
@@ -118,6 +119,8 @@ def section(runs: dict[int, list[dict[str, Any]]], extra: str = "") -> list[str]
         "and were not run either.",
         "",
     ]
+    if lead:
+        lines += [lead.strip(), ""]
     for length, rows in sorted(runs.items()):
         table = cells(rows)
         tasks = [t for t in METRIC if any(k[1] == t for k in table)]
@@ -250,6 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, help="LENGTH=FOLDER (repeatable)")
     parser.add_argument("--extra", type=Path, help="Markdown appended to the section (timings measured apart)")
+    parser.add_argument("--lead", type=Path, help="Markdown put before the generated tables (runs made apart)")
     args = parser.parse_args()
     runs = {}
     for item in args.run:
@@ -257,7 +261,9 @@ def main() -> None:
         runs[int(length)] = rows_of(Path(folder))
         plot(int(length), runs[int(length)])
     text = RESULTS.read_text(encoding="utf-8")
-    block = "\n".join(section(runs, args.extra.read_text(encoding="utf-8") if args.extra else ""))
+    extra = args.extra.read_text(encoding="utf-8") if args.extra else ""
+    lead = args.lead.read_text(encoding="utf-8") if args.lead else ""
+    block = "\n".join(section(runs, extra, lead))
     pattern = re.compile(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)

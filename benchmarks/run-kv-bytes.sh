@@ -25,4 +25,5 @@ bash benchmarks/peers/kvpress/setup.sh   # kvpress's KVzip on the same instances
 .venv/bin/tokensift bench kv --budget bytes --samples 0 --speed-tokens 32 --methods kvzip,quant2:kvzip \
   --ratios 0.75 --out benchmarks/out/kv-bytes-speed
 .venv/bin/python benchmarks/kv_bytes.py --run 1024="$OUT1" --run 2048="$OUT2" \
-  --extra benchmarks/RESULTS-kv-bytes/timings.md   # the timings above, as measured (edit after a rerun)
+  --extra benchmarks/RESULTS-kv-bytes/timings.md \
+  --lead benchmarks/RESULTS-kv-bytes/qprune.md   # the timings and the qprune runs, as measured (edit after a rerun)

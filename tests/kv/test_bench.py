@@ -60,6 +60,8 @@ def test_run_sample_writes_one_row_per_variant_and_resumes(tmp_path, word_tokeni
     for (method, ratio), row in rows.items():
         if method == "full" or press_from(method, ratio=0.5, tokenizer=word_tokenizer).evicts:
             assert row["kept_fraction"] == pytest.approx(1 - ratio, abs=0.02), method
+        elif method == "qprune":  # the kept tokens, all packed at 4 bits, and nothing for the rest
+            assert 0 < row["kept_fraction"] < 1 - ratio, method
         else:  # packed or merged: the kept tokens plus what stands for the rest
             assert row["kept_fraction"] >= 1 - ratio, method
     assert work(["niah"], ["query-agnostic", "query-aware"], 1) == [

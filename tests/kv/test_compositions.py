@@ -36,6 +36,8 @@ def test_every_wrapper_over_every_scorer_generates_with_its_budget(llama, word_t
     assert kept == 3 * 2 * 12  # layers x KV heads x 25 % of 48 (at full precision), however the wrapper shares it
     if build("kv", spec, ratio=0.75, **_options(spec, word_tokenizer)).evicts:
         assert session.stats.kept_fraction == pytest.approx(0.25, abs=0.01)
+    elif spec.startswith("qprune:"):  # the kept 25 % all packed at 4 bits, the rest gone
+        assert 0 < session.stats.kept_fraction < 0.25
     else:  # packed or merged: the kept tokens and what stands for the rest, less than the whole cache
         assert 0.25 <= session.stats.kept_fraction < 1.0
 
