@@ -9,7 +9,8 @@ Attention order does not matter (the keys already carry their rotary positions):
 come first, then the full-precision ones, then the new tokens, which are causal among themselves.
 
 When the heads pack different numbers of tokens (a head-wise scorer), a row's packed heads are stored one after
-another in a single allocation (:class:`FlatLow`).
+another in a single allocation (:class:`FlatLow`). Quantized pruning (``qprune``) uses the same layer the other way
+round: what it packs is the press's selection, and the rest of the context is not stored at all.
 
 Several queries at once (a prompt read after compression) attend with the scales folded into the products
 (:func:`attend_packed`, :func:`attend_flat`). A decoding step (one query per row) instead dequantizes the layer's
@@ -110,7 +111,8 @@ def complement(kept: Tensor, start: int, end: int) -> Tensor:
 
 
 class QuantizedLayer(RaggedLayer):
-    """Kept tokens at full precision (ragged per head), every other token of the context at ``bits`` bits."""
+    """Kept tokens at full precision (ragged per head), every other token of the context at ``bits`` bits; or,
+    after quantized pruning (:attr:`pruned`), the press's kept tokens packed and the rest evicted."""
 
     def __init__(self, keys: Segments, values: Segments, low: LowPart | list[FlatLow], *, pruned: bool = False) -> None:
         super().__init__(keys, values)
