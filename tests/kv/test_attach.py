@@ -104,9 +104,10 @@ def test_kept_indices_are_exactly_the_selectors_choice(llama):
             assert torch.equal(stored_values, full_layer.values[0, h, chosen[h]])
 
 
-def test_ragged_attention_equals_masked_reference():
+@pytest.mark.parametrize("n_new", [3, 1])  # a prompt after compression, a decoding step (one fused call per head)
+def test_ragged_attention_equals_masked_reference(n_new):
     torch.manual_seed(1)
-    n, dim, kv_heads, group, n_new = 24, 8, 2, 3, 3
+    n, dim, kv_heads, group = 24, 8, 2, 3
     keys, values = torch.randn(1, kv_heads, n + n_new, dim), torch.randn(1, kv_heads, n + n_new, dim)
     kept = [torch.tensor([0, 3, 4, 9, 20]), torch.arange(0, n, 2)]  # heads keep different counts
     layer = RaggedLayer.from_selection(keys[:, :, :n], values[:, :, :n], [kept])
@@ -118,7 +119,7 @@ def test_ragged_attention_equals_masked_reference():
     finally:
         _ATTACHED[0] -= 1
     query = torch.randn(1, kv_heads * group, n_new, dim)
-    output, weights = layer.attend(query, dim**-0.5, need_weights=True)
+    output, weights = layer.attend(query, dim**-0.5, need_weights=n_new > 1)
     for h, idx in enumerate(kept):
         visible = torch.zeros(n + n_new, dtype=torch.bool)
         visible[idx] = True
@@ -130,7 +131,8 @@ def test_ragged_attention_equals_masked_reference():
                 probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), -1)
                 expected = probs @ values[0, h]
                 assert torch.allclose(output[0, i, h * group + g], expected, atol=1e-5)
-    assert weights is not None and weights[0][0].shape == (len(kept[0]) + n_new,)
+    if n_new > 1:
+        assert weights is not None and weights[0][0].shape == (len(kept[0]) + n_new,)
     assert layer.nbytes() == (len(kept[0]) + len(kept[1]) + 2 * n_new) * dim * 4 * 2
 
 

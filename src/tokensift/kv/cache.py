@@ -252,6 +252,16 @@ class RaggedLayer(CacheLayerMixin):
         kv_heads = self.keys.shape[1]
         group = heads // kv_heads
         out = query.new_empty(batch, heads, n_queries, self.values.shape[-1])
+        if n_queries == 1 and not need_weights and self.bias is None and self.segments_b is None:
+            # a decoding step: each (row, head) through SDPA's fused kernel (no mask needed for one query)
+            for b in range(batch):
+                for h in range(kv_heads):
+                    keys, values = self.segment(b, h)
+                    rows = slice(h * group, (h + 1) * group)
+                    out[b, rows] = torch.nn.functional.scaled_dot_product_attention(
+                        query[b : b + 1, rows], keys[None, None], values[None, None], scale=scaling, enable_gqa=True
+                    )[0]
+            return out.transpose(1, 2).contiguous(), None
         weights: Segments = []
         for b in range(batch):
             row_weights = []
