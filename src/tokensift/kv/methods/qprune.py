@@ -10,8 +10,9 @@ KIVI's layout (keys per channel, values per token, :mod:`tokensift.reduce.quanti
 turns a bytes budget into it. Tokens decoded later stay at full precision, like KIVI's residual window, and
 ``full`` keeps that share of each head's kept tokens (its most recent ones) at full precision too: a larger budget
 is then spent on fewer, sharper tokens, and a decoding step widens fewer codes.
-Differences from the paper: it quantizes with KIVI or per-token schemes at one fixed budget split; here the
-layout is KIVI's with fp16 scales and zero points counted in the bytes, and the split follows the bytes budget.
+Differences from the paper: it compares several pruning methods, quantization schemes and bit widths; here the
+layout is KIVI's (fp16 scales and zero points counted in the bytes), 4 bits by default, the share kept follows
+the bytes budget, and the ``full`` tier is an addition of ours.
 """
 
 from __future__ import annotations
