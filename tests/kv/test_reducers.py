@@ -360,6 +360,8 @@ def test_quantized_pruning_packs_exactly_the_kept_tokens_and_drops_the_rest(ragg
         layer.update(new_k, new_v)
     finally:
         _ATTACHED[0] -= 1
+    # ragged: heads of different totals, attended per head beside the row's packed part dequantized at once
+    assert layer.lengths().tolist() == [[k + 1 for k in counts]]
     query = torch.randn(1, 9, 1, 64, generator=g)
     out, _ = layer.attend(query, 0.125)
     for h, (low, high) in enumerate(split):

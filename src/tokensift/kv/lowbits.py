@@ -400,15 +400,16 @@ def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Ten
     """One row's decoding step, ``query [H, 1, D]`` over every KV head's packed tokens ``low`` and full-precision
     ``keys[h], values[h] [F_h, D]``. Returns ``[H, 1, D]``.
 
-    Every head holds as many tokens in all (packed ones plus full-precision ones), so a buffer ``[Hkv, L, D]``
-    takes each head's packed tokens dequantized, then its full-precision ones, and one call of the fused kernel
-    attends over all heads at once (no mask, no loop of attention calls). A row whose heads hold different totals
-    (which the selections here do not produce) takes :func:`attend_flat`."""
+    When every head holds as many tokens in all (packed ones plus full-precision ones: a packing reducer that keeps
+    every token), a buffer ``[Hkv, L, D]`` takes each head's packed tokens dequantized, then its full-precision
+    ones, and one call of the fused kernel attends over all heads at once (no mask, no loop of attention calls). A
+    row whose heads hold different totals (quantized pruning with a head-wise scorer) takes
+    :func:`attend_heads_step`."""
     dim = query.shape[-1]
     kv_heads = len(low.counts)
     totals = {n + k.shape[0] for n, k in zip(low.counts, keys, strict=True)}
     if len(totals) != 1:
-        return attend_flat(query, scaling, low, keys, values)
+        return attend_heads_step(query, scaling, low, keys, values)
     (total,) = totals
     slack = low.keys.group  # a head's key rows run past its packed tokens by its group padding
     size = (kv_heads * total + slack) * dim
@@ -442,3 +443,20 @@ def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Ten
         key_view[h, n:] = keys[h]
         value_view[h, n:] = values[h]
     return attend_parts(query[None], scaling, [(key_view[None], value_view[None])])[0]
+
+
+def attend_heads_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Tensor], values: list[Tensor]) -> Tensor:
+    """:func:`attend_flat_step` for a row whose heads hold different totals: the row's packed keys and values are
+    dequantized at once into the reused buffers (two operations each, all heads), then each head attends its
+    slice and its full-precision tokens as two parts (:func:`attend_parts`). Returns ``[H, 1, D]``."""
+    group = query.shape[0] // len(low.counts)
+    low_k = dequantize(low.keys, _scratch(low.keys.numel(), query.dtype, query.device, 0))  # [sum N'_h, D]
+    low_v = dequantize(low.values, _scratch(low.values.numel(), query.dtype, query.device, 1))  # [sum N_h, D]
+    key_at = [0, *itertools.accumulate(low.key_rows())]
+    value_at = [0, *itertools.accumulate(low.counts)]
+    outs = []
+    for h, n in enumerate(low.counts):
+        packed = (low_k[key_at[h] : key_at[h] + n][None, None], low_v[value_at[h] : value_at[h] + n][None, None])
+        full = (keys[h][None, None], values[h][None, None])
+        outs.append(attend_parts(query[None, h * group : (h + 1) * group], scaling, [packed, full])[0])
+    return torch.cat(outs)
