@@ -454,9 +454,20 @@ def attend_heads_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Te
     low_v = dequantize(low.values, _scratch(low.values.numel(), query.dtype, query.device, 1))  # [sum N_h, D]
     key_at = [0, *itertools.accumulate(low.key_rows())]
     value_at = [0, *itertools.accumulate(low.counts)]
-    outs = []
-    for h, n in enumerate(low.counts):
-        packed = (low_k[key_at[h] : key_at[h] + n][None, None], low_v[value_at[h] : value_at[h] + n][None, None])
-        full = (keys[h][None, None], values[h][None, None])
-        outs.append(attend_parts(query[None, h * group : (h + 1) * group], scaling, [packed, full])[0])
-    return torch.cat(outs)
+    packed = [
+        (low_k[key_at[h] : key_at[h] + n][None, None], low_v[value_at[h] : value_at[h] + n][None, None])
+        for h, n in enumerate(low.counts)
+    ]
+    full = [(k[None, None], v[None, None]) for k, v in zip(keys, values, strict=True)]
+    queries = [query[None, h * group : (h + 1) * group] for h in range(len(low.counts))]
+    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if query.device.type != "cpu" or kernel is None or 0 in low.counts:
+        outs = [attend_parts(q, scaling, [p, f])[0] for q, p, f in zip(queries, packed, full, strict=True)]
+        return torch.cat(outs)
+    # each head's two parts through the kernel, then one log-sum-exp merge for every head at once
+    low_parts = [kernel(q, k, v, 0.0, False, scale=scaling) for q, (k, v) in zip(queries, packed, strict=True)]
+    full_parts = [kernel(q, k, v, 0.0, False, scale=scaling) for q, (k, v) in zip(queries, full, strict=True)]
+    out_a, lse_a = torch.cat([o for o, _ in low_parts], 1), torch.cat([s for _, s in low_parts], 1)  # [1, H, 1, (D)]
+    out_b, lse_b = torch.cat([o for o, _ in full_parts], 1), torch.cat([s for _, s in full_parts], 1)
+    total = torch.logaddexp(lse_a, lse_b)
+    return (out_a * (lse_a - total).exp()[..., None] + out_b * (lse_b - total).exp()[..., None])[0]
