@@ -327,7 +327,7 @@ def test_a_head_wise_packed_session_attends_as_each_head_dequantized(monkeypatch
         torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("ragged", "full"), [(False, 0.0), (True, 0.0), (True, 0.25)])
+@pytest.mark.parametrize(("ragged", "full"), [(False, 0.0), (True, 0.0), (True, 0.25), (True, 0.6)])
 def test_quantized_pruning_packs_exactly_the_kept_tokens_and_drops_the_rest(ragged, full):
     """``qprune``: the wrapped press's kept tokens are packed at 4 bits (with ``full``, each head's most recent
     quarter of them stays at full precision), the rest is gone; a decoding step (its own token appended at full
@@ -335,7 +335,7 @@ def test_quantized_pruning_packs_exactly_the_kept_tokens_and_drops_the_rest(ragg
     points plus the full-precision tokens."""
     g = torch.Generator().manual_seed(7)
     keys, values = torch.randn(1, 3, 90, 64, generator=g), torch.randn(1, 3, 90, 64, generator=g)
-    counts = [40, 17, 64] if ragged else [40, 40, 40]
+    counts = ([1, 17, 64] if full == 0.6 else [40, 17, 64]) if ragged else [40, 40, 40]  # 0.6: head 0 packs nothing
     selection = [[torch.randperm(90, generator=g)[:k].sort().values for k in counts]]
     press = build("kv", "qprune:knorm", ratio=0.5, full=full)
     layer = press.build(keys, values, selection, [None], [0])

@@ -447,8 +447,9 @@ def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Ten
 
 def attend_heads_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Tensor], values: list[Tensor]) -> Tensor:
     """:func:`attend_flat_step` for a row whose heads hold different totals: the row's packed keys and values are
-    dequantized at once into the reused buffers (two operations each, all heads), then each head attends its
-    slice and its full-precision tokens as two parts (:func:`attend_parts`). Returns ``[H, 1, D]``."""
+    dequantized at once into the reused buffers (two operations each, all heads); each head's slice and its
+    full-precision tokens go through the fused kernel as two parts, merged by their log-sum-exps for every head at
+    once (:func:`attend_parts` per head off the CPU or when a head packed nothing). Returns ``[H, 1, D]``."""
     group = query.shape[0] // len(low.counts)
     low_k = dequantize(low.keys, _scratch(low.keys.numel(), query.dtype, query.device, 0))  # [sum N'_h, D]
     low_v = dequantize(low.values, _scratch(low.values.numel(), query.dtype, query.device, 1))  # [sum N_h, D]
