@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from tokensift.kv.bench import Variant
 from tokensift.kv.lowbits import QuantizedLayer, attend_flat, attend_packed
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,7 +78,7 @@ def main() -> None:
     )
     for v in chosen:
         makers[v.method] = functools.partial(ragged_context, pre, v)
-        if args.compare_step and packs(v.method):
+        if args.compare_step and packs(v):
             makers[f"{v.method}/products"] = functools.partial(ragged_context, pre, v)
     ms: dict[str, list[float]] = {name: [] for name in makers}
     nbytes: dict[str, int] = {}
@@ -114,9 +115,9 @@ def main() -> None:
         print(f"{name:>16}: {each:6.1f} ms/token ({slower:.2f}x full; cache {share:.3f})")
 
 
-def packs(method: str) -> bool:
-    """Whether ``method`` stores tokens at low precision (a :class:`QuantizedLayer`)."""
-    return method.startswith(("quant", "qprune")) or method in ("mikv", "zipcache")
+def packs(variant: Variant) -> bool:
+    """Whether the variant's cache stores tokens at low precision (its layers are :class:`QuantizedLayer`)."""
+    return any(isinstance(layer, QuantizedLayer) for layer in (variant.built or {}).values())
 
 
 def products_step(layer: QuantizedLayer, query: torch.Tensor, scaling: float) -> torch.Tensor:
