@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,6 +33,7 @@ from tokensift.errors import MethodUnsupportedError
 from tokensift.kv.cache import RaggedLayer, Segments, _future_mask, gather_segments
 from tokensift.reduce import gather_tokens
 from tokensift.reduce.quantize import Packed, _table, dequantize, quantize, unpack_codes
+from tokensift.scores.attention import cpu_flash_kernel, merge_by_lse
 
 LowPart = tuple[Packed, Packed]
 """Packed keys and values of the low-precision tokens."""
@@ -384,28 +384,14 @@ def attend_parts(query: Tensor, scaling: float, parts: list[tuple[Tensor, Tensor
     flash kernel, which also returns the log-sum-exp, and the parts are merged by it (no concatenation of the
     parts, no mask); elsewhere SDPA over the concatenated parts. Returns ``[B, H, 1, D]``."""
     parts = [(k, v) for k, v in parts if k.shape[2] > 0]
-    kernel = _cpu_kernel(query)
+    kernel = cpu_flash_kernel(query)
     if kernel is None:
         keys, values = torch.cat([k for k, _ in parts], 2), torch.cat([v for _, v in parts], 2)
         return torch.nn.functional.scaled_dot_product_attention(query, keys, values, scale=scaling, enable_gqa=True)
     out, lse = kernel(query, parts[0][0], parts[0][1], 0.0, False, scale=scaling)
     for keys, values in parts[1:]:
-        out, lse = _merge(out, lse, *kernel(query, keys, values, 0.0, False, scale=scaling))
+        out, lse = merge_by_lse(out, lse, *kernel(query, keys, values, 0.0, False, scale=scaling))
     return out
-
-
-def _cpu_kernel(query: Tensor) -> Any:
-    """Torch's fused CPU flash-attention op (it returns the log-sum-exp too), or None off the CPU or without it."""
-    if query.device.type != "cpu":
-        return None
-    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-
-
-def _merge(out: Tensor, lse: Tensor, more: Tensor, more_lse: Tensor) -> tuple[Tensor, Tensor]:
-    """Two attention outputs over disjoint key sets (``[..., D]``) merged by their log-sum-exps (``[...]``): the
-    output and log-sum-exp over the union."""
-    total = torch.logaddexp(lse, more_lse)
-    return out * (lse - total).exp()[..., None] + more * (more_lse - total).exp()[..., None], total
 
 
 def attend_flat_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Tensor], values: list[Tensor]) -> Tensor:
@@ -473,7 +459,7 @@ def attend_heads_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Te
     ]
     full = [(k[None, None], v[None, None]) for k, v in zip(keys, values, strict=True)]
     queries = [query[None, h * group : (h + 1) * group] for h in range(len(low.counts))]
-    kernel = _cpu_kernel(query)
+    kernel = cpu_flash_kernel(query)
     if kernel is None or 0 in low.counts:
         outs = [attend_parts(q, scaling, [p, f])[0] for q, p, f in zip(queries, packed, full, strict=True)]
         return torch.cat(outs)
@@ -482,4 +468,4 @@ def attend_heads_step(query: Tensor, scaling: float, low: FlatLow, keys: list[Te
     full_parts = [kernel(q, k, v, 0.0, False, scale=scaling) for q, (k, v) in zip(queries, full, strict=True)]
     out_a, lse_a = torch.cat([o for o, _ in low_parts], 1), torch.cat([s for _, s in low_parts], 1)  # [1, H, 1, (D)]
     out_b, lse_b = torch.cat([o for o, _ in full_parts], 1), torch.cat([s for _, s in full_parts], 1)
-    return _merge(out_a, lse_a, out_b, lse_b)[0][0]
+    return merge_by_lse(out_a, lse_a, out_b, lse_b)[0][0]

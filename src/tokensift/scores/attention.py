@@ -18,6 +18,7 @@ We never need the model in eager mode: the caller passes the query rows it wants
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -231,6 +232,21 @@ def _attend_and_reconstruct(
     return out.reshape(heads, m, dim), best
 
 
+def cpu_flash_kernel(tensor: Tensor) -> Any:
+    """Torch's fused CPU flash-attention op (it returns each row's log-sum-exp too) for ``tensor``'s device, or
+    None off the CPU or in a torch without it."""
+    if tensor.device.type != "cpu":
+        return None
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def merge_by_lse(out: Tensor, lse: Tensor, more: Tensor, more_lse: Tensor) -> tuple[Tensor, Tensor]:
+    """Two attention outputs over disjoint key sets (``[..., D]``), merged by their log-sum-exps (``[...]``):
+    the output and the log-sum-exp over both sets."""
+    total = torch.logaddexp(lse, more_lse)
+    return out * (lse - total).exp()[..., None] + more * (more_lse - total).exp()[..., None], total
+
+
 def attention_with_lse(
     queries: Tensor, keys: Tensor, values: Tensor, n: int, *, scaling: float, fused: bool = True
 ) -> tuple[Tensor, Tensor]:
@@ -243,15 +259,14 @@ def attention_with_lse(
     ``([H, m, D], [H, m])``.
     """
     heads, m, _ = queries.shape
-    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if fused and queries.device.type == "cpu" and kernel is not None and m > 0:
+    kernel = cpu_flash_kernel(queries)
+    if fused and kernel is not None and m > 0:
         try:  # two unmasked calls (the rows' own keys, causal and aligned; the context), merged by their lse
             out_p, lse_p = kernel(queries[None], keys[None, :, n:], values[None, :, n:], 0.0, True, scale=scaling)
             if n == 0:
                 return out_p[0].to(queries.dtype), lse_p[0]
             out_c, lse_c = kernel(queries[None], keys[None, :, :n], values[None, :, :n], 0.0, False, scale=scaling)
-            lse = torch.logaddexp(lse_c, lse_p)
-            out = out_c * (lse_c - lse).exp()[..., None] + out_p * (lse_p - lse).exp()[..., None]
+            out, lse = merge_by_lse(out_c, lse_c, out_p, lse_p)
             return out[0].to(queries.dtype), lse[0]
         except RuntimeError:  # a dtype or shape the kernel does not take: the explicit way below
             pass
